@@ -1,0 +1,1 @@
+"""The mailstack email processor: consumes the queue and delivers through the providers."""

@@ -1,0 +1,1 @@
+"""The local stack launcher and the pytest fixtures that start it."""
