@@ -1,0 +1,13 @@
+"""Database URL handling shared by every component that connects to Postgres."""
+
+from sqlalchemy.engine import URL, make_url
+
+DRIVER = "postgresql+psycopg"
+
+
+def normalize_database_url(url: str) -> URL:
+    """Accept postgres://, postgresql:// or postgresql+psycopg:// and always use psycopg 3."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
+    return parsed.set(drivername=DRIVER)

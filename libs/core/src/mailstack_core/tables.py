@@ -1,0 +1,101 @@
+"""SQLAlchemy 2 table definitions for the tables the services share (the migrations own the DDL)."""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from mailstack_core.status import EmailStatus
+
+metadata = MetaData()
+
+_STATUS_VALUES = ", ".join(f"'{status.value}'" for status in EmailStatus)
+
+# Owned by the gateway (inserts) and the processor (status updates).
+emails = Table(
+    "emails",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("sender_email", Text, nullable=False),
+    Column("sender_name", Text),
+    Column("to_recipients", JSONB, nullable=False),
+    Column("cc_recipients", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("bcc_recipients", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("reply_to", JSONB),
+    Column("subject", Text, nullable=False),
+    Column("text_body", Text),
+    Column("html_body", Text),
+    Column("status", Text, nullable=False),
+    Column("provider", Text),
+    Column("provider_message_id", Text),
+    Column("provider_transaction_id", Text),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    # The request body exactly as the client sent it, for audit and support.
+    Column("request_body", Text, nullable=False),
+    # While PROCESSING, the claim is valid until this time; a crashed processor's claim lapses.
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN ({_STATUS_VALUES})", name="emails_status_known"),
+    CheckConstraint("text_body IS NOT NULL OR html_body IS NOT NULL", name="emails_has_body"),
+    Index("emails_created_at_id_idx", "created_at", "id"),
+    Index("emails_status_created_at_idx", "status", "created_at"),
+)
+
+# Transactional outbox: a row means "accepted, not yet published to the queue".
+email_outbox = Table(
+    "email_outbox",
+    metadata,
+    Column(
+        "email_id",
+        UUID(as_uuid=True),
+        ForeignKey("emails.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Index("email_outbox_next_attempt_at_idx", "next_attempt_at"),
+)
+
+# Append-only audit trail; the database refuses UPDATE, and DELETE inside the retention window.
+email_history = Table(
+    "email_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "email_id",
+        UUID(as_uuid=True),
+        ForeignKey("emails.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("status", Text, nullable=False),
+    Column("provider", Text),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    CheckConstraint(f"status IN ({_STATUS_VALUES})", name="email_history_status_known"),
+    Index("email_history_email_id_id_idx", "email_id", "id"),
+)
+
+# One row: how long history must be kept before the retention job may delete it.
+retention_policy = Table(
+    "retention_policy",
+    metadata,
+    Column("singleton", Integer, primary_key=True, server_default=text("1")),
+    Column("history_retention_days", Integer, nullable=False, server_default=text("183")),
+    CheckConstraint("singleton = 1", name="retention_policy_single_row"),
+    CheckConstraint("history_retention_days >= 1", name="retention_policy_positive"),
+)
