@@ -3,7 +3,6 @@
 import uuid
 
 import pytest
-
 from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
 
 
@@ -25,7 +24,8 @@ def test_carries_the_schema_version_and_type_and_no_body() -> None:
     [
         "not json",
         "{}",
-        '{"version": 2, "type": "email.queued", "email_id": "7f1b7e0e-5a1f-4c3e-9d63-2b0c1f6b9a10"}',
+        '{"version": 2, "type": "email.queued",'
+        ' "email_id": "7f1b7e0e-5a1f-4c3e-9d63-2b0c1f6b9a10"}',
         '{"version": 1, "type": "email.queued", "email_id": "nope"}',
         '{"version": 1, "type": "email.queued", "email_id": "7f1b7e0e-5a1f-4c3e-9d63-2b0c1f6b9a10",'
         ' "body": "x"}',

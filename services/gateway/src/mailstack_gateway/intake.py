@@ -1,0 +1,111 @@
+"""Accepting an email: validate everything at once, store it durably, then hand it to the queue."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+from pydantic import ValidationError
+
+from mailstack_gateway.schemas import MAX_RECIPIENTS, EmailCreate, FieldError
+
+log = structlog.get_logger(__name__)
+
+
+class InvalidEmailError(ValueError):
+    """The request is not an acceptable email; carries every problem found, each with its field."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = list(errors)
+
+
+class IntakeStore(Protocol):
+    async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
+        """In one transaction: the email, its request body, a QUEUED history row, an outbox row."""
+
+    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+        """Remove the outbox rows of emails that are now on the queue."""
+
+
+class EmailPublisher(Protocol):
+    async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Publish one message per id; return the ids that could not be published."""
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """("to", 0, "email") -> "to[0].email", the way the API names fields."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _cross_field_errors(raw: dict[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if raw.get("text") is None and raw.get("html") is None:
+        errors.append(FieldError(field="text", message="at least one of text or html is required"))
+    counted = [raw.get(name) for name in ("to", "cc", "bcc")]
+    total = sum(len(value) for value in counted if isinstance(value, list))
+    if total > MAX_RECIPIENTS:
+        errors.append(
+            FieldError(
+                field="to",
+                message=(
+                    f"at most {MAX_RECIPIENTS} recipients in to, cc and bcc together, got {total}"
+                ),
+            )
+        )
+    return errors
+
+
+def parse_email(raw: object) -> EmailCreate:
+    """Validate a decoded JSON body, reporting every error, field-level and cross-field, at once."""
+    if not isinstance(raw, dict):
+        raise InvalidEmailError([FieldError(field="body", message="must be a JSON object")])
+    errors = _cross_field_errors(raw)
+    email: EmailCreate | None = None
+    try:
+        email = EmailCreate.model_validate(raw)
+    except ValidationError as error:
+        errors = [
+            FieldError(field=field_path(detail["loc"]), message=detail["msg"])
+            for detail in error.errors(include_url=False)
+        ] + errors
+    if errors or email is None:
+        raise InvalidEmailError(errors)
+    return email
+
+
+async def accept_email(email: EmailCreate, request_body: str, store: IntakeStore) -> uuid.UUID:
+    """Make the email durable; from the moment this returns, it will be attempted."""
+    email_id = uuid.uuid4()
+    await store.save_queued(email_id, email, request_body)
+    log.info("email.accepted", email_id=str(email_id), recipients=len(email.to))
+    return email_id
+
+
+async def publish_accepted(
+    email_ids: Sequence[uuid.UUID], publisher: EmailPublisher, store: IntakeStore
+) -> None:
+    """Best-effort publish right after acceptance; the outbox relay retries whatever fails here."""
+    try:
+        failed = await publisher.publish(email_ids)
+    except Exception as error:
+        log.warning(
+            "email.publish_deferred", email_ids=[str(i) for i in email_ids], error=str(error)
+        )
+        return
+    published = [email_id for email_id in email_ids if email_id not in failed]
+    if failed:
+        log.warning("email.publish_deferred", email_ids=[str(i) for i in failed])
+    if published:
+        try:
+            await store.mark_published(published)
+        except Exception as error:
+            log.warning(
+                "outbox.mark_failed", email_ids=[str(i) for i in published], error=str(error)
+            )

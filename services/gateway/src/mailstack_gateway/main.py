@@ -1,0 +1,119 @@
+"""Composition root of the gateway: builds settings, engines and clients, and wires the app."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from mailstack_core.database import normalize_database_url
+from prometheus_client import make_asgi_app
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from mailstack_gateway import api, outbox
+from mailstack_gateway.observability import configure_logging
+from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
+from mailstack_gateway.repository import EmailReader, EmailWriter
+from mailstack_gateway.schemas import EmailCreate
+from mailstack_gateway.settings import GatewaySettings
+
+log = structlog.get_logger(__name__)
+
+
+def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
+    return create_async_engine(
+        normalize_database_url(url),
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=settings.database_timeout_seconds,
+        connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
+    )
+
+
+def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
+    """Build the app; nothing connects until the first request or the lifespan starts."""
+    primary = _engine(settings.database_url, settings)
+    replica = (
+        _engine(settings.database_read_url, settings)
+        if settings.database_read_url and settings.database_read_url != settings.database_url
+        else None
+    )
+    publisher = SqsEmailPublisher(
+        sqs_client(settings.aws_endpoint_url, settings.aws_region), settings.email_queue_url
+    )
+    writer = EmailWriter(
+        primary, settings.outbox_grace_seconds, settings.outbox_max_backoff_seconds
+    )
+    services = api.Services(
+        writer=writer,
+        primary_reader=EmailReader(primary),
+        replica_reader=EmailReader(replica) if replica is not None else None,
+        publisher=publisher,
+        max_request_bytes=settings.max_request_bytes,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        relay = (
+            asyncio.create_task(
+                outbox.run_relay(writer, publisher, settings.outbox_poll_seconds),
+                name="outbox-relay",
+            )
+            if run_relay
+            else None
+        )
+        log.info("gateway.started", relay=run_relay, read_replica=replica is not None)
+        try:
+            yield
+        finally:
+            if relay is not None:
+                relay.cancel()
+                with suppress(asyncio.CancelledError):
+                    await relay
+            await primary.dispose()
+            if replica is not None:
+                await replica.dispose()
+            log.info("gateway.stopped")
+
+    app = FastAPI(
+        title="mailstack gateway",
+        version="1.0.0",
+        description="Accepts transactional emails (202 at once) and reports their status.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    api.install(app)
+    app.mount("/metrics", make_asgi_app())
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, description=app.description
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            model_schema = EmailCreate.model_json_schema(
+                by_alias=True, ref_template="#/components/schemas/{model}"
+            )
+            components.update(model_schema.pop("$defs", {}))
+            components["EmailCreate"] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def run() -> None:
+    settings = GatewaySettings()  # values come from the environment
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

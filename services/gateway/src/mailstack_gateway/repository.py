@@ -1,0 +1,191 @@
+"""All of the gateway's SQL: storing accepted emails, the outbox, and the read-side queries."""
+
+import base64
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mailstack_core.status import EmailStatus
+from mailstack_core.tables import email_history, email_outbox, emails
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailstack_gateway.schemas import EmailCreate
+
+AnyRow = Row[*tuple[Any, ...]]
+
+
+class InvalidCursorError(ValueError):
+    """A list cursor that this gateway did not hand out."""
+
+
+def _address(address: Any) -> dict[str, Any]:
+    return address.model_dump(mode="json", exclude_none=True)  # type: ignore[no-any-return]
+
+
+class EmailWriter:
+    """Writes go to the primary only."""
+
+    def __init__(
+        self, engine: AsyncEngine, outbox_grace_seconds: float, outbox_max_backoff_seconds: float
+    ) -> None:
+        self._engine = engine
+        self._grace = outbox_grace_seconds
+        self._max_backoff = outbox_max_backoff_seconds
+
+    async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(emails).values(
+                    id=email_id,
+                    sender_email=str(email.sender.email),
+                    sender_name=email.sender.name,
+                    to_recipients=[_address(a) for a in email.to],
+                    cc_recipients=[_address(a) for a in email.cc],
+                    bcc_recipients=[_address(a) for a in email.bcc],
+                    reply_to=_address(email.reply_to) if email.reply_to else None,
+                    subject=email.subject,
+                    text_body=email.text,
+                    html_body=email.html,
+                    status=EmailStatus.QUEUED,
+                    request_body=request_body,
+                )
+            )
+            await connection.execute(
+                insert(email_history).values(
+                    email_id=email_id,
+                    status=EmailStatus.QUEUED,
+                    detail={"outcome": "accepted"},
+                )
+            )
+            await connection.execute(
+                insert(email_outbox).values(
+                    email_id=email_id,
+                    next_attempt_at=func.now() + text(f"interval '{float(self._grace)} seconds'"),
+                )
+            )
+
+    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(email_outbox).where(email_outbox.c.email_id.in_(email_ids))
+            )
+
+    @asynccontextmanager
+    async def claim_due(self, limit: int) -> AsyncIterator["OutboxBatch"]:
+        async with self._engine.begin() as connection:
+            rows = await connection.execute(
+                select(email_outbox.c.email_id)
+                .where(email_outbox.c.next_attempt_at <= func.now())
+                .order_by(email_outbox.c.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            yield OutboxBatch(connection, [row.email_id for row in rows], self._max_backoff)
+
+
+@dataclass
+class OutboxBatch:
+    """Outbox rows locked by this relay until its transaction ends."""
+
+    connection: AsyncConnection
+    email_ids: list[uuid.UUID] = field(default_factory=list)
+    max_backoff_seconds: float = 60.0
+
+    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+        await self.connection.execute(
+            delete(email_outbox).where(email_outbox.c.email_id.in_(email_ids))
+        )
+
+    async def reschedule(self, email_ids: Sequence[uuid.UUID], error: str) -> None:
+        # Exponential backoff from 1 s, capped, so a long SQS outage is not hammered.
+        backoff = func.least(func.power(2, email_outbox.c.attempts), self.max_backoff_seconds)
+        await self.connection.execute(
+            update(email_outbox)
+            .where(email_outbox.c.email_id.in_(email_ids))
+            .values(
+                attempts=email_outbox.c.attempts + 1,
+                last_error=error[:2000],
+                next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, backoff),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[AnyRow]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, email_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{email_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, email_id = raw.split("|", 1)
+        return datetime.fromisoformat(created_at), uuid.UUID(email_id)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidCursorError("cursor is not one this API returned") from error
+
+
+class EmailReader:
+    """Read-side queries; the engine may be a read replica."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, email_id: uuid.UUID) -> AnyRow | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(select(emails).where(emails.c.id == email_id))
+            return result.first()
+
+    async def history(self, email_id: uuid.UUID) -> list[AnyRow] | None:
+        async with self._engine.connect() as connection:
+            exists = await connection.scalar(select(emails.c.id).where(emails.c.id == email_id))
+            if exists is None:
+                return None
+            result = await connection.execute(
+                select(email_history)
+                .where(email_history.c.email_id == email_id)
+                .order_by(email_history.c.id)
+            )
+            return list(result)
+
+    async def page(self, status: EmailStatus | None, limit: int, cursor: str | None) -> Page:
+        query = select(
+            emails.c.id,
+            emails.c.status,
+            emails.c.subject,
+            emails.c.provider,
+            emails.c.attempts,
+            emails.c.created_at,
+            emails.c.updated_at,
+        )
+        if status is not None:
+            query = query.where(emails.c.status == status)
+        if cursor is not None:
+            created_at, email_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    emails.c.created_at < created_at,
+                    and_(emails.c.created_at == created_at, emails.c.id < email_id),
+                )
+            )
+        query = query.order_by(emails.c.created_at.desc(), emails.c.id.desc()).limit(limit + 1)
+        async with self._engine.connect() as connection:
+            rows = list(await connection.execute(query))
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+        return Page(rows=rows, next_cursor=next_cursor)
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as connection:
+            await connection.execute(select(1))
