@@ -1,0 +1,161 @@
+"""The SQS consumer: long-polls, hands messages to delivery with bounded concurrency, settles them.
+
+A message is deleted only after its outcome is committed. While the database is unreachable the
+consumer stops receiving, so messages do not burn their receive count towards the DLQ.
+"""
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
+
+from mailstack_processor.delivery import Action, Disposition
+from mailstack_processor.observability import (
+    DISPOSITIONS,
+    HANDLING_ERRORS,
+    IN_FLIGHT,
+    LAST_POLL,
+    MESSAGES_POISON,
+    MESSAGES_RECEIVED,
+)
+from mailstack_processor.queue import ReceivedMessage
+
+log = structlog.get_logger(__name__)
+
+Deliver = Callable[[uuid.UUID, int], Awaitable[Disposition]]
+
+
+class EmailQueue(Protocol):
+    async def receive(self, max_messages: int) -> list[ReceivedMessage]: ...
+    async def delete(self, message: ReceivedMessage) -> None: ...
+    async def change_visibility(self, message: ReceivedMessage, seconds: int) -> None: ...
+
+
+class Consumer:
+    def __init__(
+        self,
+        queue: EmailQueue,
+        deliver: Deliver,
+        *,
+        health_check: Callable[[], Awaitable[None]],
+        max_concurrency: int,
+        poison_backoff_seconds: int,
+        error_backoff_seconds: int = 10,
+    ) -> None:
+        self._queue = queue
+        self._deliver = deliver
+        self._health_check = health_check
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._poison_backoff = poison_backoff_seconds
+        self._error_backoff = error_backoff_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unhealthy = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then finish what was started."""
+        log.info("consumer.started", max_concurrency=self._max_concurrency)
+        while not stop.is_set():
+            if self._unhealthy.is_set():
+                await self._wait_until_healthy(stop)
+                continue
+            free = self._max_concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                messages = await self._queue.receive(min(free, 10))
+            except Exception as error:
+                log.warning("consumer.receive_failed", error=str(error))
+                await _sleep_unless(stop, 2.0)
+                continue
+            LAST_POLL.set(time.time())
+            MESSAGES_RECEIVED.inc(len(messages))
+            if stop.is_set():
+                await self._release(messages)
+                break
+            for message in messages:
+                task = asyncio.create_task(self._handle(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        if self._tasks:
+            log.info("consumer.draining", in_flight=len(self._tasks))
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("consumer.stopped")
+
+    async def _release(self, messages: list[ReceivedMessage]) -> None:
+        """Received but not started: make them visible again at once for another consumer."""
+        for message in messages:
+            try:
+                await self._queue.change_visibility(message, 0)
+            except Exception as error:
+                log.warning(
+                    "consumer.release_failed", message_id=message.message_id, error=str(error)
+                )
+
+    async def _wait_until_healthy(self, stop: asyncio.Event) -> None:
+        try:
+            await self._health_check()
+        except Exception as error:
+            log.warning("consumer.paused", reason="database unreachable", error=str(error))
+            await _sleep_unless(stop, 2.0)
+            return
+        log.info("consumer.resumed")
+        self._unhealthy.clear()
+
+    async def _handle(self, message: ReceivedMessage) -> None:
+        IN_FLIGHT.inc()
+        try:
+            await self._settle(message)
+        finally:
+            IN_FLIGHT.dec()
+
+    async def _settle(self, message: ReceivedMessage) -> None:
+        bound = log.bind(message_id=message.message_id, receive_count=message.receive_count)
+        try:
+            parsed = EmailQueuedMessage.from_json(message.body)
+        except InvalidQueueMessageError as error:
+            MESSAGES_POISON.inc()
+            # Not deleted: the redrive policy moves it to the DLQ, where it can be inspected.
+            bound.error("message.poison", error=str(error), body=message.body[:500])
+            await self._visibility(message, self._poison_backoff)
+            return
+        try:
+            disposition = await self._deliver(parsed.email_id, message.receive_count)
+        except Exception as error:
+            HANDLING_ERRORS.inc()
+            self._unhealthy.set()
+            bound.exception(
+                "message.handling_failed", email_id=str(parsed.email_id), error=str(error)
+            )
+            await self._visibility(message, self._error_backoff)
+            return
+        DISPOSITIONS.labels(action=disposition.action.value).inc()
+        if disposition.action is Action.DELETE:
+            try:
+                await self._queue.delete(message)
+            except Exception as error:
+                bound.warning("message.delete_failed", error=str(error))
+        elif disposition.action is Action.RETRY:
+            await self._visibility(message, disposition.delay_seconds)
+        else:
+            # Visible again now; the next receive exceeds maxReceiveCount and redrives it.
+            await self._visibility(message, 0)
+
+    async def _visibility(self, message: ReceivedMessage, seconds: int) -> None:
+        try:
+            await self._queue.change_visibility(message, seconds)
+        except Exception as error:
+            log.warning(
+                "message.visibility_failed", message_id=message.message_id, error=str(error)
+            )
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

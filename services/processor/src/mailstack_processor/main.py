@@ -1,0 +1,106 @@
+"""Composition root of the processor: builds settings, engine, clients; runs the consumer."""
+
+import asyncio
+import functools
+import signal
+import uuid
+
+import httpx
+import structlog
+from mailstack_core.database import normalize_database_url
+from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from mailstack_processor import delivery
+from mailstack_processor.consumer import Consumer
+from mailstack_processor.observability import configure_logging
+from mailstack_processor.providers.base import EmailSender
+from mailstack_processor.providers.elasticemail import ElasticEmailSender
+from mailstack_processor.providers.sendgrid import SendGridSender
+from mailstack_processor.queue import SqsEmailQueue, sqs_client
+from mailstack_processor.repository import EmailDeliveryStore
+from mailstack_processor.settings import ProcessorSettings
+
+log = structlog.get_logger(__name__)
+
+
+def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> list[EmailSender]:
+    available: dict[str, EmailSender] = {
+        "elasticemail": ElasticEmailSender(
+            client,
+            settings.elasticemail_base_url,
+            settings.elasticemail_api_key.get_secret_value(),
+            settings.provider_timeout_seconds,
+        ),
+        "sendgrid": SendGridSender(
+            client,
+            settings.sendgrid_base_url,
+            settings.sendgrid_api_key.get_secret_value(),
+            settings.provider_timeout_seconds,
+        ),
+    }
+    return [available[name] for name in settings.providers]
+
+
+async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
+    engine = create_async_engine(
+        normalize_database_url(settings.database_url),
+        pool_size=settings.max_concurrency,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 3},
+    )
+    store = EmailDeliveryStore(engine)
+    queue = SqsEmailQueue(
+        sqs_client(settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds),
+        settings.email_queue_url,
+        settings.receive_wait_seconds,
+    )
+    limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+        senders = build_senders(settings, client)
+        policy = delivery.RetryPolicy(
+            max_attempts=settings.max_attempts,
+            backoff_base_seconds=settings.retry_backoff_base_seconds,
+            backoff_max_seconds=settings.retry_backoff_max_seconds,
+            poison_backoff_seconds=settings.poison_backoff_seconds,
+        )
+
+        async def deliver(email_id: uuid.UUID, receive_count: int) -> delivery.Disposition:
+            return await delivery.deliver(
+                email_id, receive_count, store, senders, policy, settings.claim_lease_seconds
+            )
+
+        consumer = Consumer(
+            queue,
+            deliver,
+            health_check=store.ping,
+            max_concurrency=settings.max_concurrency,
+            poison_backoff_seconds=settings.poison_backoff_seconds,
+        )
+        log.info("processor.started", providers=settings.providers)
+        try:
+            await consumer.run(stop)
+        finally:
+            await engine.dispose()
+
+
+async def _main(settings: ProcessorSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, functools.partial(_request_stop, stop, signum))
+    await serve(settings, stop)
+
+
+def _request_stop(stop: asyncio.Event, signum: int) -> None:
+    log.info("processor.stopping", signal=signal.Signals(signum).name)
+    stop.set()
+
+
+def run() -> None:
+    settings = ProcessorSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.processor_health_port:
+        # /healthz and /metrics (any path answers with the metrics while the process lives).
+        start_http_server(settings.processor_health_port, addr=settings.processor_health_host)
+    asyncio.run(_main(settings))

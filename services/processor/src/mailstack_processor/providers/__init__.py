@@ -1,0 +1,1 @@
+"""Provider adapters: each turns an OutgoingEmail into one HTTP call and its outcome."""

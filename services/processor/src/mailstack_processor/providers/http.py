@@ -1,0 +1,65 @@
+"""What both HTTP adapters share: one bounded POST, and the table that classifies its outcome."""
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from mailstack_processor.providers.base import (
+    ProviderError,
+    ProviderMisconfiguredError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+)
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+CONFIGURATION_STATUSES = frozenset({401, 403})
+PERMANENT_STATUSES = frozenset({400, 413, 422})
+MAX_REASON_CHARS = 500
+
+
+def classify_status(provider: str, status: int, reason: str) -> ProviderError:
+    """The failover table of PROVIDERS.md, for a non-success HTTP answer."""
+    reason = reason[:MAX_REASON_CHARS] or f"HTTP {status}"
+    if status in PERMANENT_STATUSES:
+        return ProviderRejectedError(provider, reason, status)
+    if status in CONFIGURATION_STATUSES:
+        return ProviderMisconfiguredError(provider, reason, status)
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return ProviderUnavailableError(provider, reason, status)
+    # 404, 405, ...: the endpoint itself is wrong, which is our configuration.
+    return ProviderMisconfiguredError(provider, reason, status)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    *,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout_seconds: float,
+) -> httpx.Response:
+    """POST with a hard deadline on the whole call; translate every httpx failure."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            return await client.post(url, json=body, headers=headers, timeout=timeout_seconds)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        # Nothing reached the provider: the email was certainly not accepted.
+        raise ProviderUnavailableError(provider, f"connect failed: {error!r}") from error
+    except (TimeoutError, httpx.TimeoutException) as error:
+        raise ProviderUnavailableError(
+            provider, f"no answer within {timeout_seconds:g} s", outcome_unknown=True
+        ) from error
+    except httpx.HTTPError as error:
+        raise ProviderUnavailableError(
+            provider, f"transport error: {error!r}", outcome_unknown=True
+        ) from error

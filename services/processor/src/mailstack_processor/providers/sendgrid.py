@@ -1,0 +1,86 @@
+"""SendGrid API v3 adapter: POST /v3/mail/send with a Bearer key; 202 + X-Message-Id is success."""
+
+from typing import Any
+
+import httpx
+
+from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
+from mailstack_processor.providers.http import classify_status, post_json, retry_after
+
+NAME = "sendgrid"
+PATH = "/v3/mail/send"
+
+
+def _mailbox(mailbox: Mailbox) -> dict[str, str]:
+    return (
+        {"email": mailbox.email, "name": mailbox.name} if mailbox.name else {"email": mailbox.email}
+    )
+
+
+def build_request(email: OutgoingEmail) -> dict[str, Any]:
+    """The v3 mail/send body (snake_case; text/plain must precede text/html)."""
+    personalization: dict[str, Any] = {"to": [_mailbox(m) for m in email.to]}
+    if email.cc:
+        personalization["cc"] = [_mailbox(m) for m in email.cc]
+    if email.bcc:
+        personalization["bcc"] = [_mailbox(m) for m in email.bcc]
+    content = []
+    if email.text is not None:
+        content.append({"type": "text/plain", "value": email.text})
+    if email.html is not None:
+        content.append({"type": "text/html", "value": email.html})
+    body: dict[str, Any] = {
+        "personalizations": [personalization],
+        "from": _mailbox(email.sender),
+        "subject": email.subject,
+        "content": content,
+        "custom_args": {"mailstack_email_id": str(email.id)},
+    }
+    if email.reply_to is not None:
+        body["reply_to"] = _mailbox(email.reply_to)
+    return body
+
+
+def error_reason(response: httpx.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text  # 413 may come back as an HTML page
+    if isinstance(payload, dict) and isinstance(payload.get("errors"), list):
+        messages = [
+            f"{item.get('field')}: {item.get('message')}"
+            if item.get("field")
+            else item.get("message")
+            for item in payload["errors"]
+            if isinstance(item, dict)
+        ]
+        return "; ".join(str(message) for message in messages)
+    return response.text
+
+
+class SendGridSender:
+    name = NAME
+
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, api_key: str, timeout_seconds: float
+    ) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + PATH
+        self._api_key = api_key
+        self._timeout = timeout_seconds
+
+    async def send(self, email: OutgoingEmail) -> SendReceipt:
+        response = await post_json(
+            self._client,
+            NAME,
+            self._url,
+            body=build_request(email),
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            timeout_seconds=self._timeout,
+        )
+        if response.status_code == httpx.codes.ACCEPTED:
+            message_id = response.headers.get("x-message-id") or ""
+            return SendReceipt(NAME, message_id, http_status=202)
+        error = classify_status(NAME, response.status_code, error_reason(response))
+        error.retry_after_seconds = retry_after(response)
+        raise error

@@ -1,0 +1,54 @@
+"""The processor's settings: everything it reads from the environment, and nothing else."""
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KNOWN_PROVIDERS = ("elasticemail", "sendgrid")
+
+
+class ProcessorSettings(BaseSettings):
+    """Required values have no default, so a missing one stops the process at start."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str
+    email_queue_url: str
+    aws_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+
+    elasticemail_base_url: str = "https://api.elasticemail.com"
+    elasticemail_api_key: SecretStr
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sendgrid_api_key: SecretStr
+    # Comma-separated, first is the primary.
+    provider_order: str = "elasticemail,sendgrid"
+    provider_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+
+    max_concurrency: int = Field(default=20, ge=1, le=500)
+    receive_wait_seconds: int = Field(default=20, ge=0, le=20)
+    # Handling may take every provider's timeout plus database time; the claim outlives that.
+    claim_lease_seconds: int = Field(default=30, ge=5)
+    # Matches the queue's maxReceiveCount: the last receive marks the email FAILED.
+    max_attempts: int = Field(default=5, ge=1)
+    retry_backoff_base_seconds: float = Field(default=10.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=43_200)
+    poison_backoff_seconds: int = Field(default=1, ge=0)
+    shutdown_grace_seconds: float = Field(default=25.0, gt=0)
+
+    processor_health_host: str = "127.0.0.1"
+    processor_health_port: int = Field(default=9101, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+
+    @field_validator("provider_order")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in KNOWN_PROVIDERS]
+        if not names or unknown or len(set(names)) != len(names):
+            raise ValueError(f"must list distinct providers from {KNOWN_PROVIDERS}, got {value!r}")
+        return ",".join(names)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.provider_order.split(",")
