@@ -180,6 +180,8 @@ def process_spec(
         "SERVICES": ",".join(services),
         "SQS_ENDPOINT_STRATEGY": "path",
         "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        # The default (twisted) server ignores GATEWAY_LISTEN's host and binds every interface.
+        "GATEWAY_SERVER": "hypercorn",
         "LOCALSTACK_HOST": f"127.0.0.1:{port}",
         "LOCALSTACK_VOLUME_DIR": str(volume_dir),
         "EAGER_SERVICE_LOADING": "1",

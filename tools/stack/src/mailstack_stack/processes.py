@@ -221,7 +221,8 @@ def wait_healthy(
     log_path = dirs.log_file(name)
     deadline = time.monotonic() + timeout
     while True:
-        if check():
+        # Alive and healthy: a foreign process answering on the same port must not count.
+        if check() and is_running(record):
             return
         _reap(record.pid)
         if not is_running(record):

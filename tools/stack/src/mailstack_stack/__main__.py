@@ -1,0 +1,127 @@
+"""`mailstack-stack up|down|status`: the local stack behind `make up` and `make down`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailstack_stack.config import Ports, StackConfig, find_repo_root
+from mailstack_stack.stack import Stack, StackUrls
+
+CURL_EXAMPLE = """\
+Send an email:
+  curl -sS -X POST {gateway}/v1/emails -H 'content-type: application/json' \\
+    -d '{{"from":{{"email":"app@example.com"}},"to":[{{"email":"user@example.com"}}],\
+"subject":"Hello","text":"Hi there"}}'
+Then follow it (with the id from the answer):
+  curl -sS {gateway}/v1/emails/<id>/history
+"""
+
+
+def parse_extra_env(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """`component:KEY=value` items, e.g. `processor:RETRY_BACKOFF_BASE_SECONDS=0.2`."""
+    extra: dict[str, dict[str, str]] = {}
+    for item in items:
+        component, colon, assignment = item.partition(":")
+        key, equals, value = assignment.partition("=")
+        if not (colon and equals and key):
+            raise argparse.ArgumentTypeError(f"expected component:KEY=value, got {item!r}")
+        extra.setdefault(component, {})[key] = value
+    return extra
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailstack-stack", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--state-dir", type=Path, help="default: <repo>/.stack")
+    parser.add_argument("--gateway-port", type=int, default=Ports.gateway)
+    parser.add_argument("--elasticemail-port", type=int, default=Ports.elasticemail_stub)
+    parser.add_argument("--sendgrid-port", type=int, default=Ports.sendgrid_stub)
+    parser.add_argument("--processor-health-port", type=int, default=Ports.processor_health)
+    parser.add_argument("--localstack-port", type=int, default=Ports.localstack)
+    parser.add_argument(
+        "--postgres-port",
+        type=int,
+        default=Ports.private_postgres,
+        help="port of the private cluster, used only when no other Postgres is found",
+    )
+    parser.add_argument(
+        "--localstack-services",
+        default="sqs,s3",
+        help="comma-separated LocalStack services (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="COMPONENT:KEY=VALUE",
+        help="extra environment for one component; repeatable",
+    )
+    return parser
+
+
+def _repo_root() -> Path:
+    try:
+        return find_repo_root(Path.cwd())
+    except FileNotFoundError:
+        return find_repo_root()
+
+
+def config_from_args(args: argparse.Namespace) -> StackConfig:
+    root = _repo_root()
+    ports = Ports(
+        gateway=args.gateway_port,
+        elasticemail_stub=args.elasticemail_port,
+        sendgrid_stub=args.sendgrid_port,
+        processor_health=args.processor_health_port,
+        localstack=args.localstack_port,
+        private_postgres=args.postgres_port,
+    )
+    return StackConfig(
+        repo_root=root,
+        state_dir=(args.state_dir or root / ".stack").resolve(),
+        ports=ports,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        localstack_services=tuple(s for s in args.localstack_services.split(",") if s),
+        extra_env=parse_extra_env(args.env),
+    )
+
+
+def print_urls(urls: StackUrls, env_file: Path) -> None:
+    out = sys.stdout
+    out.write("\nmailstack is up:\n")
+    for key, value in urls.as_env().items():
+        out.write(f"  {key}={value}\n")
+    out.write(f"(also in {env_file})\n\n")
+    out.write(CURL_EXAMPLE.format(gateway=urls.gateway_url))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stack = Stack(config_from_args(args))
+    if args.command == "up":
+        try:
+            urls = stack.up()
+        except Exception as error:  # one clear line for `make up`
+            sys.stderr.write(f"mailstack-stack up failed: {error}\n")
+            return 1
+        print_urls(urls, stack.config.env_file)
+    elif args.command == "down":
+        stopped = stack.down()
+        sys.stdout.write(f"stopped: {', '.join(stopped) or 'nothing was running'}\n")
+    else:
+        for component in stack.status():
+            state = "healthy" if component.healthy else "down"
+            pid = f" pid={component.pid}" if component.pid else ""
+            sys.stdout.write(f"{component.name:<18} {state}{pid}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The queues and bucket of a stack: created by localstack/bootstrap.py, removed after tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from mailstack_stack.config import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, REGION
+
+_MODULE_NAME = "mailstack_localstack_bootstrap"
+
+
+@dataclass(frozen=True)
+class QueueResources:
+    """The email queue, its dead-letter queue and the archive bucket of one stack."""
+
+    email_queue_url: str
+    email_dlq_url: str
+    archive_bucket: str
+
+
+def load_bootstrap(script: Path) -> ModuleType:
+    """Import localstack/bootstrap.py from its path (it is a script, not a package module)."""
+    loaded = sys.modules.get(_MODULE_NAME)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(script):
+        return loaded
+    spec = importlib.util.spec_from_file_location(_MODULE_NAME, script)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {script}")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it: dataclasses look their module up in sys.modules.
+    sys.modules[_MODULE_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bootstrap(
+    repo_root: Path,
+    endpoint_url: str,
+    region: str = REGION,
+    prefix: str = "",
+    suffix: str = "",
+) -> QueueResources:
+    """Run the bootstrap in-process against `endpoint_url`, with names from resources.json."""
+    module = load_bootstrap(repo_root / "localstack" / "bootstrap.py")
+    created = module.run(
+        endpoint_url=endpoint_url,
+        region=region,
+        prefix=prefix,
+        suffix=suffix,
+        resources_file=repo_root / "config" / "resources.json",
+    )
+    return QueueResources(
+        email_queue_url=str(created.email_queue_url),
+        email_dlq_url=str(created.email_dlq_url),
+        archive_bucket=str(created.archive_bucket),
+    )
+
+
+def _client_kwargs(endpoint_url: str, region: str) -> dict[str, object]:
+    return {
+        "endpoint_url": endpoint_url,
+        "region_name": region,
+        "aws_access_key_id": AWS_ACCESS_KEY_ID,
+        "aws_secret_access_key": AWS_SECRET_ACCESS_KEY,
+        "config": Config(s3={"addressing_style": "path"}),
+    }
+
+
+def delete_resources(resources: QueueResources, endpoint_url: str, region: str = REGION) -> None:
+    """Delete exactly these two queues and this bucket (emptied first); missing ones are fine."""
+    kwargs = _client_kwargs(endpoint_url, region)
+    sqs = boto3.client("sqs", **kwargs)  # type: ignore[call-overload]
+    s3 = boto3.client("s3", **kwargs)  # type: ignore[call-overload]
+    for url in (resources.email_queue_url, resources.email_dlq_url):
+        try:
+            sqs.delete_queue(QueueUrl=url)
+        except ClientError as error:
+            if not str(error.response["Error"]["Code"]).endswith(
+                ("NonExistentQueue", "QueueDoesNotExist")
+            ):
+                raise
+    try:
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=resources.archive_bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=resources.archive_bucket, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=resources.archive_bucket)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchBucket":
+            raise

@@ -1,0 +1,383 @@
+"""The whole local stack: bring it up in order, report on it, take down what it started."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from mailstack_stack import localstack, migrations, resources
+from mailstack_stack.config import (
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
+    ELASTICEMAIL_API_KEY,
+    SENDGRID_API_KEY,
+    StackConfig,
+    port_in_use,
+)
+from mailstack_stack.postgres import DatabaseChoice, PrivateCluster, select_database
+from mailstack_stack.processes import (
+    ProcessDirs,
+    ProcessRecord,
+    ProcessSpec,
+    ProcessStartError,
+    running_record,
+    start_process,
+    stop_named,
+    wait_healthy,
+)
+from mailstack_stack.resources import QueueResources
+
+log = logging.getLogger("mailstack_stack")
+
+LOCALSTACK = "localstack"
+ELASTICEMAIL_STUB = "elasticemail-stub"
+SENDGRID_STUB = "sendgrid-stub"
+GATEWAY = "gateway"
+PROCESSOR = "processor"
+# Started in this order, stopped in the reverse one.
+COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, GATEWAY, PROCESSOR)
+
+
+class PortTakenError(RuntimeError):
+    """A port the stack needs is already served by a process that is not ours."""
+
+
+@dataclass(frozen=True)
+class StackUrls:
+    """Where everything of a running stack is; what `.stack/stack.env` holds."""
+
+    gateway_url: str
+    elasticemail_stub_url: str
+    sendgrid_stub_url: str
+    aws_endpoint_url: str
+    email_queue_url: str
+    email_dlq_url: str
+    archive_bucket: str
+    database_url: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "GATEWAY_URL": self.gateway_url,
+            "ELASTICEMAIL_STUB_URL": self.elasticemail_stub_url,
+            "SENDGRID_STUB_URL": self.sendgrid_stub_url,
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "EMAIL_QUEUE_URL": self.email_queue_url,
+            "EMAIL_DLQ_URL": self.email_dlq_url,
+            "ARCHIVE_BUCKET": self.archive_bucket,
+            "DATABASE_URL": self.database_url,
+        }
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    healthy: bool
+
+
+def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    """KEY=value lines, written atomically so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    tmp.replace(path)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            values[key.strip()] = value
+    return values
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Stack:
+    """One stack, described by its config; every method can be called again safely."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.dirs = ProcessDirs(config.state_dir)
+        self.cluster = PrivateCluster(
+            root=config.postgres_dir,
+            port=config.ports.private_postgres,
+            log_file=self.dirs.log_file("postgres"),
+        )
+        self._started: tuple[str, QueueResources] | None = None
+
+    # -- the pieces, in `up` order ------------------------------------------------------------
+
+    def select_database(self) -> DatabaseChoice:
+        choice = select_database(
+            explicit_url=self.config.database_url,
+            probe_url=self.config.postgres_probe_url,
+            cluster=self.cluster,
+            dbname=self.config.database_name,
+        )
+        log.info("stack.postgres.selected source=%s", choice.source)
+        return choice
+
+    def start_localstack(self) -> None:
+        """Install LocalStack's runtime if needed and run it, unless an endpoint was given."""
+        if self.config.aws_endpoint_url is not None:
+            self._wait(
+                LOCALSTACK,
+                None,
+                lambda: localstack.services_ready(
+                    self.config.endpoint_url, self.config.localstack_services
+                ),
+                self.config.localstack_timeout,
+            )
+            return
+        python = localstack.ensure_runtime(
+            self.config.localstack_dir,
+            self.config.cache_dir,
+            log=self.dirs.log_file("localstack-install"),
+        )
+        self.config.localstack_volume_dir.mkdir(parents=True, exist_ok=True)
+        spec = localstack.process_spec(
+            python,
+            self.config.ports.localstack,
+            self.config.localstack_volume_dir,
+            self.config.localstack_services,
+            self.config.extra_env.get(LOCALSTACK),
+        )
+        self._ensure_running(
+            spec,
+            lambda: localstack.services_ready(
+                self.config.endpoint_url, self.config.localstack_services
+            ),
+            self.config.ports.localstack,
+            self.config.localstack_timeout,
+        )
+
+    def bootstrap(self) -> QueueResources:
+        created = resources.bootstrap(
+            self.config.repo_root,
+            self.config.endpoint_url,
+            region=self.config.region,
+            prefix=self.config.name_prefix,
+            suffix=self.config.name_suffix,
+        )
+        log.info("stack.bootstrap.done email_queue_url=%s", created.email_queue_url)
+        return created
+
+    def migrate(self, database_url: str) -> None:
+        migrations.migrate(database_url, self.dirs.log_file("migrate"), self.config.python)
+        log.info("stack.migrations.done")
+
+    def start_stubs(self) -> None:
+        for name, provider, port, key in (
+            (
+                ELASTICEMAIL_STUB,
+                "elasticemail",
+                self.config.ports.elasticemail_stub,
+                ELASTICEMAIL_API_KEY,
+            ),
+            (SENDGRID_STUB, "sendgrid", self.config.ports.sendgrid_stub, SENDGRID_API_KEY),
+        ):
+            spec = self._python_spec(
+                name,
+                "mailstack_stubs",
+                provider,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--api-key",
+                key,
+            )
+            self._ensure_running(spec, self._health_check(name), port)
+
+    def service_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
+        """What both services read: database, queue, and AWS client settings for LocalStack."""
+        return {
+            "DATABASE_URL": database_url,
+            "EMAIL_QUEUE_URL": queues.email_queue_url,
+            "AWS_ENDPOINT_URL": self.config.endpoint_url,
+            "AWS_REGION": self.config.region,
+            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+        }
+
+    def start_gateway(self, database_url: str, queues: QueueResources) -> None:
+        env = {
+            **self.service_env(database_url, queues),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.config.ports.gateway),
+        }
+        spec = self._python_spec(GATEWAY, "mailstack_gateway", env=env)
+        self._ensure_running(spec, self._health_check(GATEWAY), self.config.ports.gateway)
+
+    def start_processor(self, database_url: str, queues: QueueResources) -> None:
+        ports = self.config.ports
+        env = {
+            **self.service_env(database_url, queues),
+            "ELASTICEMAIL_BASE_URL": self.config.url(ports.elasticemail_stub),
+            "ELASTICEMAIL_API_KEY": ELASTICEMAIL_API_KEY,
+            "SENDGRID_BASE_URL": self.config.url(ports.sendgrid_stub),
+            "SENDGRID_API_KEY": SENDGRID_API_KEY,
+            "PROCESSOR_HEALTH_PORT": str(ports.processor_health),
+        }
+        spec = self._python_spec(PROCESSOR, "mailstack_processor", env=env)
+        self._ensure_running(spec, self._health_check(PROCESSOR), ports.processor_health)
+
+    # -- whole-stack operations ---------------------------------------------------------------
+
+    def up(self) -> StackUrls:
+        """Start whatever is not running yet, wait until all is healthy, write stack.env."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        database = self.select_database()
+        self.start_localstack()
+        queues = self.bootstrap()
+        self.migrate(database.url)
+        self.start_stubs()
+        self.start_gateway(database.url, queues)
+        self.start_processor(database.url, queues)
+        self._started = (database.url, queues)
+        urls = self.urls(database.url, queues)
+        write_env_file(self.config.env_file, urls.as_env())
+        log.info("stack.up env_file=%s", self.config.env_file)
+        return urls
+
+    def down(self) -> list[str]:
+        """Stop what `up` started here (by pid file), newest first; returns what was stopped."""
+        stopped = [name for name in reversed(COMPONENTS) if stop_named(name, self.dirs)]
+        if self.cluster.is_initialized() and self.cluster.stop():
+            stopped.append("postgres")
+        for name in stopped:
+            log.info("stack.component.stopped name=%s", name)
+        self.config.env_file.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        result = []
+        for name in COMPONENTS:
+            record = running_record(name, self.dirs)
+            healthy = record is not None and self._health_check(name)()
+            result.append(ComponentStatus(name, record.pid if record else None, healthy))
+        if self.cluster.is_initialized():
+            running = self.cluster.is_running()
+            result.append(ComponentStatus("postgres", None, running))
+        return result
+
+    def urls(self, database_url: str, queues: QueueResources) -> StackUrls:
+        ports = self.config.ports
+        return StackUrls(
+            gateway_url=self.config.url(ports.gateway),
+            elasticemail_stub_url=self.config.url(ports.elasticemail_stub),
+            sendgrid_stub_url=self.config.url(ports.sendgrid_stub),
+            aws_endpoint_url=self.config.endpoint_url,
+            email_queue_url=queues.email_queue_url,
+            email_dlq_url=queues.email_dlq_url,
+            archive_bucket=queues.archive_bucket,
+            database_url=database_url,
+        )
+
+    # -- single components, for `up` and for fault-injection tests ----------------------------
+
+    def stop(self, name: str, grace: float = 10.0) -> bool:
+        """Stop one component (SIGTERM, then SIGKILL after `grace` s)."""
+        return stop_named(name, self.dirs, grace)
+
+    def start(self, name: str) -> None:
+        """Start one component again (after `stop`), with the settings `up` gave it."""
+        if self._started is None:
+            raise RuntimeError("start() needs a stack brought up by this object's up()")
+        database_url, queues = self._started
+        starters: dict[str, Callable[[], None]] = {
+            LOCALSTACK: self.start_localstack,
+            ELASTICEMAIL_STUB: self.start_stubs,
+            SENDGRID_STUB: self.start_stubs,
+            GATEWAY: lambda: self.start_gateway(database_url, queues),
+            PROCESSOR: lambda: self.start_processor(database_url, queues),
+        }
+        starters[name]()
+
+    def pid(self, name: str) -> int | None:
+        record = running_record(name, self.dirs)
+        return record.pid if record else None
+
+    def log_file(self, name: str) -> Path:
+        return self.dirs.log_file(name)
+
+    def _health_check(self, name: str) -> Callable[[], bool]:
+        ports = self.config.ports
+        urls = {
+            ELASTICEMAIL_STUB: f"{self.config.url(ports.elasticemail_stub)}/_stub/health",
+            SENDGRID_STUB: f"{self.config.url(ports.sendgrid_stub)}/_stub/health",
+            GATEWAY: f"{self.config.url(ports.gateway)}/readyz",
+            PROCESSOR: f"{self.config.url(ports.processor_health)}/healthz",
+        }
+        if name == LOCALSTACK:
+            return lambda: localstack.services_ready(
+                self.config.endpoint_url, self.config.localstack_services
+            )
+        return lambda: http_ok(urls[name])
+
+    def _python_spec(
+        self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> ProcessSpec:
+        return ProcessSpec(
+            name=name,
+            argv=(self.config.python, "-m", module, *args),
+            env={**(env or {}), **self.config.extra_env.get(name, {})},
+            cwd=self.config.repo_root,
+        )
+
+    def _wait(
+        self,
+        name: str,
+        record: ProcessRecord | None,
+        check: Callable[[], bool],
+        timeout: float,
+    ) -> None:
+        if record is not None:
+            wait_healthy(name, record, check, timeout, self.dirs)
+            return
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise ProcessStartError(f"{name} at {self.config.endpoint_url} not ready")
+            time.sleep(0.5)
+
+    def _ensure_running(
+        self,
+        spec: ProcessSpec,
+        check: Callable[[], bool],
+        port: int,
+        timeout: float | None = None,
+    ) -> ProcessRecord:
+        """Leave a live, healthy component alone; (re)start a dead or sick one; wait for it."""
+        wait_for = timeout if timeout is not None else self.config.health_timeout
+        record = running_record(spec.name, self.dirs)
+        if record is not None:
+            try:
+                wait_healthy(spec.name, record, check, min(wait_for, 10.0), self.dirs)
+                log.info("stack.component.running name=%s pid=%d", spec.name, record.pid)
+                return record
+            except ProcessStartError:
+                log.warning("stack.component.unhealthy name=%s pid=%d", spec.name, record.pid)
+                stop_named(spec.name, self.dirs)
+        if port_in_use(port):
+            raise PortTakenError(
+                f"port {port} for {spec.name} is already in use by another process; "
+                "stop it or run the stack on other ports"
+            )
+        record = start_process(spec, self.dirs)
+        log.info("stack.component.started name=%s pid=%d", spec.name, record.pid)
+        wait_healthy(spec.name, record, check, wait_for, self.dirs)
+        log.info("stack.component.healthy name=%s", spec.name)
+        return record
