@@ -1,0 +1,89 @@
+"""The `/_stub` control API: set the behaviour, read and clear recorded sends, reset, health."""
+
+import logging
+from typing import Any, Self
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mailstack_stubs.behaviour import Behaviour, Mode, ModeName, StubState
+
+logger = logging.getLogger("mailstack_stubs")
+
+
+class BehaviourUpdate(BaseModel):
+    """A whole behaviour: fields left out go back to their defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: ModeName
+    status: int | None = Field(default=None, ge=400, le=599, strict=True)
+    delay_ms: int | None = Field(default=None, ge=0, le=600_000, strict=True)
+
+    @model_validator(mode="after")
+    def status_only_for_errors(self) -> Self:
+        # A status with another mode would be silently ignored; refusing it catches the typo.
+        if self.status is not None and self.mode != Mode.ERROR.value:
+            raise ValueError("status applies only to mode 'error'")
+        return self
+
+    def to_behaviour(self) -> Behaviour:
+        return Behaviour(mode=Mode(self.mode), status=self.status, delay_ms=self.delay_ms or 0)
+
+
+def build_router(provider: str, state: StubState) -> APIRouter:
+    router = APIRouter(prefix="/_stub", tags=["stub control"])
+
+    # The body is parsed here rather than by FastAPI so that `curl -d '{"mode":"hang"}'`,
+    # which sends no JSON content type, works too.
+    @router.put(
+        "/behaviour",
+        status_code=204,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": BehaviourUpdate.model_json_schema()}},
+            }
+        },
+    )
+    async def put_behaviour(request: Request) -> Response:
+        try:
+            update = BehaviourUpdate.model_validate_json(await request.body())
+        except ValidationError as error:
+            detail = error.errors(include_url=False, include_context=False, include_input=False)
+            return JSONResponse({"detail": detail}, status_code=422)
+        state.set_behaviour(update.to_behaviour())
+        logger.info(
+            "stub.behaviour provider=%s mode=%s status=%s delay_ms=%s",
+            provider,
+            update.mode,
+            update.status,
+            update.delay_ms,
+        )
+        return Response(status_code=204)
+
+    @router.get("/behaviour")
+    async def get_behaviour() -> dict[str, Any]:
+        return state.behaviour.to_json() | {"held_requests": state.held_requests}
+
+    @router.get("/messages")
+    async def get_messages() -> list[dict[str, Any]]:
+        return [send.to_json() for send in state.sends()]
+
+    @router.delete("/messages", status_code=204)
+    async def delete_messages() -> Response:
+        state.clear_sends()
+        return Response(status_code=204)
+
+    @router.post("/reset", status_code=204)
+    async def reset() -> Response:
+        state.reset()
+        logger.info("stub.reset provider=%s", provider)
+        return Response(status_code=204)
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "provider": provider}
+
+    return router
