@@ -1,0 +1,124 @@
+"""The SendGrid stub agrees with SendGrid's own OpenAPI schema for POST /v3/mail/send."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from conftest import RunningStub
+
+SPEC_PATH = Path("/work/shared/specs/sendgrid-mail-v3.openapi.json")
+SPEC_URI = "urn:sendgrid-mail-v3"
+
+
+def _spec() -> dict[str, Any]:
+    if not SPEC_PATH.exists():
+        pytest.skip(f"{SPEC_PATH} is not available")
+    spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
+    return spec
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return _spec()
+
+
+@pytest.fixture(scope="module")
+def mail_send_schema(spec: dict[str, Any]) -> Draft202012Validator:
+    # OpenAPI 3.1 schemas are JSON Schema 2020-12; the request body points into components.
+    request_body = spec["paths"]["/v3/mail/send"]["post"]["requestBody"]["$ref"]
+    registry: Registry[Any] = Registry().with_resource(
+        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+    pointer = request_body.removeprefix("#") + "/content/application~1json/schema"
+    return Draft202012Validator(
+        {"$ref": f"{SPEC_URI}#{pointer}"}, registry=registry, format_checker=FormatChecker()
+    )
+
+
+def _spec_examples(spec: dict[str, Any]) -> dict[str, Any]:
+    media = spec["components"]["requestBodies"]["PostMailSend"]["content"]["application/json"]
+    return {name: example["value"] for name, example in media["examples"].items()}
+
+
+def _accepted_bodies(stub: RunningStub, spec: dict[str, Any]) -> dict[str, Any]:
+    full = stub.valid_body() | {
+        "reply_to": {"email": "help@example.com", "name": "Help"},
+        "categories": ["receipt", "order"],
+        "headers": {"X-Order": "42"},
+        "attachments": [{"content": "aGk=", "filename": "a.txt", "disposition": "inline"}],
+        "mail_settings": {"sandbox_mode": {"enable": True}},
+    }
+    full["personalizations"] = [
+        {
+            "to": [{"email": "alex@example.com"}],
+            "cc": [{"email": "bo@example.com"}],
+            "bcc": [{"email": "cy@example.com"}],
+            "subject": "Per person",
+            "custom_args": {"email_id": "e-1"},
+        },
+        {"to": [{"email": "dee@example.com", "name": "Dee"}]},
+    ]
+    return {"minimal": stub.valid_body(), "full": full} | _spec_examples(spec)
+
+
+def test_every_body_the_stub_accepts_matches_the_schema(
+    sendgrid: RunningStub, spec: dict[str, Any], mail_send_schema: Draft202012Validator
+) -> None:
+    for name, body in _accepted_bodies(sendgrid, spec).items():
+        assert sendgrid.send(body).status_code == 202, name
+        errors = [error.message for error in mail_send_schema.iter_errors(body)]
+        assert errors == [], name
+
+
+def _break(body: dict[str, Any], path: list[str | int], value: Any = None) -> dict[str, Any]:
+    """The body with the field at `path` removed (no value) or replaced."""
+    broken = copy.deepcopy(body)
+    parent: Any = broken
+    for step in path[:-1]:
+        parent = parent[step]
+    if value is None:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return broken
+
+
+SCHEMA_VIOLATIONS: dict[str, tuple[list[str | int], Any]] = {
+    "missing from": (["from"], None),
+    "missing personalizations": (["personalizations"], None),
+    "personalization without to": (["personalizations", 0, "to"], None),
+    "recipient without email": (["personalizations", 0, "to", 0, "email"], None),
+    "from email without @": (["from", "email"], "orders.example.com"),
+    "empty subject": (["subject"], ""),
+    "content without value": (["content", 0, "value"], None),
+    "empty content value": (["content", 0, "value"], ""),
+    "too many personalizations": (["personalizations"], [{"to": [{"email": "a@b.co"}]}] * 1001),
+    "attachment without filename": (["attachments"], [{"content": "aGk="}]),
+    "too many categories": (["categories"], [f"c{index}" for index in range(11)]),
+    "from not an object": (["from"], "orders@example.com"),
+}
+
+
+@pytest.mark.parametrize(("path", "value"), SCHEMA_VIOLATIONS.values(), ids=SCHEMA_VIOLATIONS)
+def test_a_body_the_schema_rejects_is_rejected_by_the_stub(
+    sendgrid: RunningStub,
+    mail_send_schema: Draft202012Validator,
+    path: list[str | int],
+    value: Any,
+) -> None:
+    body = _break(sendgrid.valid_body(), path, value)
+    assert not mail_send_schema.is_valid(body)
+
+    response = sendgrid.send(body)
+
+    assert response.status_code == 400
+    assert response.json()["errors"]
