@@ -3,12 +3,13 @@
 import uuid
 
 import pytest
-from mailstack_core.database import normalize_database_url
-from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, emails
 from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+
+from mailstack_core.database import normalize_database_url
+from mailstack_core.status import EmailStatus
+from mailstack_core.tables import email_history, emails
 
 pytestmark = pytest.mark.integration
 

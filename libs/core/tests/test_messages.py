@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+
 from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
 
 

@@ -1,10 +1,11 @@
 """The migrations apply from scratch, match the table definitions, and roll back cleanly."""
 
 import pytest
+from sqlalchemy import create_engine, inspect
+
 from mailstack_core.database import normalize_database_url
 from mailstack_core.migrate import downgrade, upgrade
 from mailstack_core.tables import metadata
-from sqlalchemy import create_engine, inspect
 
 pytestmark = pytest.mark.integration
 

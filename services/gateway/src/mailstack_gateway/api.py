@@ -10,10 +10,10 @@ import structlog
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from mailstack_core.status import EmailStatus
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from mailstack_core.status import EmailStatus
 from mailstack_gateway import intake
 from mailstack_gateway.observability import EMAILS_ACCEPTED, EMAILS_REJECTED, REQUEST_SECONDS
 from mailstack_gateway.queue import SqsEmailPublisher

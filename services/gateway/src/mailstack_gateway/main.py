@@ -9,10 +9,10 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from mailstack_core.database import normalize_database_url
 from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from mailstack_core.database import normalize_database_url
 from mailstack_gateway import api, outbox
 from mailstack_gateway.observability import configure_logging
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+
 from mailstack_core.messages import EmailQueuedMessage
 
 if TYPE_CHECKING:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, email_outbox, emails
 from sqlalchemy import Row, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailstack_core.status import EmailStatus
+from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]

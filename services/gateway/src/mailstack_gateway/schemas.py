@@ -4,8 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from mailstack_core.status import EmailStatus
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+
+from mailstack_core.status import EmailStatus
 
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_CHARS = 998

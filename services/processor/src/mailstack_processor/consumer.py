@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
-from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
 
+from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
 from mailstack_processor.delivery import Action, Disposition
 from mailstack_processor.observability import (
     DISPOSITIONS,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from mailstack_core.status import EmailStatus
 
+from mailstack_core.status import EmailStatus
 from mailstack_processor.providers.base import (
     EmailSender,
     OutgoingEmail,

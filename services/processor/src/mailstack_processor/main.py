@@ -7,10 +7,10 @@ import uuid
 
 import httpx
 import structlog
-from mailstack_core.database import normalize_database_url
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from mailstack_core.database import normalize_database_url
 from mailstack_processor import delivery
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.observability import configure_logging

@@ -3,11 +3,11 @@
 import uuid
 from typing import Any
 
-from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, emails
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailstack_core.status import EmailStatus
+from mailstack_core.tables import email_history, emails
 from mailstack_processor.delivery import Claim, ClaimState
 from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
 

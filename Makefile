@@ -1,0 +1,63 @@
+# mailstack: `make up` runs the system on this machine, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+# Use the machine's Python; never download an interpreter.
+export UV_PYTHON_DOWNLOADS := never
+
+PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_stubs mailstack_stack mailstack_infra
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## Install uv if it is missing
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+
+.PHONY: sync
+sync: uv ## Install the workspace with the locked versions (uv.lock)
+	@$(UV) sync --frozen --quiet
+
+.PHONY: up
+up: sync ## Start the system on this machine (Postgres, LocalStack, stubs, gateway, processor)
+	$(UV) run --frozen mailstack-stack up
+
+.PHONY: down
+down: sync ## Stop exactly what `make up` started
+	$(UV) run --frozen mailstack-stack down
+
+.PHONY: status
+status: sync ## Show which parts of the local stack run
+	$(UV) run --frozen mailstack-stack status
+
+.PHONY: test
+test: sync ## Run every test: unit, integration, contract (starts its own private stack), infra
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: sync ## Run only the tests that need no database or LocalStack
+	$(UV) run --frozen pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+.PHONY: test-contract
+test-contract: sync ## Run the black-box contract suite
+	$(UV) run --frozen pytest contract-tests $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: sync ## ruff, ruff format --check, mypy --strict, import-boundary contracts
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy $(addprefix -p ,$(PACKAGES))
+	$(UV) run --frozen lint-imports
+
+.PHONY: fmt
+fmt: sync ## Format and autofix
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+.PHONY: clean
+clean: down ## Stop the stack and remove its state (.stack/)
+	rm -rf .stack

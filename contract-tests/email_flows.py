@@ -1,0 +1,67 @@
+"""What the contract tests do through the API: submit, wait for an outcome, read history, DLQ."""
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+FINAL_STATUSES = {"SENT", "FAILED"}
+
+
+def an_email(**overrides: Any) -> dict[str, Any]:
+    email: dict[str, Any] = {
+        "from": {"email": "app@example.com", "name": "Example App"},
+        "to": [{"email": "user@example.com", "name": "A User"}],
+        "subject": "Your receipt",
+        "text": "Thanks for your order.",
+        "html": "<p>Thanks for your order.</p>",
+    }
+    email.update(overrides)
+    return email
+
+
+def submit(gateway: httpx.Client, email: dict[str, Any] | None = None) -> str:
+    response = gateway.post("/v1/emails", json=email or an_email())
+    assert response.status_code == 202, response.text
+    email_id: str = response.json()["id"]
+    return email_id
+
+
+def wait_for_final(gateway: httpx.Client, email_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll until the email is SENT or FAILED; fail the test with its last state otherwise."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = gateway.get(f"/v1/emails/{email_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in FINAL_STATUSES:
+            return body
+        time.sleep(0.2)
+    pytest.fail(f"email {email_id} not final after {timeout} s; last seen {body}")
+
+
+def history(gateway: httpx.Client, email_id: str) -> list[dict[str, Any]]:
+    response = gateway.get(f"/v1/emails/{email_id}/history")
+    assert response.status_code == 200, response.text
+    entries: list[dict[str, Any]] = response.json()["history"]
+    return entries
+
+
+def steps(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(entry["status"], entry["provider"]) for entry in entries]
+
+
+def wait_for_dead_letter(sqs: Any, dlq_url: str, needle: str, timeout: float = 60) -> str:
+    """Wait until a message containing `needle` is in the DLQ; return its body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = sqs.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
+        )
+        for message in response.get("Messages", []):
+            if needle in message["Body"]:
+                body: str = message["Body"]
+                return body
+    pytest.fail(f"no message containing {needle!r} reached the DLQ within {timeout} s")

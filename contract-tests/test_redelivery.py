@@ -1,0 +1,59 @@
+"""At-least-once delivery from SQS never turns into a second send, and poison ends in the DLQ."""
+
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from email_flows import submit, wait_for_dead_letter, wait_for_final
+from mailstack_stubs.control import StubControl
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_redelivered_message_for_a_sent_email_is_not_sent_again(
+    gateway: httpx.Client, elasticemail: StubControl, sqs: Any, stack: Any
+) -> None:
+    email_id = submit(gateway)
+    assert wait_for_final(gateway, email_id)["status"] == "SENT"
+    duplicate = json.dumps({"version": 1, "type": "email.queued", "email_id": email_id})
+    for _ in range(2):
+        sqs.send_message(QueueUrl=stack.email_queue_url, MessageBody=duplicate)
+
+    # A later email is sent after both duplicates were queued; once it is SENT, the
+    # duplicates have been consumed by the same FIFO-ish poller or are in flight.
+    marker = submit(gateway)
+    assert wait_for_final(gateway, marker)["status"] == "SENT"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=stack.email_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        if attributes == {
+            "ApproximateNumberOfMessages": "0",
+            "ApproximateNumberOfMessagesNotVisible": "0",
+        }:
+            break
+        time.sleep(0.2)
+    sends_for_email = [
+        message for message in elasticemail.messages() if email_id in json.dumps(message["body"])
+    ]
+    assert len(sends_for_email) == 1
+    assert gateway.get(f"/v1/emails/{email_id}").json()["attempts"] == 1
+
+
+def test_a_poison_message_ends_in_the_dead_letter_queue(sqs: Any, stack: Any) -> None:
+    marker = f"poison-{uuid.uuid4()}"
+    sqs.send_message(QueueUrl=stack.email_queue_url, MessageBody=marker)
+    assert wait_for_dead_letter(sqs, stack.email_dlq_url, marker, timeout=90) == marker
+
+
+def test_a_message_for_an_unknown_email_ends_in_the_dead_letter_queue(sqs: Any, stack: Any) -> None:
+    unknown = str(uuid.uuid4())
+    body = json.dumps({"version": 1, "type": "email.queued", "email_id": unknown})
+    sqs.send_message(QueueUrl=stack.email_queue_url, MessageBody=body)
+    assert unknown in wait_for_dead_letter(sqs, stack.email_dlq_url, unknown, timeout=90)
