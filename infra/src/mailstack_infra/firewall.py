@@ -1,0 +1,123 @@
+"""Security groups and every traffic rule between the ALB, the services, the jobs and Postgres."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+GATEWAY_PORT = 8000
+POSTGRES_PORT = 5432
+HTTPS_PORT = 443
+HTTP_PORT = 80
+ANYWHERE = "0.0.0.0/0"
+
+
+@dataclass(frozen=True)
+class FirewallArgs:
+    """What the firewall needs to know."""
+
+    prefix: str
+    vpc_id: pulumi.Input[str]
+    https_listener: bool
+
+
+class Firewall(pulumi.ComponentResource):
+    """One security group per role; the only public ingress is the ALB's 80/443."""
+
+    alb: aws.ec2.SecurityGroup
+    gateway: aws.ec2.SecurityGroup
+    processor: aws.ec2.SecurityGroup
+    jobs: aws.ec2.SecurityGroup
+    database: aws.ec2.SecurityGroup
+
+    def __init__(
+        self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mailstack:network:Firewall", name, None, opts)
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+
+        def group(role: str, description: str) -> aws.ec2.SecurityGroup:
+            return aws.ec2.SecurityGroup(
+                f"{name}-{role}",
+                vpc_id=args.vpc_id,
+                description=description,
+                tags={"Name": f"{args.prefix}-{role}"},
+                opts=self._child,
+            )
+
+        self.alb = group("alb", "mailstack ALB: HTTP(S) from the internet")
+        self.gateway = group("gateway", "mailstack gateway tasks: only from the ALB")
+        self.processor = group("processor", "mailstack processor tasks: no ingress")
+        self.jobs = group("jobs", "mailstack cleanup and retry Lambdas: no ingress")
+        self.database = group("database", "mailstack Postgres: only from the app and jobs")
+
+        public_ports = [HTTP_PORT, HTTPS_PORT] if args.https_listener else [HTTP_PORT]
+        for port in public_ports:
+            self._ingress(f"alb-{port}", self.alb, port, cidr=ANYWHERE)
+        self._egress("alb-to-gateway", self.alb, GATEWAY_PORT, peer=self.gateway)
+        self._ingress("gateway-from-alb", self.gateway, GATEWAY_PORT, peer=self.alb)
+
+        # Tasks and jobs reach AWS APIs, ECR and the email providers over HTTPS only.
+        for role, sg in (
+            ("gateway", self.gateway),
+            ("processor", self.processor),
+            ("jobs", self.jobs),
+        ):
+            self._egress(f"{role}-https", sg, HTTPS_PORT, cidr=ANYWHERE)
+            self._egress(f"{role}-to-database", sg, POSTGRES_PORT, peer=self.database)
+            self._ingress(f"database-from-{role}", self.database, POSTGRES_PORT, peer=sg)
+
+        self.register_outputs(
+            {
+                "alb_security_group_id": self.alb.id,
+                "gateway_security_group_id": self.gateway.id,
+                "processor_security_group_id": self.processor.id,
+                "jobs_security_group_id": self.jobs.id,
+                "database_security_group_id": self.database.id,
+            }
+        )
+
+    def _ingress(
+        self,
+        rule: str,
+        sg: aws.ec2.SecurityGroup,
+        port: int,
+        *,
+        cidr: str | None = None,
+        peer: aws.ec2.SecurityGroup | None = None,
+    ) -> None:
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-{rule}",
+            security_group_id=sg.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            cidr_ipv4=cidr,
+            referenced_security_group_id=peer.id if peer is not None else None,
+            description=rule,
+            opts=self._child,
+        )
+
+    def _egress(
+        self,
+        rule: str,
+        sg: aws.ec2.SecurityGroup,
+        port: int,
+        *,
+        cidr: str | None = None,
+        peer: aws.ec2.SecurityGroup | None = None,
+    ) -> None:
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-{rule}",
+            security_group_id=sg.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            cidr_ipv4=cidr,
+            referenced_security_group_id=peer.id if peer is not None else None,
+            description=rule,
+            opts=self._child,
+        )

@@ -1,0 +1,224 @@
+"""Typed settings of one stack, read from Pulumi config and config/resources.json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pulumi
+
+Target = Literal["aws", "localstack"]
+
+
+class ConfigError(ValueError):
+    """A stack's configuration is missing a value or holds an impossible one."""
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The email queue and its dead-letter queue, exactly as config/resources.json states them."""
+
+    name: str
+    visibility_timeout_seconds: int
+    receive_wait_time_seconds: int
+    message_retention_seconds: int
+    max_receive_count: int
+    dlq_name: str
+    dlq_message_retention_seconds: int
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    """The settings shared with the local bootstrap (one source of truth)."""
+
+    queue: QueueSettings
+    archive_bucket_name: str
+
+
+@dataclass(frozen=True)
+class ServiceSizing:
+    """CPU, memory and task counts of one Fargate service."""
+
+    cpu: int
+    memory: int
+    min_tasks: int
+    max_tasks: int
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything `build_stack` needs; no Pulumi config is read past this point."""
+
+    project: str
+    stack: str
+    owner: str
+    region: str
+    resources: ResourceSettings
+    target: Target = "aws"
+    localstack_endpoint: str = "http://localhost:4566"
+    local_database_url: str | None = None
+    vpc_cidr: str = "10.0.0.0/16"
+    az_count: int = 2
+    nat_per_az: bool = False
+    deletion_protection: bool = False
+    certificate_arn: str | None = None
+    require_tls: bool = False
+    gateway_image_tag: str = "latest"
+    processor_image_tag: str = "latest"
+    gateway: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 2, 4))
+    processor: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 1, 4))
+    gateway_requests_per_target: int = 500
+    processor_backlog_per_task: int = 100
+    db_instance_class: str = "db.t4g.micro"
+    db_engine_major: str = "17"
+    db_allocated_storage: int = 20
+    db_max_allocated_storage: int = 100
+    db_multi_az: bool = True
+    db_backup_retention_days: int = 7
+    db_replica_count: int = 0
+    log_retention_days: int = 30
+    alarm_email: str | None = None
+    jobs_archive_path: str = "build/jobs.zip"
+    jobs_runtime: str = "python3.11"
+    retention_days: int = 183
+    archive_glacier_after_days: int = 30
+    archive_expire_after_days: int = 2555
+    cleanup_schedule: str = "cron(15 3 * * ? *)"
+    retry_schedule: str = "cron(0/15 * * * ? *)"
+    elasticemail_api_key: pulumi.Input[str] | None = None
+    sendgrid_api_key: pulumi.Input[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in ("aws", "localstack"):
+            raise ConfigError(f"mailstack:target must be aws or localstack, not {self.target!r}")
+        if not 2 <= self.az_count <= 3:
+            raise ConfigError("mailstack:azCount must be 2 or 3")
+        if self.target == "localstack" and not self.local_database_url:
+            raise ConfigError("the localstack stack needs mailstack:localDatabaseUrl")
+        if self.require_tls and self.target == "aws" and not self.certificate_arn:
+            raise ConfigError(
+                "this stack requires TLS: pulumi config set mailstack:certificateArn <acm arn>"
+            )
+        if self.db_backup_retention_days < 7:
+            raise ConfigError("mailstack:dbBackupRetentionDays must be at least 7")
+        if self.gateway.min_tasks < 2:
+            raise ConfigError("the gateway runs at least 2 tasks (one per AZ)")
+        if self.retention_days < 1:
+            raise ConfigError("mailstack:retentionDays must be positive")
+
+    @property
+    def is_localstack(self) -> bool:
+        """Whether this stack targets LocalStack instead of AWS."""
+        return self.target == "localstack"
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every physical name, so stacks can share one account."""
+        return f"{self.project}-{self.stack}"
+
+
+def load_resource_settings(path: Path) -> ResourceSettings:
+    """Read the queue, dead-letter queue and bucket settings from config/resources.json."""
+    raw = json.loads(path.read_text())
+    queue = raw["email_queue"]
+    dlq = raw["dead_letter_queue"]
+    return ResourceSettings(
+        queue=QueueSettings(
+            name=queue["name"],
+            visibility_timeout_seconds=int(queue["visibility_timeout_seconds"]),
+            receive_wait_time_seconds=int(queue["receive_wait_time_seconds"]),
+            message_retention_seconds=int(queue["message_retention_seconds"]),
+            max_receive_count=int(queue["max_receive_count"]),
+            dlq_name=dlq["name"],
+            dlq_message_retention_seconds=int(dlq["message_retention_seconds"]),
+        ),
+        archive_bucket_name=raw["archive_bucket"]["name"],
+    )
+
+
+def _sizing(raw: Mapping[str, Any] | None, default: ServiceSizing) -> ServiceSizing:
+    if raw is None:
+        return default
+    return ServiceSizing(
+        cpu=int(raw.get("cpu", default.cpu)),
+        memory=int(raw.get("memory", default.memory)),
+        min_tasks=int(raw.get("minTasks", default.min_tasks)),
+        max_tasks=int(raw.get("maxTasks", default.max_tasks)),
+    )
+
+
+def load_stack_config(
+    config: pulumi.Config, *, project: str, stack: str, region: str, resources: ResourceSettings
+) -> StackConfig:
+    """Turn the `mailstack:*` Pulumi config of a stack into a StackConfig."""
+    defaults = StackConfig(
+        project=project,
+        stack=stack,
+        owner="",
+        region="",
+        resources=resources,
+        local_database_url="unused",
+    )
+
+    def text(key: str, default: str) -> str:
+        return config.get(key) or default
+
+    def number(key: str, default: int) -> int:
+        value = config.get_int(key)
+        return default if value is None else value
+
+    def flag(key: str, default: bool) -> bool:
+        value = config.get_bool(key)
+        return default if value is None else value
+
+    return StackConfig(
+        project=project,
+        stack=stack,
+        owner=config.require("owner"),
+        region=region,
+        resources=resources,
+        target=text("target", defaults.target),  # type: ignore[arg-type]  # checked in __post_init__
+        localstack_endpoint=text("localstackEndpoint", defaults.localstack_endpoint),
+        local_database_url=config.get("localDatabaseUrl"),
+        vpc_cidr=text("vpcCidr", defaults.vpc_cidr),
+        az_count=number("azCount", defaults.az_count),
+        nat_per_az=flag("natPerAz", defaults.nat_per_az),
+        deletion_protection=flag("deletionProtection", defaults.deletion_protection),
+        certificate_arn=config.get("certificateArn"),
+        require_tls=flag("requireTls", defaults.require_tls),
+        gateway_image_tag=text("gatewayImageTag", defaults.gateway_image_tag),
+        processor_image_tag=text("processorImageTag", defaults.processor_image_tag),
+        gateway=_sizing(config.get_object("gateway"), defaults.gateway),
+        processor=_sizing(config.get_object("processor"), defaults.processor),
+        gateway_requests_per_target=number(
+            "gatewayRequestsPerTarget", defaults.gateway_requests_per_target
+        ),
+        processor_backlog_per_task=number(
+            "processorBacklogPerTask", defaults.processor_backlog_per_task
+        ),
+        db_instance_class=text("dbInstanceClass", defaults.db_instance_class),
+        db_engine_major=text("dbEngineMajor", defaults.db_engine_major),
+        db_allocated_storage=number("dbAllocatedStorage", defaults.db_allocated_storage),
+        db_max_allocated_storage=number("dbMaxAllocatedStorage", defaults.db_max_allocated_storage),
+        db_multi_az=flag("dbMultiAz", defaults.db_multi_az),
+        db_backup_retention_days=number("dbBackupRetentionDays", defaults.db_backup_retention_days),
+        db_replica_count=number("dbReplicaCount", defaults.db_replica_count),
+        log_retention_days=number("logRetentionDays", defaults.log_retention_days),
+        alarm_email=config.get("alarmEmail"),
+        jobs_archive_path=text("jobsArchive", defaults.jobs_archive_path),
+        jobs_runtime=text("jobsRuntime", defaults.jobs_runtime),
+        retention_days=number("retentionDays", defaults.retention_days),
+        archive_glacier_after_days=number(
+            "archiveGlacierAfterDays", defaults.archive_glacier_after_days
+        ),
+        archive_expire_after_days=number(
+            "archiveExpireAfterDays", defaults.archive_expire_after_days
+        ),
+        cleanup_schedule=text("cleanupSchedule", defaults.cleanup_schedule),
+        retry_schedule=text("retrySchedule", defaults.retry_schedule),
+        elasticemail_api_key=config.get_secret("elasticEmailApiKey"),
+        sendgrid_api_key=config.get_secret("sendGridApiKey"),
+    )
