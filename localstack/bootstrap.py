@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 DEFAULT_ENDPOINT_URL = "http://localhost:4566"
 DEFAULT_REGION = "us-east-1"
 RESOURCES_ENV = "MAILSTACK_RESOURCES_FILE"
+# Options of a ready hook, which gets no arguments.
+PREFIX_ENV = "MAILSTACK_NAME_PREFIX"
+SUFFIX_ENV = "MAILSTACK_NAME_SUFFIX"
 # Where the LocalStack container gets config/resources.json mounted when run as a ready hook.
 CONTAINER_RESOURCES_FILE = Path("/etc/mailstack/resources.json")
 # Test credentials: LocalStack accepts any, and real AWS is never the target of this script.
@@ -259,8 +262,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="LocalStack endpoint (default: $AWS_ENDPOINT_URL or %(default)s)",
     )
     parser.add_argument("--region", default=DEFAULT_REGION)
-    parser.add_argument("--name-prefix", default="", help="prepended to every name")
-    parser.add_argument("--suffix", default="", help="appended to every name")
+    parser.add_argument(
+        "--name-prefix",
+        default=os.environ.get(PREFIX_ENV, ""),
+        help=f"prepended to every name (default: ${PREFIX_ENV} or none)",
+    )
+    parser.add_argument(
+        "--suffix",
+        default=os.environ.get(SUFFIX_ENV, ""),
+        help=f"appended to every name (default: ${SUFFIX_ENV} or none)",
+    )
     parser.add_argument(
         "--resources-file",
         type=Path,

@@ -87,6 +87,7 @@ class StackConfig:
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     python: str = sys.executable
     cache_dir: Path | None = None
+    die_with_parent: bool = False
     health_timeout: float = 60.0
     localstack_timeout: float = 120.0
 

@@ -146,9 +146,6 @@ def ensure_runtime(
             _run_install_step([interpreter, "-m", "venv", str(staging)], install_log)
             python = str(_venv_python(staging))
             _run_install_step(
-                [python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], install_log
-            )
-            _run_install_step(
                 [
                     python,
                     "-m",
@@ -174,6 +171,7 @@ def process_spec(
     volume_dir: Path,
     services: Sequence[str] = DEFAULT_SERVICES,
     extra_env: Mapping[str, str] | None = None,
+    die_with_parent: bool = False,
 ) -> ProcessSpec:
     """How to run LocalStack's runtime on the host, listening on 127.0.0.1:`port` only."""
     env = {
@@ -196,6 +194,7 @@ def process_spec(
         argv=(str(python), "-m", "localstack.runtime.main"),
         env=env,
         cwd=volume_dir,
+        die_with_parent=die_with_parent,
     )
 
 

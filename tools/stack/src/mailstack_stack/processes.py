@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -26,6 +27,9 @@ class ProcessSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    # For test stacks: the kernel sends SIGTERM when the process that started it dies, so an
+    # interrupted test run leaves nothing behind. `make up`'s stack must outlive the launcher.
+    die_with_parent: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,14 @@ def is_running(record: ProcessRecord) -> bool:
     return ticks == record.start_ticks and not _is_zombie(record.pid)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_process(spec: ProcessSpec, dirs: ProcessDirs) -> ProcessRecord:
     """Start `spec` in its own session, output appended to its log, and record its pid."""
     dirs.logs.mkdir(parents=True, exist_ok=True)
@@ -109,6 +121,7 @@ def start_process(spec: ProcessSpec, dirs: ProcessDirs) -> ProcessRecord:
             env=env,
             cwd=spec.cwd,
             start_new_session=True,
+            preexec_fn=_terminate_with_parent if spec.die_with_parent else None,
         )
     ticks = process_start_ticks(child.pid)
     if ticks is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,36 @@ class StackUrls:
             "ARCHIVE_BUCKET": self.archive_bucket,
             "DATABASE_URL": self.database_url,
         }
+
+
+@dataclass(frozen=True)
+class RunningStack(StackUrls):
+    """A stack that is up: its URLs, and its components for tests that stop or restart one."""
+
+    stack: Stack
+
+    def stop_component(self, name: str, grace: float = 10.0) -> bool:
+        return self.stack.stop(name, grace)
+
+    def start_component(self, name: str) -> None:
+        self.stack.start(name)
+
+    def pid(self, name: str) -> int | None:
+        return self.stack.pid(name)
+
+    def log_file(self, name: str) -> Path:
+        return self.stack.log_file(name)
+
+
+@contextlib.contextmanager
+def run_stack(config: StackConfig) -> Iterator[RunningStack]:
+    """Bring a stack up for the duration of the block, and down (what it started) after."""
+    stack = Stack(config)
+    try:
+        urls = stack.up()
+        yield RunningStack(**dataclasses.asdict(urls), stack=stack)
+    finally:
+        stack.down()
 
 
 @dataclass(frozen=True)
@@ -153,6 +185,7 @@ class Stack:
             self.config.localstack_volume_dir,
             self.config.localstack_services,
             self.config.extra_env.get(LOCALSTACK),
+            die_with_parent=self.config.die_with_parent,
         )
         self._ensure_running(
             spec,
@@ -335,6 +368,7 @@ class Stack:
             argv=(self.config.python, "-m", module, *args),
             env={**(env or {}), **self.config.extra_env.get(name, {})},
             cwd=self.config.repo_root,
+            die_with_parent=self.config.die_with_parent,
         )
 
     def _wait(
