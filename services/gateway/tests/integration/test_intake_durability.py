@@ -1,0 +1,122 @@
+"""A 202 means durable: the app on the real Postgres and LocalStack, with each of them down."""
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from mailstack_core.database import normalize_database_url
+from mailstack_core.messages import EmailQueuedMessage
+from mailstack_core.tables import email_outbox, emails
+from mailstack_gateway import outbox
+from mailstack_gateway.main import create_app
+from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
+from mailstack_gateway.repository import EmailWriter
+from mailstack_gateway.settings import GatewaySettings
+
+pytestmark = pytest.mark.integration
+
+EMAIL = {
+    "from": {"email": "app@example.com"},
+    "to": [{"email": "user@example.com"}],
+    "subject": "Hello",
+    "text": "Hi",
+}
+UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens there
+
+
+def _settings(database_url: str, queue_url: str, endpoint: str) -> GatewaySettings:
+    return GatewaySettings(
+        database_url=database_url,
+        email_queue_url=queue_url,
+        aws_endpoint_url=endpoint,
+        outbox_grace_seconds=0,
+        database_timeout_seconds=1,
+    )
+
+
+async def _client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, run_relay=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+async def _outbox_rows(database_url: str) -> int:
+    engine = create_async_engine(normalize_database_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            return int(await connection.scalar(select(func.count()).select_from(email_outbox)) or 0)
+    finally:
+        await engine.dispose()
+
+
+def _queued_ids(endpoint: str, queue_url: str) -> list[uuid.UUID]:
+    client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+    return [
+        EmailQueuedMessage.from_json(message["Body"]).email_id
+        for message in response.get("Messages", [])
+    ]
+
+
+async def test_accepted_email_is_published_and_leaves_the_outbox(
+    database_url: str, localstack_endpoint: str, sqs_queues: Any
+) -> None:
+    settings = _settings(database_url, sqs_queues.email_queue_url, localstack_endpoint)
+    async for client in _client(settings):
+        response = await client.post("/v1/emails", json=EMAIL)
+        assert response.status_code == 202
+        email_id = uuid.UUID(response.json()["id"])
+        assert (await client.get("/readyz")).status_code == 200
+    assert _queued_ids(localstack_endpoint, sqs_queues.email_queue_url) == [email_id]
+    assert await _outbox_rows(database_url) == 0
+
+
+async def test_answers_503_and_stores_nothing_when_the_database_is_down(
+    localstack_endpoint: str, sqs_queues: Any
+) -> None:
+    settings = _settings(
+        "postgresql://postgres@127.0.0.1:9/nowhere", sqs_queues.email_queue_url, localstack_endpoint
+    )
+    async for client in _client(settings):
+        response = await client.post("/v1/emails", json=EMAIL)
+        assert response.status_code == 503
+        assert response.json()["error"] == "database_unavailable"
+        assert response.headers["retry-after"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("unavailable")
+    assert _queued_ids(localstack_endpoint, sqs_queues.email_queue_url) == []
+
+
+async def test_still_accepts_when_the_queue_is_down_and_the_relay_publishes_later(
+    database_url: str, localstack_endpoint: str, sqs_queues: Any
+) -> None:
+    down = _settings(database_url, sqs_queues.email_queue_url, UNREACHABLE)
+    async for client in _client(down):
+        response = await client.post("/v1/emails", json=EMAIL)
+        assert response.status_code == 202
+        email_id = uuid.UUID(response.json()["id"])
+        assert (await client.get("/readyz")).status_code == 503
+    assert await _outbox_rows(database_url) == 1
+
+    # The queue is back: one relay round publishes the email and clears the outbox.
+    engine = create_async_engine(normalize_database_url(database_url))
+    try:
+        writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+        publisher = SqsEmailPublisher(
+            sqs_client(localstack_endpoint, "us-east-1"), sqs_queues.email_queue_url
+        )
+        assert await outbox.relay_once(writer, publisher) == 1
+        async with engine.connect() as connection:
+            assert await connection.scalar(select(emails.c.status)) == "QUEUED"
+    finally:
+        await engine.dispose()
+    assert _queued_ids(localstack_endpoint, sqs_queues.email_queue_url) == [email_id]
+    assert await _outbox_rows(database_url) == 0

@@ -1,0 +1,143 @@
+"""The gateway's SQL against the real Postgres: one-transaction intake, the outbox, paging."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from mailstack_core.database import normalize_database_url
+from mailstack_core.tables import email_history, email_outbox, emails
+from mailstack_gateway.intake import parse_email
+from mailstack_gateway.repository import EmailReader, EmailWriter
+
+pytestmark = pytest.mark.integration
+
+REQUEST = {
+    "from": {"email": "app@example.com", "name": "App"},
+    "to": [{"email": "user@example.com"}],
+    "bcc": [{"email": "audit@example.com"}],
+    "subject": "Hello",
+    "text": "Hi",
+}
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(normalize_database_url(database_url))
+    yield engine
+    await engine.dispose()
+
+
+async def _count(engine: AsyncEngine, table: object, email_id: uuid.UUID) -> int:
+    column = table.c.email_id if table is not emails else table.c.id  # type: ignore[attr-defined]
+    async with engine.connect() as connection:
+        return int(await connection.scalar(select(func.count()).where(column == email_id)) or 0)
+
+
+async def test_stores_the_email_its_verbatim_request_a_queued_row_and_an_outbox_row(
+    engine: AsyncEngine,
+) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    raw = json.dumps(REQUEST, indent=3)  # odd spacing: it must be kept as sent
+    email_id = uuid.uuid4()
+    await writer.save_queued(email_id, parse_email(REQUEST), raw)
+
+    row = await EmailReader(engine).get(email_id)
+    assert row is not None
+    assert row.request_body == raw
+    assert row.status == "QUEUED"
+    assert row.bcc_recipients == [{"email": "audit@example.com"}]
+    history = await EmailReader(engine).history(email_id)
+    assert history is not None
+    assert [entry.status for entry in history] == ["QUEUED"]
+    assert await _count(engine, email_outbox, email_id) == 1
+
+
+async def test_a_failed_intake_leaves_nothing_behind(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    email_id = uuid.uuid4()
+    await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    with pytest.raises(IntegrityError):
+        await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    assert await _count(engine, email_history, email_id) == 1
+    assert await _count(engine, email_outbox, email_id) == 1
+
+
+async def test_relays_never_claim_the_same_outbox_rows(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    ids = [uuid.uuid4() for _ in range(6)]
+    for email_id in ids:
+        await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    first_claimed = asyncio.Event()
+    release = asyncio.Event()
+    seen: list[list[uuid.UUID]] = []
+
+    async def hold() -> None:
+        async with writer.claim_due(4) as batch:
+            seen.append(list(batch.email_ids))
+            first_claimed.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await first_claimed.wait()
+    async with writer.claim_due(10) as other:
+        seen.append(list(other.email_ids))
+    release.set()
+    await holder
+    assert len(seen[0]) == 4
+    assert len(seen[1]) == 2
+    assert not set(seen[0]) & set(seen[1])
+
+
+async def test_outbox_rows_wait_out_the_grace_period(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=300, outbox_max_backoff_seconds=60)
+    await writer.save_queued(uuid.uuid4(), parse_email(REQUEST), "{}")
+    async with writer.claim_due(10) as batch:
+        assert list(batch.email_ids) == []
+
+
+async def test_rescheduling_backs_off_and_records_the_error(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    email_id = uuid.uuid4()
+    await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    async with writer.claim_due(10) as batch:
+        assert list(batch.email_ids) == [email_id]
+        await batch.reschedule([email_id], "queue down")
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(
+                    email_outbox.c.attempts,
+                    email_outbox.c.last_error,
+                    (email_outbox.c.next_attempt_at > func.now()).label("later"),
+                ).where(email_outbox.c.email_id == email_id)
+            )
+        ).one()
+    assert (row.attempts, row.last_error, row.later) == (1, "queue down", True)
+    async with writer.claim_due(10) as batch:
+        assert list(batch.email_ids) == []
+
+
+async def test_pages_newest_first_and_filters_by_status(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    ids = []
+    for _ in range(5):
+        email_id = uuid.uuid4()
+        await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+        ids.append(email_id)
+    reader = EmailReader(engine)
+    collected: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page = await reader.page(None, 2, cursor)
+        collected += [row.id for row in page.rows]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert collected == list(reversed(ids))
+    assert (await reader.page("SENT", 10, None)).rows == []  # type: ignore[arg-type]

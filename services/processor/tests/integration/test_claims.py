@@ -1,0 +1,139 @@
+"""Claims against the real Postgres: atomic, idempotent for final emails, reclaimable on crash."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from mailstack_core.database import normalize_database_url
+from mailstack_core.tables import email_history, emails
+from mailstack_processor.delivery import ClaimState
+from mailstack_processor.providers.base import SendReceipt
+from mailstack_processor.repository import EmailDeliveryStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(normalize_database_url(database_url), pool_size=10)
+    yield engine
+    await engine.dispose()
+
+
+async def _queued_email(engine: AsyncEngine) -> uuid.UUID:
+    email_id = uuid.uuid4()
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(emails).values(
+                id=email_id,
+                sender_email="app@example.com",
+                sender_name="App",
+                to_recipients=[{"email": "user@example.com", "name": "User"}],
+                cc_recipients=[{"email": "cc@example.com"}],
+                subject="Hello",
+                text_body="Hi",
+                html_body="<p>Hi</p>",
+                status="QUEUED",
+                request_body="{}",
+            )
+        )
+    return email_id
+
+
+async def _history(engine: AsyncEngine, email_id: uuid.UUID) -> list[tuple[str, str | None]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(email_history.c.status, email_history.c.provider)
+            .where(email_history.c.email_id == email_id)
+            .order_by(email_history.c.id)
+        )
+        return [(row.status, row.provider) for row in rows]
+
+
+async def test_only_one_of_many_concurrent_claims_wins(engine: AsyncEngine) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    claims = await asyncio.gather(*(store.claim(email_id, 30, 1) for _ in range(8)))
+    states = sorted(claim.state.value for claim in claims)
+    assert states.count("claimed") == 1
+    assert states.count("busy") == 7
+    assert await _history(engine, email_id) == [("PROCESSING", None)]
+
+
+async def test_claim_loads_the_email_as_stored(engine: AsyncEngine) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    claim = await store.claim(email_id, 30, 1)
+    assert claim.state is ClaimState.CLAIMED
+    assert claim.email is not None
+    assert claim.email.sender.formatted() == "App <app@example.com>"
+    assert [m.email for m in claim.email.cc] == ["cc@example.com"]
+    assert (claim.email.text, claim.email.html) == ("Hi", "<p>Hi</p>")
+    assert claim.attempt == 1
+
+
+async def test_a_sent_email_is_final_and_never_claimed_again(engine: AsyncEngine) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    await store.claim(email_id, 30, 1)
+    await store.mark_sent(email_id, SendReceipt("sendgrid", "msg-1", http_status=202))
+    assert (await store.claim(email_id, 30, 2)).state is ClaimState.FINAL
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(emails).where(emails.c.id == email_id))).one()
+    assert (row.status, row.provider, row.provider_message_id) == ("SENT", "sendgrid", "msg-1")
+    assert await _history(engine, email_id) == [("PROCESSING", None), ("SENT", "sendgrid")]
+
+
+async def test_a_lapsed_claim_is_reclaimed_and_marked_as_unknown_outcome(
+    engine: AsyncEngine,
+) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    await store.claim(email_id, 30, 1)
+    async with engine.begin() as connection:  # the holder crashed long ago
+        await connection.execute(
+            update(emails)
+            .where(emails.c.id == email_id)
+            .values(lease_expires_at=func.now() - text("interval '1 minute'"))
+        )
+    claim = await store.claim(email_id, 30, 2)
+    assert claim.state is ClaimState.CLAIMED
+    assert claim.attempt == 2
+    async with engine.connect() as connection:
+        detail = await connection.scalar(
+            select(email_history.c.detail)
+            .where(email_history.c.email_id == email_id)
+            .order_by(email_history.c.id.desc())
+            .limit(1)
+        )
+    assert detail["reclaimed"] is True
+    assert detail["previous_attempt_outcome"] == "unknown"
+
+
+async def test_an_unknown_email_is_missing(engine: AsyncEngine) -> None:
+    store = EmailDeliveryStore(engine)
+    assert (await store.claim(uuid.uuid4(), 30, 1)).state is ClaimState.MISSING
+
+
+async def test_release_and_fail_record_state_and_last_error(engine: AsyncEngine) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    await store.claim(email_id, 30, 1)
+    await store.record_failed_attempt(email_id, "elasticemail", {"error": "HTTP 503"})
+    await store.release_for_retry(email_id, {"last_error": "sendgrid HTTP 500: boom"})
+    assert (await store.claim(email_id, 30, 2)).state is ClaimState.CLAIMED
+    await store.mark_failed(email_id, "sendgrid", {"last_error": "sendgrid HTTP 500: boom"})
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(emails).where(emails.c.id == email_id))).one()
+    assert (row.status, row.last_error, row.attempts) == ("FAILED", "sendgrid HTTP 500: boom", 2)
+    assert await _history(engine, email_id) == [
+        ("PROCESSING", None),
+        ("FAILED", "elasticemail"),
+        ("QUEUED", None),
+        ("PROCESSING", None),
+        ("FAILED", "sendgrid"),
+    ]

@@ -1,0 +1,52 @@
+"""The consumer's view of a real SQS queue on LocalStack: receive counts, visibility, delete."""
+
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from mailstack_processor.queue import SqsEmailQueue, sqs_client
+
+pytestmark = pytest.mark.integration
+
+
+def _queue(endpoint: str, queue_url: str) -> SqsEmailQueue:
+    return SqsEmailQueue(sqs_client(endpoint, "us-east-1", 1), queue_url, 1)
+
+
+async def test_receives_with_the_receive_count_and_deletes(
+    localstack_endpoint: str, sqs_queues: Any
+) -> None:
+    boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1").send_message(
+        QueueUrl=sqs_queues.email_queue_url, MessageBody="hello"
+    )
+    queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
+    [message] = await queue.receive(10)
+    assert (message.body, message.receive_count) == ("hello", 1)
+
+    await queue.change_visibility(message, 0)
+    [again] = await queue.receive(10)
+    assert again.receive_count == 2
+    await queue.delete(again)
+    assert await queue.receive(10) == []
+
+
+async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
+    localstack_endpoint: str, sqs_queues: Any
+) -> None:
+    client = boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1")
+    client.send_message(QueueUrl=sqs_queues.email_queue_url, MessageBody="spent")
+    queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
+    max_receive_count = sqs_queues.max_receive_count
+    for expected in range(1, max_receive_count + 1):
+        [message] = await queue.receive(10)
+        assert message.receive_count == expected
+        await queue.change_visibility(message, 0)
+    assert await queue.receive(10) == []
+    deadline = time.monotonic() + 10
+    bodies: list[str] = []
+    while time.monotonic() < deadline and not bodies:
+        response = client.receive_message(QueueUrl=sqs_queues.email_dlq_url, WaitTimeSeconds=1)
+        bodies = [m["Body"] for m in response.get("Messages", [])]
+    assert bodies == ["spent"]
