@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+
 from mailstack_stubs.__main__ import StubServer
 from mailstack_stubs.app import create_app
 from mailstack_stubs.behaviour import StubState

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
 from mailstack_stubs.control import StubControl
 
 API_KEY = "cli-key"
