@@ -1,0 +1,226 @@
+"""Pulumi mocks that record every registered resource, so a stack can be checked without AWS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+ACCOUNT_ID = "123456789012"
+# The key the engine marks a secret value with in serialized properties (not a credential).
+SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # noqa: S105
+ELB_ACCOUNT_ARN = "arn:aws:iam::156460612806:root"
+
+
+@dataclass(frozen=True)
+class RecordedResource:
+    """One resource as the engine saw it: its inputs (camelCase) and the outputs we returned."""
+
+    type: str
+    name: str
+    inputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    provider: str | None
+    secret_inputs: frozenset[str] = frozenset()
+
+    @property
+    def id(self) -> str:
+        return str(self.outputs["id"])
+
+    def json(self, key: str) -> Any:
+        """An input that holds a JSON document (policies, container definitions), parsed."""
+        return json.loads(self.inputs[key])
+
+
+@dataclass
+class StackRecord:
+    """Everything one build of the stack registered and invoked."""
+
+    resources: list[RecordedResource] = field(default_factory=list)
+    invokes: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[RecordedResource]:
+        return iter(self.resources)
+
+    def of_type(self, type_: str) -> list[RecordedResource]:
+        return [resource for resource in self.resources if resource.type == type_]
+
+    def one(self, type_: str, name: str) -> RecordedResource:
+        matches = [r for r in self.of_type(type_) if r.name == name]
+        if len(matches) != 1:
+            known = sorted(r.name for r in self.of_type(type_))
+            raise LookupError(f"{len(matches)} {type_} named {name!r}; known: {known}")
+        return matches[0]
+
+    def with_output(self, key: str, value: Any) -> RecordedResource:
+        """The resource whose output `key` is `value` (resolving a reference back to its owner)."""
+        matches = [r for r in self.resources if r.outputs.get(key) == value]
+        if len(matches) != 1:
+            raise LookupError(f"{len(matches)} resources have {key}={value!r}")
+        return matches[0]
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and SECRET_SIGNATURE in value
+
+
+def _reveal(value: Any) -> Any:
+    """The value with every secret wrapper removed, at any depth."""
+    if _is_secret(value):
+        return _reveal(value["value"])
+    if isinstance(value, dict):
+        return {key: _reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_reveal(item) for item in value]
+    return value
+
+
+def _service(type_: str) -> str:
+    return type_.split(":")[1].split("/")[0]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Mocks every invoke the program makes (and refuses others); records every resource."""
+
+    def __init__(self, region: str, zones: list[str]) -> None:
+        self.region = region
+        self.zones = zones
+        self.record = StackRecord()
+
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str | None, dict[str, Any]]:
+        secret_inputs = frozenset(key for key, value in args.inputs.items() if _is_secret(value))
+        inputs = _reveal(dict(args.inputs))
+        name = inputs.get("name") or inputs.get("namePrefix") or args.name
+        outputs = {**inputs, **self._computed(args.typ, args.name, str(name), inputs)}
+        resource_id = str(outputs.pop("id", f"{args.name}-id"))
+        self.record.resources.append(
+            RecordedResource(
+                type=args.typ,
+                name=args.name,
+                inputs=inputs,
+                outputs={**outputs, "id": resource_id},
+                provider=args.provider,
+                secret_inputs=secret_inputs,
+            )
+        )
+        return resource_id, outputs
+
+    def _computed(
+        self, typ: str, logical: str, name: str, inputs: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        region, account = self.region, ACCOUNT_ID
+        service = _service(typ) if ":" in typ else "pulumi"
+        computed: dict[str, Any] = {
+            "name": name,
+            "arn": f"arn:aws:{service}:{region}:{account}:{logical}",
+        }
+        by_type: dict[str, Callable[[], dict[str, Any]]] = {
+            "aws:sqs/queue:Queue": lambda: {
+                "arn": f"arn:aws:sqs:{region}:{account}:{name}",
+                "url": f"https://sqs.{region}.amazonaws.com/{account}/{name}",
+            },
+            "aws:s3/bucket:Bucket": lambda: {
+                "id": inputs["bucket"],
+                "arn": f"arn:aws:s3:::{inputs['bucket']}",
+            },
+            "aws:rds/instance:Instance": lambda: {
+                "address": f"{inputs['identifier']}.abc.{region}.rds.amazonaws.com",
+                "endpoint": f"{inputs['identifier']}.abc.{region}.rds.amazonaws.com:5432",
+                "arn": f"arn:aws:rds:{region}:{account}:db:{inputs['identifier']}",
+            },
+            "aws:lb/loadBalancer:LoadBalancer": lambda: {
+                "arnSuffix": f"app/{name}/0123456789abcdef",
+                "dnsName": f"{name}-123.{region}.elb.amazonaws.com",
+            },
+            "aws:lb/targetGroup:TargetGroup": lambda: {
+                "arnSuffix": f"targetgroup/{name}0001/fedcba9876543210",
+            },
+            "aws:ecr/repository:Repository": lambda: {
+                "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{name}",
+            },
+            "aws:cloudwatch/logGroup:LogGroup": lambda: {
+                "arn": f"arn:aws:logs:{region}:{account}:log-group:{name}",
+            },
+            "aws:lambda/function:Function": lambda: {
+                "arn": f"arn:aws:lambda:{region}:{account}:function:{name}",
+            },
+            "aws:secretsmanager/secret:Secret": lambda: {
+                "arn": f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-AbCdEf",
+            },
+            "random:index/randomPassword:RandomPassword": lambda: {
+                "result": "generatedpassword0123456789abcdef",
+            },
+        }
+        computed.update(by_type.get(typ, dict)())
+        return computed
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.record.invokes.append(args.token)
+        answers: dict[str, dict[str, Any]] = {
+            "aws:index/getAvailabilityZones:getAvailabilityZones": {
+                "id": self.region,
+                "names": self.zones,
+                "zoneIds": [f"euw1-az{i + 1}" for i in range(len(self.zones))],
+            },
+            "aws:index/getCallerIdentity:getCallerIdentity": {
+                "id": ACCOUNT_ID,
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/test",
+                "userId": "AIDATEST",
+            },
+            "aws:index/getPartition:getPartition": {
+                "id": "aws",
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "reverseDnsPrefix": "com.amazonaws",
+            },
+            "aws:index/getRegion:getRegion": {
+                "id": self.region,
+                "name": self.region,
+                "region": self.region,
+                "endpoint": f"ec2.{self.region}.amazonaws.com",
+                "description": self.region,
+            },
+            "aws:elb/getServiceAccount:getServiceAccount": {
+                "id": "156460612806",
+                "arn": ELB_ACCOUNT_ARN,
+            },
+        }
+        if args.token not in answers:
+            raise NotImplementedError(
+                f"the program made an invoke the mocks do not know: {args.token}"
+            )
+        return answers[args.token], []
+
+
+def record_stack(
+    build: Callable[[], Mapping[str, pulumi.Input[Any]]],
+    *,
+    project: str,
+    stack: str,
+    region: str,
+    zones: list[str],
+) -> StackRecord:
+    """Run `build` under recording mocks (no preview) and return what it registered.
+
+    `pulumi.runtime.test` waits for every outstanding registration and output before it
+    returns, so the record is complete once this function returns.
+    """
+    mocks = RecordingMocks(region, zones)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # pulumi leaves it unannotated
+    def run() -> pulumi.Output[Any]:
+        outputs = build()
+        return pulumi.Output.from_input(dict(outputs)).apply(mocks.record.outputs.update)
+
+    run()
+    return mocks.record

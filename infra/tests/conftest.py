@@ -1,0 +1,85 @@
+"""Stack variants built once per test session under recording mocks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from mailstack_infra.mocks import StackRecord, record_stack
+from mailstack_infra.settings import ServiceSizing, StackConfig, load_resource_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESOURCES_FILE = REPO_ROOT / "config" / "resources.json"
+ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+CERTIFICATE_ARN = "arn:aws:acm:eu-west-1:123456789012:certificate/test"
+
+
+def base_config(stack: str) -> StackConfig:
+    return StackConfig(
+        project="mailstack",
+        stack=stack,
+        owner="platform-team",
+        region="eu-west-1",
+        resources=load_resource_settings(RESOURCES_FILE),
+    )
+
+
+DEV = replace(base_config("dev"), db_multi_az=False)
+PROD = replace(
+    base_config("prod"),
+    az_count=3,
+    nat_per_az=True,
+    deletion_protection=True,
+    require_tls=True,
+    certificate_arn=CERTIFICATE_ARN,
+    db_replica_count=2,
+    db_backup_retention_days=14,
+    gateway=ServiceSizing(512, 1024, 3, 12),
+    processor=ServiceSizing(512, 1024, 2, 20),
+    gateway_image_tag="1.2.3",
+    processor_image_tag="4.5.6",
+    elasticemail_api_key=pulumi.Output.secret("ee-key"),
+    sendgrid_api_key=pulumi.Output.secret("sg-key"),
+)
+LOCALSTACK = replace(
+    base_config("localstack"),
+    region="us-east-1",
+    target="localstack",
+    local_database_url="postgresql+psycopg://postgres@127.0.0.1:5432/mailstack",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pulumi_aws warns about its own deprecated resource types the moment they are imported.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_aws.*")
+
+
+def record(config: StackConfig) -> StackRecord:
+    # Imported here, after pytest_configure, so pulumi_aws's import-time warnings are filtered.
+    from mailstack_infra.stack import build_stack
+
+    return record_stack(
+        lambda: build_stack(config, pulumi.AssetArchive({})),
+        project=config.project,
+        stack=config.stack,
+        region=config.region,
+        zones=ZONES,
+    )
+
+
+@pytest.fixture(scope="session")
+def dev() -> StackRecord:
+    return record(DEV)
+
+
+@pytest.fixture(scope="session")
+def prod() -> StackRecord:
+    return record(PROD)
+
+
+@pytest.fixture(scope="session")
+def localstack() -> StackRecord:
+    return record(LOCALSTACK)

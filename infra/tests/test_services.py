@@ -1,0 +1,285 @@
+"""Checklist rows: ECS services, task definitions, service IAM, autoscaling, and their wiring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mailstack_infra.mocks import StackRecord
+
+SERVICE = "aws:ecs/service:Service"
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ROLE = "aws:iam/role:Role"
+SCALING_TARGET = "aws:appautoscaling/target:Target"
+SCALING_POLICY = "aws:appautoscaling/policy:Policy"
+SECRET = "aws:secretsmanager/secret:Secret"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+
+
+def container(stack: StackRecord, service: str) -> dict[str, Any]:
+    definitions = stack.one(TASK, f"{service}-task").json("containerDefinitions")
+    assert len(definitions) == 1
+    return dict(definitions[0])
+
+
+def secret_arn(stack: StackRecord, key: str) -> str:
+    return str(stack.one(SECRET, f"secrets-{key}").outputs["arn"])
+
+
+def statements(stack: StackRecord, policy: str) -> list[dict[str, Any]]:
+    return list(stack.one(ROLE_POLICY, policy).json("policy")["Statement"])
+
+
+def app_subnet_ids(stack: StackRecord) -> list[str]:
+    return sorted(
+        s.id for s in stack.of_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["tier"] == "app"
+    )
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_services_run_on_fargate_in_private_subnets_without_public_ip(
+    prod: StackRecord, service: str
+) -> None:
+    inputs = prod.one(SERVICE, f"{service}-service").inputs
+    assert inputs["launchType"] == "FARGATE"
+    network = inputs["networkConfiguration"]
+    assert network["assignPublicIp"] is False
+    assert sorted(network["subnets"]) == app_subnet_ids(prod)
+    assert network["securityGroups"] == [prod.one(SG, f"firewall-{service}").id]
+
+
+def test_gateway_admits_traffic_only_from_the_alb(prod: StackRecord) -> None:
+    gateway_sg = prod.one(SG, "firewall-gateway").id
+    rules = [r.inputs for r in prod.of_type(INGRESS) if r.inputs["securityGroupId"] == gateway_sg]
+    assert rules == [
+        {
+            "securityGroupId": gateway_sg,
+            "ipProtocol": "tcp",
+            "fromPort": 8000,
+            "toPort": 8000,
+            "referencedSecurityGroupId": prod.one(SG, "firewall-alb").id,
+            "description": "gateway-from-alb",
+        }
+    ]
+
+
+def test_processor_and_jobs_admit_no_traffic(prod: StackRecord) -> None:
+    for role in ("processor", "jobs"):
+        sg = prod.one(SG, f"firewall-{role}").id
+        assert not [r for r in prod.of_type(INGRESS) if r.inputs["securityGroupId"] == sg]
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_deployments_roll_back_on_failure_and_keep_full_capacity(
+    dev: StackRecord, service: str
+) -> None:
+    inputs = dev.one(SERVICE, f"{service}-service").inputs
+    assert inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert inputs["deploymentMinimumHealthyPercent"] == 100
+    assert inputs["deploymentMaximumPercent"] == 200
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_task_runs_read_only_as_a_non_root_user(dev: StackRecord, service: str) -> None:
+    definition = container(dev, service)
+    assert definition["readonlyRootFilesystem"] is True
+    user = definition["user"].split(":")[0]
+    assert user not in ("", "0", "root")
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_task_logs_to_its_own_group_with_retention(dev: StackRecord, service: str) -> None:
+    logging = container(dev, service)["logConfiguration"]
+    assert logging["logDriver"] == "awslogs"
+    group = dev.one("aws:cloudwatch/logGroup:LogGroup", f"{service}-logs")
+    assert logging["options"]["awslogs-group"] == group.inputs["name"]
+    assert group.inputs["retentionInDays"] > 0
+
+
+@pytest.mark.parametrize(
+    ("service", "url"),
+    [("gateway", "http://127.0.0.1:8000/healthz"), ("processor", "http://127.0.0.1:9101/healthz")],
+)
+def test_task_has_a_container_health_check(dev: StackRecord, service: str, url: str) -> None:
+    check = container(dev, service)["healthCheck"]
+    assert check["command"][:3] == ["CMD", "python", "-c"]
+    assert url in check["command"][3]
+    assert "urllib" in check["command"][3]
+
+
+@pytest.mark.parametrize(("service", "tag"), [("gateway", "1.2.3"), ("processor", "4.5.6")])
+def test_image_comes_from_the_declared_repository_at_the_configured_tag(
+    prod: StackRecord, service: str, tag: str
+) -> None:
+    repository = prod.one("aws:ecr/repository:Repository", f"images-{service}")
+    assert container(prod, service)["image"] == f"{repository.outputs['repositoryUrl']}:{tag}"
+    assert repository.inputs["imageTagMutability"] == "IMMUTABLE"
+    assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+
+
+def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord) -> None:
+    definition = container(prod, "gateway")
+    queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
+    assert {e["name"]: e["value"] for e in definition["environment"]} == {
+        "EMAIL_QUEUE_URL": queue.outputs["url"],
+        "AWS_REGION": "eu-west-1",
+        "GATEWAY_HOST": "0.0.0.0",
+        "GATEWAY_PORT": "8000",
+    }
+    assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
+        "DATABASE_URL": secret_arn(prod, "database-url"),
+        "DATABASE_READ_URL": secret_arn(prod, "database-read-url"),
+    }
+    assert definition["portMappings"] == [
+        {"containerPort": 8000, "hostPort": 8000, "protocol": "tcp"}
+    ]
+
+
+def test_processor_environment_uses_the_names_the_processor_reads(prod: StackRecord) -> None:
+    definition = container(prod, "processor")
+    queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
+    assert {e["name"]: e["value"] for e in definition["environment"]} == {
+        "EMAIL_QUEUE_URL": queue.outputs["url"],
+        "AWS_REGION": "eu-west-1",
+        "ELASTICEMAIL_BASE_URL": "https://api.elasticemail.com",
+        "SENDGRID_BASE_URL": "https://api.sendgrid.com",
+        "PROVIDER_TIMEOUT_SECONDS": "3",
+        "PROCESSOR_HEALTH_PORT": "9101",
+    }
+    assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
+        "DATABASE_URL": secret_arn(prod, "database-url"),
+        "ELASTICEMAIL_API_KEY": secret_arn(prod, "elasticemail-api-key"),
+        "SENDGRID_API_KEY": secret_arn(prod, "sendgrid-api-key"),
+    }
+    assert definition["portMappings"] == []
+
+
+@pytest.mark.parametrize(
+    ("service", "secrets"),
+    [
+        ("gateway", {"database-url", "database-read-url"}),
+        ("processor", {"database-url", "elasticemail-api-key", "sendgrid-api-key"}),
+    ],
+)
+def test_execution_role_reads_only_the_secrets_its_task_names(
+    prod: StackRecord, service: str, secrets: set[str]
+) -> None:
+    granted = [
+        s
+        for s in statements(prod, f"{service}-execution")
+        if any("secretsmanager" in a for a in s["Action"])
+    ]
+    assert len(granted) == 1
+    assert granted[0]["Action"] == ["secretsmanager:GetSecretValue"]
+    assert sorted(granted[0]["Resource"]) == sorted(secret_arn(prod, key) for key in secrets)
+
+
+def test_gateway_may_only_send_to_its_queue(prod: StackRecord) -> None:
+    queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+    assert statements(prod, "gateway-task") == [
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]}
+    ]
+
+
+def test_processor_may_only_consume_its_queue(prod: StackRecord) -> None:
+    queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+    assert statements(prod, "processor-task") == [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+            ],
+            "Resource": [queue_arn],
+        }
+    ]
+
+
+def test_task_roles_trust_only_ecs_tasks_of_this_account(prod: StackRecord) -> None:
+    for name in ("gateway-execution", "gateway-task", "processor-execution", "processor-task"):
+        trust = prod.one(ROLE, name).json("assumeRolePolicy")["Statement"]
+        assert trust == [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+            }
+        ]
+
+
+def test_target_group_is_attached_to_the_gateway_service(prod: StackRecord) -> None:
+    group = prod.one("aws:lb/targetGroup:TargetGroup", "edge-gateway")
+    attachments = prod.one(SERVICE, "gateway-service").inputs["loadBalancers"]
+    assert attachments == [
+        {"targetGroupArn": group.outputs["arn"], "containerName": "gateway", "containerPort": 8000}
+    ]
+    assert (
+        "loadBalancers" not in prod.one(SERVICE, "processor-service").inputs
+        or not prod.one(SERVICE, "processor-service").inputs["loadBalancers"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "minimum", "maximum"), [("gateway", 3, 12), ("processor", 2, 20)]
+)
+def test_scaling_targets_point_at_the_services(
+    prod: StackRecord, service: str, minimum: int, maximum: int
+) -> None:
+    target = prod.one(SCALING_TARGET, f"{service}-scaling").inputs
+    cluster = prod.one("aws:ecs/cluster:Cluster", "ecs-cluster").outputs["name"]
+    name = prod.one(SERVICE, f"{service}-service").outputs["name"]
+    assert target["resourceId"] == f"service/{cluster}/{name}"
+    assert target["scalableDimension"] == "ecs:service:DesiredCount"
+    assert (target["minCapacity"], target["maxCapacity"]) == (minimum, maximum)
+
+
+def test_services_leave_the_task_count_to_autoscaling(prod: StackRecord) -> None:
+    # ignore_changes is not visible to mocks; the desired count starts at the minimum.
+    assert prod.one(SERVICE, "gateway-service").inputs["desiredCount"] == 3
+
+
+def test_gateway_scales_on_requests_per_target_and_cpu_with_two_tasks_minimum(
+    dev: StackRecord,
+) -> None:
+    assert dev.one(SCALING_TARGET, "gateway-scaling").inputs["minCapacity"] >= 2
+    requests = dev.one(SCALING_POLICY, "gateway-requests-per-target").inputs
+    metric = requests["targetTrackingScalingPolicyConfiguration"]["predefinedMetricSpecification"]
+    alb = dev.one("aws:lb/loadBalancer:LoadBalancer", "edge-alb").outputs["arnSuffix"]
+    group = dev.one("aws:lb/targetGroup:TargetGroup", "edge-gateway").outputs["arnSuffix"]
+    assert metric == {
+        "predefinedMetricType": "ALBRequestCountPerTarget",
+        "resourceLabel": f"{alb}/{group}",
+    }
+    cpu = dev.one(SCALING_POLICY, "gateway-cpu").inputs
+    assert (
+        cpu["targetTrackingScalingPolicyConfiguration"]["predefinedMetricSpecification"][
+            "predefinedMetricType"
+        ]
+        == "ECSServiceAverageCPUUtilization"
+    )
+    for policy in (requests, cpu):
+        assert (
+            policy["resourceId"] == dev.one(SCALING_TARGET, "gateway-scaling").inputs["resourceId"]
+        )
+
+
+def test_processor_scales_on_queue_backlog_per_task(dev: StackRecord) -> None:
+    policy = dev.one(SCALING_POLICY, "processor-backlog-per-task").inputs
+    config = policy["targetTrackingScalingPolicyConfiguration"]
+    metrics = {m["id"]: m for m in config["customizedMetricSpecification"]["metrics"]}
+    queue = dev.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["name"]
+    visible = metrics["visible"]["metricStat"]["metric"]
+    assert visible["metricName"] == "ApproximateNumberOfMessagesVisible"
+    assert visible["dimensions"] == [{"name": "QueueName", "value": queue}]
+    tasks = metrics["tasks"]["metricStat"]["metric"]
+    service = dev.one(SERVICE, "processor-service").outputs["name"]
+    assert {"name": "ServiceName", "value": service} in tasks["dimensions"]
+    assert metrics["backlog_per_task"]["returnData"] is True
+    assert "visible" in metrics["backlog_per_task"]["expression"]
+    assert config["targetValue"] == 100
