@@ -62,7 +62,7 @@ def record(config: StackConfig) -> StackRecord:
     from mailstack_infra.stack import build_stack
 
     return record_stack(
-        lambda: build_stack(config, pulumi.AssetArchive({})),
+        lambda: build_stack(config, pulumi.FileArchive(str(REPO_ROOT / config.jobs_archive_path))),
         project=config.project,
         stack=config.stack,
         region=config.region,

@@ -118,7 +118,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         service = _service(typ) if ":" in typ else "pulumi"
         computed: dict[str, Any] = {
             "name": name,
-            "arn": f"arn:aws:{service}:{region}:{account}:{logical}",
+            "arn": f"arn:aws:{service}:{region}:{account}:{typ.rsplit(':', 1)[-1]}/{logical}",
         }
         by_type: dict[str, Callable[[], dict[str, Any]]] = {
             "aws:sqs/queue:Queue": lambda: {

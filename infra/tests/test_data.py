@@ -1,0 +1,278 @@
+"""Checklist rows: SQS, RDS primary and replicas, the S3 archive and the secrets."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mailstack_infra.mocks import StackRecord
+
+QUEUE = "aws:sqs/queue:Queue"
+RDS = "aws:rds/instance:Instance"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+PROVIDER_TIMEOUT_SECONDS = 3
+PROVIDERS = 2
+
+
+def alarms_on(stack: StackRecord, metric: str) -> list[dict[str, Any]]:
+    return [dict(a.inputs) for a in stack.of_type(ALARM) if a.inputs["metricName"] == metric]
+
+
+def test_queues_are_encrypted(dev: StackRecord) -> None:
+    assert all(q.inputs["sqsManagedSseEnabled"] is True for q in dev.of_type(QUEUE))
+
+
+def test_queue_dead_letters_after_five_receives(dev: StackRecord) -> None:
+    queue = dev.one(QUEUE, "email-queue-queue")
+    dlq = dev.one(QUEUE, "email-queue-dlq")
+    assert json.loads(queue.inputs["redrivePolicy"]) == {
+        "deadLetterTargetArn": dlq.outputs["arn"],
+        "maxReceiveCount": 5,
+    }
+
+
+def test_dlq_accepts_redrives_from_the_email_queue_only(dev: StackRecord) -> None:
+    allow = dev.one(
+        "aws:sqs/redriveAllowPolicy:RedriveAllowPolicy", "email-queue-dlq-redrive-allow"
+    )
+    assert allow.inputs["queueUrl"] == dev.one(QUEUE, "email-queue-dlq").outputs["url"]
+    assert json.loads(allow.inputs["redriveAllowPolicy"]) == {
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [dev.one(QUEUE, "email-queue-queue").outputs["arn"]],
+    }
+
+
+def test_dlq_keeps_messages_fourteen_days_longer_than_the_queue(dev: StackRecord) -> None:
+    queue = dev.one(QUEUE, "email-queue-queue").inputs
+    dlq = dev.one(QUEUE, "email-queue-dlq").inputs
+    assert dlq["messageRetentionSeconds"] == 14 * 24 * 3600
+    assert dlq["messageRetentionSeconds"] > queue["messageRetentionSeconds"]
+
+
+def test_visibility_timeout_outlasts_the_worst_case_handling(dev: StackRecord) -> None:
+    worst_case = PROVIDER_TIMEOUT_SECONDS * PROVIDERS
+    assert dev.one(QUEUE, "email-queue-queue").inputs["visibilityTimeoutSeconds"] > worst_case * 2
+
+
+def test_queue_long_polls_for_twenty_seconds(dev: StackRecord) -> None:
+    assert dev.one(QUEUE, "email-queue-queue").inputs["receiveWaitTimeSeconds"] == 20
+
+
+def test_alarms_watch_dlq_depth_and_oldest_message_age(dev: StackRecord) -> None:
+    dlq_name = dev.one(QUEUE, "email-queue-dlq").outputs["name"]
+    queue_name = dev.one(QUEUE, "email-queue-queue").outputs["name"]
+    depth = alarms_on(dev, "ApproximateNumberOfMessagesVisible")
+    assert [(a["dimensions"], a["threshold"], a["comparisonOperator"]) for a in depth] == [
+        ({"QueueName": dlq_name}, 0, "GreaterThanThreshold")
+    ]
+    age = alarms_on(dev, "ApproximateAgeOfOldestMessage")
+    assert [a["dimensions"] for a in age] == [{"QueueName": queue_name}]
+
+
+def test_postgres_major_version_is_pinned(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary").inputs
+    assert primary["engine"] == "postgres"
+    assert primary["engineVersion"] == "17"
+    family = prod.one("aws:rds/parameterGroup:ParameterGroup", "database-parameters").inputs
+    assert family["family"] == "postgres17"
+
+
+def test_primary_is_multi_az_encrypted_and_protected_in_prod(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary").inputs
+    assert primary["multiAz"] is True
+    assert primary["storageEncrypted"] is True
+    assert primary["deletionProtection"] is True
+
+
+def test_primary_keeps_backups_and_a_final_snapshot(prod: StackRecord, dev: StackRecord) -> None:
+    for stack in (prod, dev):
+        primary = stack.one(RDS, "database-primary").inputs
+        assert primary["backupRetentionPeriod"] >= 7
+        assert primary["skipFinalSnapshot"] is False
+        assert primary["finalSnapshotIdentifier"]
+
+
+def test_primary_storage_is_gp3_and_grows_by_itself(dev: StackRecord) -> None:
+    primary = dev.one(RDS, "database-primary").inputs
+    assert primary["storageType"] == "gp3"
+    assert primary["maxAllocatedStorage"] > primary["allocatedStorage"]
+
+
+def test_every_instance_has_insights_monitoring_and_log_exports(prod: StackRecord) -> None:
+    for instance in prod.of_type(RDS):
+        inputs = instance.inputs
+        assert inputs["performanceInsightsEnabled"] is True
+        assert inputs["monitoringInterval"] > 0
+        role = prod.with_output("arn", inputs["monitoringRoleArn"])
+        assert json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {
+            "Service": "monitoring.rds.amazonaws.com"
+        }
+        assert set(inputs["enabledCloudwatchLogsExports"]) == {"postgresql", "upgrade"}
+
+
+def test_exported_rds_logs_land_in_groups_with_retention(prod: StackRecord) -> None:
+    groups = {g.inputs["name"]: g.inputs for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    for instance in prod.of_type(RDS):
+        for export in instance.inputs["enabledCloudwatchLogsExports"]:
+            name = f"/aws/rds/instance/{instance.inputs['identifier']}/{export}"
+            assert groups[name]["retentionInDays"] > 0
+
+
+def test_no_instance_is_public_and_all_sit_in_database_subnets(prod: StackRecord) -> None:
+    group = prod.one("aws:rds/subnetGroup:SubnetGroup", "database-subnets").inputs
+    database_subnets = sorted(
+        s.id
+        for s in prod.of_type("aws:ec2/subnet:Subnet")
+        if s.inputs["tags"]["tier"] == "database"
+    )
+    assert sorted(group["subnetIds"]) == database_subnets
+    for instance in prod.of_type(RDS):
+        assert instance.inputs["publiclyAccessible"] is False
+
+
+def test_postgres_port_is_open_only_to_the_services_and_the_jobs(prod: StackRecord) -> None:
+    database_sg = prod.one(SG, "firewall-database").id
+    rules = [r.inputs for r in prod.of_type(INGRESS) if r.inputs["securityGroupId"] == database_sg]
+    allowed = {prod.one(SG, f"firewall-{role}").id for role in ("gateway", "processor", "jobs")}
+    assert {r["referencedSecurityGroupId"] for r in rules} == allowed
+    assert all((r["fromPort"], r["toPort"]) == (5432, 5432) for r in rules)
+    assert not any(r.get("cidrIpv4") for r in rules)
+    for instance in prod.of_type(RDS):
+        assert instance.inputs["vpcSecurityGroupIds"] == [database_sg]
+
+
+def test_parameter_group_forces_tls(prod: StackRecord) -> None:
+    group = prod.one("aws:rds/parameterGroup:ParameterGroup", "database-parameters")
+    parameters = {p["name"]: p["value"] for p in group.inputs["parameters"]}
+    assert parameters["rds.force_ssl"] == "1"
+    for instance in prod.of_type(RDS):
+        assert instance.inputs["parameterGroupName"] == group.outputs["name"]
+
+
+def test_password_is_generated_so_replicas_are_possible(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary")
+    assert "manageMasterUserPassword" not in primary.inputs
+    assert "password" in primary.secret_inputs
+    password = prod.one("random:index/randomPassword:RandomPassword", "database-password")
+    assert primary.inputs["password"] == password.outputs["result"]
+
+
+def test_replicas_follow_the_primary_in_their_own_zones(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary")
+    replicas = [r for r in prod.of_type(RDS) if r.name.startswith("database-replica")]
+    assert len(replicas) == 2
+    for replica in replicas:
+        assert replica.inputs["replicateSourceDb"] == primary.outputs["identifier"]
+        assert replica.inputs["storageEncrypted"] is True
+        assert replica.inputs["deletionProtection"] is True
+    zones = [r.inputs["availabilityZone"] for r in replicas]
+    assert len(set(zones)) == len(zones)
+
+
+def test_dev_has_no_replicas_by_default(dev: StackRecord) -> None:
+    assert [r.name for r in dev.of_type(RDS)] == ["database-primary"]
+
+
+def test_every_replica_has_a_lag_alarm(prod: StackRecord) -> None:
+    replica_ids = {
+        r.outputs["identifier"] for r in prod.of_type(RDS) if r.name.startswith("database-replica")
+    }
+    lagging = {a["dimensions"]["DBInstanceIdentifier"] for a in alarms_on(prod, "ReplicaLag")}
+    assert lagging == replica_ids
+
+
+def test_database_urls_point_at_the_primary_and_a_replica(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary").outputs["address"]
+    replica = prod.one(RDS, "database-replica-1").outputs["address"]
+    url = prod.one(SECRET_VERSION, "rds-database-url")
+    read_url = prod.one(SECRET_VERSION, "rds-database-read-url")
+    assert url.inputs["secretString"].startswith("postgresql+psycopg://mailstack:")
+    assert url.inputs["secretString"].endswith(f"@{primary}:5432/mailstack")
+    assert read_url.inputs["secretString"].endswith(f"@{replica}:5432/mailstack")
+    assert "secretString" in url.secret_inputs
+    assert "secretString" in read_url.secret_inputs
+
+
+def test_rds_alarms_cover_cpu_storage_and_connections(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary").outputs["identifier"]
+    for metric in ("CPUUtilization", "FreeStorageSpace", "DatabaseConnections"):
+        watched = {
+            a["dimensions"].get("DBInstanceIdentifier")
+            for a in alarms_on(prod, metric)
+            if a["namespace"] == "AWS/RDS"
+        }
+        assert primary in watched
+
+
+def _archive(stack: StackRecord, type_: str) -> dict[str, Any]:
+    bucket = stack.one("aws:s3/bucket:Bucket", "archive").outputs["bucket"]
+    matches = [r.inputs for r in stack.of_type(type_) if r.inputs["bucket"] == bucket]
+    assert len(matches) == 1
+    return dict(matches[0])
+
+
+def test_archive_bucket_blocks_all_public_access(dev: StackRecord) -> None:
+    block = _archive(dev, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert all(
+        block[key] is True
+        for key in (
+            "blockPublicAcls",
+            "blockPublicPolicy",
+            "ignorePublicAcls",
+            "restrictPublicBuckets",
+        )
+    )
+
+
+def test_archive_bucket_is_encrypted_and_versioned(dev: StackRecord) -> None:
+    encryption = _archive(
+        dev,
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    )
+    assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    versioning = _archive(dev, "aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning["versioningConfiguration"]["status"] == "Enabled"
+
+
+def test_archive_moves_to_glacier_then_expires(dev: StackRecord) -> None:
+    (rule,) = _archive(dev, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")[
+        "rules"
+    ]
+    assert rule["status"] == "Enabled"
+    assert rule["transitions"][0]["storageClass"] == "GLACIER"
+    assert rule["expiration"]["days"] > rule["transitions"][0]["days"]
+
+
+def test_archive_bucket_enforces_owner_and_tls(dev: StackRecord) -> None:
+    ownership = _archive(dev, "aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert ownership["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+    policy = json.loads(_archive(dev, "aws:s3/bucketPolicy:BucketPolicy")["policy"])
+    deny = policy["Statement"][0]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_one_secret_per_provider_key_and_for_the_database(dev: StackRecord) -> None:
+    names = sorted(s.inputs["name"] for s in dev.of_type("aws:secretsmanager/secret:Secret"))
+    assert names == [
+        "mailstack-dev/database-read-url",
+        "mailstack-dev/database-url",
+        "mailstack-dev/elasticemail-api-key",
+        "mailstack-dev/sendgrid-api-key",
+    ]
+
+
+def test_provider_key_values_come_only_from_secret_config(
+    dev: StackRecord, prod: StackRecord
+) -> None:
+    # dev sets no keys: the values are put in the console; nothing in code holds them.
+    assert {v.name for v in dev.of_type(SECRET_VERSION)} == {
+        "rds-database-url",
+        "rds-database-read-url",
+    }
+    for key in ("elasticemail-api-key", "sendgrid-api-key"):
+        version = prod.one(SECRET_VERSION, f"secrets-{key}")
+        assert "secretString" in version.secret_inputs

@@ -1,0 +1,134 @@
+"""Checklist rows: observability, IAM across the stack, and the provider's default tags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mailstack_infra.mocks import StackRecord
+
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def test_every_log_group_has_retention(dev: StackRecord, prod: StackRecord) -> None:
+    for stack in (dev, prod):
+        groups = stack.of_type("aws:cloudwatch/logGroup:LogGroup")
+        assert groups
+        assert all(g.inputs.get("retentionInDays", 0) > 0 for g in groups)
+
+
+def test_alarms_notify_an_encrypted_topic(prod: StackRecord) -> None:
+    topic = prod.one("aws:sns/topic:Topic", "alarms-topic")
+    assert topic.inputs["kmsMasterKeyId"] == "alias/aws/sns"
+    for alarm in prod.of_type(ALARM):
+        assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
+
+
+@pytest.mark.parametrize(
+    ("namespace", "metric"),
+    [
+        ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count"),
+        ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count"),
+        ("AWS/ApplicationELB", "UnHealthyHostCount"),
+        ("AWS/ECS", "CPUUtilization"),
+        ("AWS/ECS", "MemoryUtilization"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("AWS/RDS", "CPUUtilization"),
+        ("AWS/RDS", "FreeStorageSpace"),
+        ("AWS/RDS", "DatabaseConnections"),
+        ("AWS/RDS", "ReplicaLag"),
+        ("AWS/Lambda", "Errors"),
+    ],
+)
+def test_the_stack_alarms_on(prod: StackRecord, namespace: str, metric: str) -> None:
+    assert [
+        a
+        for a in prod.of_type(ALARM)
+        if a.inputs["namespace"] == namespace and a.inputs["metricName"] == metric
+    ]
+
+
+def test_ecs_alarms_cover_both_services(prod: StackRecord) -> None:
+    services = {
+        a.inputs["dimensions"]["ServiceName"]
+        for a in prod.of_type(ALARM)
+        if a.inputs["namespace"] == "AWS/ECS"
+    }
+    assert services == {"mailstack-prod-gateway", "mailstack-prod-processor"}
+
+
+def test_no_iam_policy_allows_a_wildcard_action(
+    dev: StackRecord, prod: StackRecord, localstack: StackRecord
+) -> None:
+    for stack in (dev, prod, localstack):
+        for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+            for statement in policy.json("policy")["Statement"]:
+                assert all("*" not in action for action in statement["Action"]), policy.name
+
+
+def test_only_the_registry_token_action_has_an_unscoped_resource(prod: StackRecord) -> None:
+    for policy in prod.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for statement in policy.json("policy")["Statement"]:
+            if "*" in statement["Resource"]:
+                assert statement["Action"] == ["ecr:GetAuthorizationToken"], policy.name
+
+
+def test_every_trust_policy_names_one_service(dev: StackRecord, prod: StackRecord) -> None:
+    for stack in (dev, prod):
+        for role in stack.of_type("aws:iam/role:Role"):
+            (statement,) = role.json("assumeRolePolicy")["Statement"]
+            assert statement["Action"] == "sts:AssumeRole"
+            assert set(statement["Principal"]) == {"Service"}
+            assert isinstance(statement["Principal"]["Service"], str)
+
+
+def _provider(stack: StackRecord) -> dict[str, object]:
+    (provider,) = stack.of_type("pulumi:providers:aws")
+    return dict(provider.inputs)
+
+
+def _config(value: object) -> object:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("fixture", ["dev", "prod", "localstack"])
+def test_provider_tags_everything_with_project_stack_and_owner(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    stack: StackRecord = request.getfixturevalue(fixture)
+    tags = _config(_provider(stack)["defaultTags"])
+    assert tags == {"tags": {"project": "mailstack", "stack": fixture, "owner": "platform-team"}}
+    (provider,) = stack.of_type("pulumi:providers:aws")
+    reference = f"::{provider.id}"
+    aws_resources = [r for r in stack if r.type.startswith("aws:")]
+    assert aws_resources
+    for resource in aws_resources:
+        assert resource.provider is not None
+        assert resource.provider.endswith(reference), resource.name
+        assert "pulumi:providers:aws::aws" in resource.provider
+
+
+def test_the_program_makes_only_the_mocked_invokes(prod: StackRecord) -> None:
+    assert set(prod.invokes) == {
+        "aws:index/getAvailabilityZones:getAvailabilityZones",
+        "aws:index/getCallerIdentity:getCallerIdentity",
+        "aws:index/getPartition:getPartition",
+        "aws:elb/getServiceAccount:getServiceAccount",
+    }
+
+
+def test_stack_outputs_what_a_deployer_needs(prod: StackRecord) -> None:
+    for key in (
+        "gateway_url",
+        "gateway_repository_url",
+        "processor_repository_url",
+        "email_queue_url",
+        "archive_bucket",
+        "database_endpoint",
+        "cleanup_function",
+        "retry_function",
+    ):
+        assert prod.outputs[key], key
+    assert prod.outputs["gateway_url"].startswith("https://")
