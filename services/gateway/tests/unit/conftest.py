@@ -1,0 +1,240 @@
+"""In-memory fakes of the gateway's adapters, and an app wired with them (no database, no SQS)."""
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from mailstack_core.status import EmailStatus
+from mailstack_gateway import api
+from mailstack_gateway.repository import Page, decode_cursor
+from mailstack_gateway.schemas import EmailCreate
+
+CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class FakeWriter:
+    """The IntakeStore side of EmailWriter: remembers saved emails and published marks."""
+
+    def __init__(self) -> None:
+        self.saved: dict[uuid.UUID, tuple[EmailCreate, str]] = {}
+        self.published: list[uuid.UUID] = []
+        self.save_error: Exception | None = None
+        self.mark_error: Exception | None = None
+
+    async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
+        if self.save_error is not None:
+            raise self.save_error
+        self.saved[email_id] = (email, request_body)
+
+    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+        if self.mark_error is not None:
+            raise self.mark_error
+        self.published.extend(email_ids)
+
+
+class FakeReader:
+    """EmailReader over dicts; records every call so tests can see which reader was asked."""
+
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, SimpleNamespace] = {}
+        self.histories: dict[uuid.UUID, list[SimpleNamespace]] = {}
+        self.page_rows: list[SimpleNamespace] = []
+        self.next_cursor: str | None = None
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def get(self, email_id: uuid.UUID) -> SimpleNamespace | None:
+        self.calls.append(("get", email_id))
+        return self.rows.get(email_id)
+
+    async def history(self, email_id: uuid.UUID) -> list[SimpleNamespace] | None:
+        self.calls.append(("history", email_id))
+        if email_id not in self.rows:
+            return None
+        return self.histories.get(email_id, [])
+
+    async def page(self, status: EmailStatus | None, limit: int, cursor: str | None) -> Page:
+        self.calls.append(("page", status, limit, cursor))
+        if cursor is not None:
+            decode_cursor(cursor)  # the real cursor check: raises InvalidCursorError
+        return Page(rows=self.page_rows, next_cursor=self.next_cursor)  # type: ignore[arg-type]
+
+    async def ping(self) -> None:
+        self.calls.append(("ping",))
+
+
+class FakePublisher:
+    """EmailPublisher: fails the ids in `failing`, or raises `error` for the whole call."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[uuid.UUID]] = []
+        self.failing: set[uuid.UUID] = set()
+        self.error: Exception | None = None
+
+    async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        self.batches.append(list(email_ids))
+        if self.error is not None:
+            raise self.error
+        return {email_id for email_id in email_ids if email_id in self.failing}
+
+    async def ping(self) -> None:
+        return None
+
+
+class FakeBatch:
+    def __init__(self, email_ids: list[uuid.UUID]) -> None:
+        self.email_ids = email_ids
+        self.published: list[uuid.UUID] = []
+        self.rescheduled: list[tuple[list[uuid.UUID], str]] = []
+
+    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+        self.published.extend(email_ids)
+
+    async def reschedule(self, email_ids: Sequence[uuid.UUID], error: str) -> None:
+        self.rescheduled.append((list(email_ids), error))
+
+
+class FakeOutboxStore:
+    """OutboxStore: hands out one batch of the due ids, and records the limit it was asked for."""
+
+    def __init__(self, due: list[uuid.UUID]) -> None:
+        self.batch = FakeBatch(due)
+        self.limits: list[int] = []
+        self.exited = False
+
+    @asynccontextmanager
+    async def claim_due(self, limit: int) -> AsyncIterator[FakeBatch]:
+        self.limits.append(limit)
+        yield self.batch
+        self.exited = True
+
+
+def _email_row(email_id: uuid.UUID, **overrides: Any) -> SimpleNamespace:
+    row: dict[str, Any] = {
+        "id": email_id,
+        "status": "SENT",
+        "provider": "elasticemail",
+        "provider_message_id": "msg-1",
+        "sender_email": "orders@example.com",
+        "sender_name": "Shop",
+        "to_recipients": [{"email": "alex@example.com", "name": "Alex"}],
+        "cc_recipients": [],
+        "bcc_recipients": [],
+        "reply_to": None,
+        "subject": "Your order",
+        "attempts": 1,
+        "last_error": None,
+        "created_at": CREATED_AT,
+        "updated_at": CREATED_AT + timedelta(seconds=2),
+    }
+    row.update(overrides)
+    return SimpleNamespace(**row)
+
+
+def _history_row(status: str, provider: str | None, seconds: int, **detail: Any) -> SimpleNamespace:
+    return SimpleNamespace(
+        status=status, provider=provider, detail=detail, at=CREATED_AT + timedelta(seconds=seconds)
+    )
+
+
+@pytest.fixture
+def email_row() -> Callable[..., SimpleNamespace]:
+    return _email_row
+
+
+@pytest.fixture
+def history_row() -> Callable[..., SimpleNamespace]:
+    return _history_row
+
+
+@pytest.fixture
+def valid_email() -> dict[str, Any]:
+    return {
+        "from": {"email": "orders@example.com", "name": "Shop"},
+        "to": [{"email": "alex@example.com", "name": "Alex"}],
+        "subject": "Your order",
+        "text": "Thanks for your order.",
+    }
+
+
+@pytest.fixture
+def writer() -> FakeWriter:
+    return FakeWriter()
+
+
+@pytest.fixture
+def primary_reader() -> FakeReader:
+    return FakeReader()
+
+
+@pytest.fixture
+def replica_reader() -> FakeReader:
+    return FakeReader()
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def make_outbox() -> Callable[[list[uuid.UUID]], FakeOutboxStore]:
+    return FakeOutboxStore
+
+
+MAX_REQUEST_BYTES = 4096
+
+
+@pytest.fixture
+def max_request_bytes() -> int:
+    return MAX_REQUEST_BYTES
+
+
+def _client(services: api.Services) -> httpx.AsyncClient:
+    app = FastAPI()
+    app.state.services = services
+    api.install(app)
+    # An unhandled error comes back as the 500 a real client would see, so tests can assert on it.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+
+
+@pytest.fixture
+async def client(
+    writer: FakeWriter, primary_reader: FakeReader, publisher: FakePublisher
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with a single (primary) reader."""
+    services = api.Services(
+        writer=writer,  # type: ignore[arg-type]
+        primary_reader=primary_reader,  # type: ignore[arg-type]
+        replica_reader=None,
+        publisher=publisher,  # type: ignore[arg-type]
+        max_request_bytes=MAX_REQUEST_BYTES,
+    )
+    async with _client(services) as http:
+        yield http
+
+
+@pytest.fixture
+async def replica_client(
+    writer: FakeWriter,
+    primary_reader: FakeReader,
+    replica_reader: FakeReader,
+    publisher: FakePublisher,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with a read replica in front of the primary."""
+    services = api.Services(
+        writer=writer,  # type: ignore[arg-type]
+        primary_reader=primary_reader,  # type: ignore[arg-type]
+        replica_reader=replica_reader,  # type: ignore[arg-type]
+        publisher=publisher,  # type: ignore[arg-type]
+        max_request_bytes=MAX_REQUEST_BYTES,
+    )
+    async with _client(services) as http:
+        yield http

@@ -1,0 +1,71 @@
+"""The OpenAPI document the composed app serves (built by main.create_app; nothing connects)."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from mailstack_gateway.main import create_app
+from mailstack_gateway.settings import GatewaySettings
+
+
+@pytest.fixture
+async def document() -> AsyncIterator[dict[str, Any]]:
+    settings = GatewaySettings(
+        database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
+        email_queue_url="http://127.0.0.1:9/000000000000/emails",
+        aws_endpoint_url="http://127.0.0.1:9",
+    )
+    app = create_app(settings, run_relay=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        response = await client.get("/openapi.json")
+        assert response.status_code == 200
+        yield response.json()
+
+
+@pytest.mark.parametrize("path", ["/v1/emails", "/submitEmail"])
+def test_openapi_documents_email_create_as_the_submit_request_body(
+    document: dict[str, Any], path: str
+) -> None:
+    request_body = document["paths"][path]["post"]["requestBody"]
+    schema = request_body["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/EmailCreate"}
+
+
+def test_openapi_email_create_schema_uses_the_api_field_names(document: dict[str, Any]) -> None:
+    schema = document["components"]["schemas"]["EmailCreate"]
+
+    assert {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html"} <= set(
+        schema["properties"]
+    )
+    assert "sender" not in schema["properties"]
+    assert set(schema["required"]) == {"from", "to", "subject"}
+    assert schema["additionalProperties"] is False
+
+
+def test_openapi_resolves_every_reference_of_email_create(document: dict[str, Any]) -> None:
+    components = document["components"]["schemas"]
+    refs: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(components["EmailCreate"])
+
+    assert refs, "EmailCreate should refer to the Address schema"
+    for ref in refs:
+        assert ref.removeprefix("#/components/schemas/") in components, ref
+
+
+def test_openapi_documents_the_error_answers_of_submit(document: dict[str, Any]) -> None:
+    responses = document["paths"]["/v1/emails"]["post"]["responses"]
+    assert {"202", "413", "422", "503"} <= set(responses)

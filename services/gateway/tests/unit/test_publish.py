@@ -1,0 +1,118 @@
+"""Publishing accepted emails: the inline best-effort publish and the outbox relay."""
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mailstack_gateway import intake, outbox
+
+
+def _ids(count: int) -> list[uuid.UUID]:
+    return [uuid.uuid4() for _ in range(count)]
+
+
+async def test_publish_marks_every_id_published_when_the_queue_takes_them(
+    writer: Any, publisher: Any
+) -> None:
+    ids = _ids(3)
+
+    await intake.publish_accepted(ids, publisher, writer)
+
+    assert publisher.batches == [ids]
+    assert writer.published == ids
+
+
+async def test_publish_marks_only_the_ids_the_queue_did_not_fail(
+    writer: Any, publisher: Any
+) -> None:
+    ids = _ids(4)
+    publisher.failing = {ids[1], ids[3]}
+
+    await intake.publish_accepted(ids, publisher, writer)
+
+    assert writer.published == [ids[0], ids[2]]
+
+
+async def test_publish_marks_nothing_when_every_id_failed(writer: Any, publisher: Any) -> None:
+    ids = _ids(2)
+    publisher.failing = set(ids)
+
+    await intake.publish_accepted(ids, publisher, writer)
+
+    assert writer.published == []
+
+
+async def test_publish_swallows_a_queue_error_and_leaves_the_outbox_rows(
+    writer: Any, publisher: Any
+) -> None:
+    publisher.error = ConnectionError("SQS unreachable")
+
+    await intake.publish_accepted(_ids(2), publisher, writer)  # does not raise
+
+    assert len(publisher.batches) == 1
+    assert writer.published == []
+
+
+async def test_publish_swallows_a_failure_to_mark_published(writer: Any, publisher: Any) -> None:
+    writer.mark_error = ConnectionError("database gone")
+
+    await intake.publish_accepted(_ids(1), publisher, writer)  # does not raise
+
+    assert writer.published == []
+
+
+async def test_relay_publishes_a_due_batch_and_marks_it_published(
+    make_outbox: Callable[[list[uuid.UUID]], Any], publisher: Any
+) -> None:
+    ids = _ids(3)
+    store = make_outbox(ids)
+
+    published = await outbox.relay_once(store, publisher)
+
+    assert published == 3
+    assert store.limits == [outbox.BATCH_SIZE]
+    assert publisher.batches == [ids]
+    assert store.batch.published == ids
+    assert store.batch.rescheduled == []
+    assert store.exited
+
+
+async def test_relay_reschedules_the_ids_the_queue_failed_with_the_error(
+    make_outbox: Callable[[list[uuid.UUID]], Any], publisher: Any
+) -> None:
+    ids = _ids(3)
+    store = make_outbox(ids)
+    publisher.failing = {ids[0], ids[2]}
+
+    published = await outbox.relay_once(store, publisher)
+
+    assert published == 1
+    assert store.batch.published == [ids[1]]
+    ((rescheduled, error),) = store.batch.rescheduled
+    assert sorted(rescheduled) == sorted([ids[0], ids[2]])
+    assert error
+
+
+async def test_relay_reschedules_the_whole_batch_when_the_queue_raises(
+    make_outbox: Callable[[list[uuid.UUID]], Any], publisher: Any
+) -> None:
+    ids = _ids(2)
+    store = make_outbox(ids)
+    publisher.error = ConnectionError("SQS unreachable")
+
+    published = await outbox.relay_once(store, publisher)
+
+    assert published == 0
+    assert store.batch.published == []
+    ((rescheduled, error),) = store.batch.rescheduled
+    assert sorted(rescheduled) == sorted(ids)
+    assert "SQS unreachable" in error
+
+
+async def test_relay_does_not_call_the_queue_when_nothing_is_due(
+    make_outbox: Callable[[list[uuid.UUID]], Any], publisher: Any
+) -> None:
+    store = make_outbox([])
+
+    assert await outbox.relay_once(store, publisher) == 0
+    assert publisher.batches == []
