@@ -89,6 +89,8 @@ class StackConfig:
     cache_dir: Path | None = None
     die_with_parent: bool = False
     health_timeout: float = 60.0
+    # How long a component may take to exit after SIGTERM before it is SIGKILLed.
+    stop_grace: float = 10.0
     localstack_timeout: float = 120.0
 
     @classmethod

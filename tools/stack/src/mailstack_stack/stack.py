@@ -81,7 +81,7 @@ class RunningStack(StackUrls):
 
     stack: Stack
 
-    def stop_component(self, name: str, grace: float = 10.0) -> bool:
+    def stop_component(self, name: str, grace: float | None = None) -> bool:
         return self.stack.stop(name, grace)
 
     def start_component(self, name: str) -> None:
@@ -287,7 +287,8 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop what `up` started here (by pid file), newest first; returns what was stopped."""
-        stopped = [name for name in reversed(COMPONENTS) if stop_named(name, self.dirs)]
+        grace = self.config.stop_grace
+        stopped = [name for name in reversed(COMPONENTS) if stop_named(name, self.dirs, grace)]
         if self.cluster.is_initialized() and self.cluster.stop():
             stopped.append("postgres")
         for name in stopped:
@@ -321,9 +322,9 @@ class Stack:
 
     # -- single components, for `up` and for fault-injection tests ----------------------------
 
-    def stop(self, name: str, grace: float = 10.0) -> bool:
-        """Stop one component (SIGTERM, then SIGKILL after `grace` s)."""
-        return stop_named(name, self.dirs, grace)
+    def stop(self, name: str, grace: float | None = None) -> bool:
+        """Stop one component (SIGTERM, then SIGKILL after `grace` s, default stop_grace)."""
+        return stop_named(name, self.dirs, self.config.stop_grace if grace is None else grace)
 
     def start(self, name: str) -> None:
         """Start one component again (after `stop`), with the settings `up` gave it."""
@@ -404,7 +405,7 @@ class Stack:
                 return record
             except ProcessStartError:
                 log.warning("stack.component.unhealthy name=%s pid=%d", spec.name, record.pid)
-                stop_named(spec.name, self.dirs)
+                stop_named(spec.name, self.dirs, self.config.stop_grace)
         if port_in_use(port):
             raise PortTakenError(
                 f"port {port} for {spec.name} is already in use by another process; "

@@ -1,0 +1,127 @@
+"""Choosing the stack's Postgres, and creating and dropping databases on a real server."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mailstack_stack import postgres
+from mailstack_stack.config import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def dbname(postgres_admin_url: str) -> Iterator[str]:
+    name = f"mailstack_test_sel_{uuid.uuid4().hex[:10]}"
+    yield name
+    postgres.drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+def cluster_root() -> Iterator[Path]:
+    # The server runs as the postgres user, which cannot enter pytest's root-only tmp dir.
+    root = Path(tempfile.mkdtemp(prefix="mailstack-test-pg-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _cluster(root: Path) -> postgres.PrivateCluster:
+    return postgres.PrivateCluster(root=root, port=free_port(), log_file=root / "server.log")
+
+
+def test_urls_are_converted_between_libpq_and_sqlalchemy_forms() -> None:
+    url = "postgresql+psycopg://u:p@h:5/db?sslmode=disable"
+    assert postgres.libpq_url(url) == "postgresql://u:p@h:5/db?sslmode=disable"
+    assert postgres.sqlalchemy_url("postgresql://u@h:5/db") == "postgresql+psycopg://u@h:5/db"
+    assert postgres.with_database("postgresql://u@h:5/postgres", "other") == (
+        "postgresql://u@h:5/other"
+    )
+    assert postgres.database_name("postgresql+psycopg://u@h:5/mine") == "mine"
+
+
+def test_an_explicit_database_url_wins_and_is_handed_on_in_sqlalchemy_form(
+    cluster_root: Path,
+) -> None:
+    choice = postgres.select_database(
+        explicit_url="postgresql://someone@db.example:6543/app",
+        probe_url=postgres.server_url(),
+        cluster=_cluster(cluster_root),
+    )
+    assert choice.url == "postgresql+psycopg://someone@db.example:6543/app"
+    assert choice.cluster is None
+    assert not (cluster_root / "data").exists()
+
+
+def test_a_server_that_answers_gets_a_database_of_our_own(
+    postgres_admin_url: str, dbname: str, cluster_root: Path
+) -> None:
+    choice = postgres.select_database(
+        explicit_url=None,
+        probe_url=postgres_admin_url,
+        cluster=_cluster(cluster_root),
+        dbname=dbname,
+    )
+    assert choice.source == "server"
+    assert postgres.database_name(choice.url) == dbname
+    assert choice.url.startswith("postgresql+psycopg://")
+    assert postgres.database_exists(postgres_admin_url, dbname)
+    with psycopg.connect(postgres.libpq_url(choice.url)) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (dbname,)
+
+
+def test_selecting_twice_reuses_the_database(
+    postgres_admin_url: str, dbname: str, cluster_root: Path
+) -> None:
+    cluster = _cluster(cluster_root)
+    first = postgres.select_database(None, postgres_admin_url, cluster, dbname)
+    second = postgres.select_database(None, postgres_admin_url, cluster, dbname)
+    assert first == second
+
+
+def test_without_a_server_a_private_cluster_is_started(cluster_root: Path) -> None:
+    closed = postgres.server_url(port=free_port())
+    cluster = _cluster(cluster_root)
+    try:
+        choice = postgres.select_database(None, closed, cluster, "mailstack")
+        assert choice.source == "private cluster"
+        assert choice.cluster == cluster
+        assert choice.url == (f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/mailstack")
+        with psycopg.connect(postgres.libpq_url(choice.url)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        # Started again: already running, left alone.
+        cluster.start()
+        assert cluster.is_running()
+    finally:
+        assert cluster.stop()
+    assert not cluster.is_running()
+    assert not postgres.server_answers(cluster.admin_url)
+
+
+def test_drop_disconnects_sessions_still_using_the_database(
+    postgres_admin_url: str, dbname: str
+) -> None:
+    url = postgres.ensure_database(postgres_admin_url, dbname)
+    lingering = psycopg.connect(url)
+    try:
+        postgres.drop_database(postgres_admin_url, dbname)
+        assert not postgres.database_exists(postgres_admin_url, dbname)
+    finally:
+        lingering.close()
+
+
+def test_database_url_fixture_is_migrated_and_private(
+    database_url: str, migrated_template: str, postgres_admin_url: str
+) -> None:
+    name = postgres.database_name(database_url)
+    assert name != migrated_template
+    with psycopg.connect(postgres.libpq_url(database_url)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables")}
+    assert {"alembic_version", "emails", "email_history"} <= tables

@@ -1,0 +1,141 @@
+"""The whole stack: stack.env, re-running up, restarting the dead, down stopping only ours."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailstack_stack.__main__ import parse_extra_env
+from mailstack_stack.config import Ports, StackConfig
+from mailstack_stack.fixtures import StackFactory
+from mailstack_stack.processes import process_start_ticks
+from mailstack_stack.stack import (
+    COMPONENTS,
+    PROCESSOR,
+    PortTakenError,
+    RunningStack,
+    Stack,
+    read_env_file,
+    write_env_file,
+)
+
+EMAIL = {
+    "from": {"email": "app@example.com"},
+    "to": [{"email": "user@example.com"}],
+    "subject": "Hello",
+    "text": "Hi there",
+}
+
+
+def test_env_file_holds_key_value_lines(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "stack.env"
+    values = {"GATEWAY_URL": "http://127.0.0.1:8000", "DATABASE_URL": "postgresql+psycopg://a@b/c"}
+    write_env_file(path, values)
+    assert path.read_text() == (
+        "GATEWAY_URL=http://127.0.0.1:8000\nDATABASE_URL=postgresql+psycopg://a@b/c\n"
+    )
+    assert read_env_file(path) == values
+
+
+def test_extra_env_is_given_per_component() -> None:
+    parsed = parse_extra_env(["processor:RETRY_BACKOFF_BASE_SECONDS=0.2", "gateway:A=b=c"])
+    assert parsed == {"processor": {"RETRY_BACKOFF_BASE_SECONDS": "0.2"}, "gateway": {"A": "b=c"}}
+
+
+@pytest.fixture
+def occupied_port() -> Iterator[int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def test_a_port_held_by_another_process_is_an_error_not_a_healthy_stub(
+    repo_root: Path, tmp_path: Path, occupied_port: int
+) -> None:
+    config = StackConfig(
+        repo_root=repo_root,
+        state_dir=tmp_path,
+        ports=Ports(elasticemail_stub=occupied_port),
+    )
+    with pytest.raises(PortTakenError, match=str(occupied_port)):
+        Stack(config).start_stubs()
+    assert not (tmp_path / "pids" / "elasticemail-stub.pid").exists()
+
+
+@pytest.mark.e2e
+def test_running_stack_delivers_an_email_through_the_stub(running_stack: RunningStack) -> None:
+    response = httpx.post(f"{running_stack.gateway_url}/v1/emails", json=EMAIL, timeout=10)
+    assert response.status_code == 202, response.text
+    email_id = response.json()["id"]
+    deadline = time.monotonic() + 30
+    statuses: list[str] = []
+    while time.monotonic() < deadline:
+        history = httpx.get(
+            f"{running_stack.gateway_url}/v1/emails/{email_id}/history", timeout=10
+        ).json()["history"]
+        statuses = [entry["status"] for entry in history]
+        if "SENT" in statuses:
+            break
+        time.sleep(0.2)
+    assert statuses[0] == "QUEUED"
+    assert statuses[-1] == "SENT"
+
+
+@pytest.mark.e2e
+def test_running_stack_writes_its_env_file(running_stack: RunningStack) -> None:
+    written = read_env_file(running_stack.stack.config.env_file)
+    assert written["GATEWAY_URL"] == running_stack.gateway_url
+    assert written["EMAIL_QUEUE_URL"] == running_stack.email_queue_url
+    assert written["EMAIL_DLQ_URL"] == running_stack.email_dlq_url
+    assert written["AWS_ENDPOINT_URL"] == running_stack.aws_endpoint_url
+    assert written["DATABASE_URL"] == running_stack.database_url
+    assert written["DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert set(written) >= {"ELASTICEMAIL_STUB_URL", "SENDGRID_STUB_URL"}
+
+
+@pytest.mark.e2e
+def test_up_again_leaves_healthy_components_alone_and_restarts_dead_ones(
+    stack_factory: StackFactory,
+) -> None:
+    running = stack_factory()
+    pids = {name: running.pid(name) for name in COMPONENTS}
+    own_localstack = pids.pop("localstack")
+    assert own_localstack is None  # it uses the session's LocalStack
+    assert all(pids.values()), pids
+
+    processor = pids[PROCESSOR]
+    assert processor is not None
+    os.kill(processor, signal.SIGKILL)
+    again = Stack(running.stack.config)
+    again.up()
+
+    for name, pid in pids.items():
+        if name == PROCESSOR:
+            assert running.pid(name) not in (None, processor)
+        else:
+            assert running.pid(name) == pid, name
+    assert httpx.get(f"{running.gateway_url}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.e2e
+def test_down_stops_exactly_what_up_started(stack_factory: StackFactory) -> None:
+    running = stack_factory()
+    started = {name: running.pid(name) for name in COMPONENTS if running.pid(name)}
+    ticks = {name: process_start_ticks(pid) for name, pid in started.items() if pid}
+
+    stopped = Stack(running.stack.config).down()
+
+    assert sorted(stopped) == sorted(started)
+    for name, pid in started.items():
+        assert pid is not None
+        assert process_start_ticks(pid) != ticks[name], name
+    assert not list((running.stack.config.state_dir / "pids").iterdir())
+    assert not running.stack.config.env_file.exists()
