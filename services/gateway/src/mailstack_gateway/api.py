@@ -117,7 +117,7 @@ async def submit_email(
     try:
         text = raw_body.decode("utf-8")
         decoded = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise intake.InvalidEmailError(
             [FieldError(field="body", message=f"not valid UTF-8 JSON: {error}")]
         ) from error

@@ -59,6 +59,22 @@ def _cross_field_errors(raw: dict[str, Any]) -> list[FieldError]:
                 ),
             )
         )
+    seen: set[str] = set()
+    for name in ("to", "cc", "bcc"):
+        value = raw.get(name)
+        for index, address in enumerate(value if isinstance(value, list) else []):
+            email = address.get("email") if isinstance(address, dict) else None
+            if not isinstance(email, str):
+                continue
+            if email.lower() in seen:
+                # Providers refuse a message that names one address twice (SendGrid: 400).
+                errors.append(
+                    FieldError(
+                        field=f"{name}[{index}].email",
+                        message="each address may appear once across to, cc and bcc",
+                    )
+                )
+            seen.add(email.lower())
     return errors
 
 

@@ -16,6 +16,10 @@ MAX_NAME_CHARS = 256
 def _single_line(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError("must not contain CR or LF (header injection)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from error
     return value
 
 

@@ -132,6 +132,21 @@ def test_rejects_more_than_fifty_recipients_across_to_cc_and_bcc(
     assert "got 51" in errors["to"]
 
 
+def test_rejects_an_address_named_twice_across_to_cc_and_bcc(
+    valid_email: dict[str, Any],
+) -> None:
+    raw = valid_email | {
+        "to": [{"email": "user@example.com"}],
+        "cc": [{"email": "other@example.com"}],
+        "bcc": [{"email": "User@Example.com"}],
+    }
+
+    errors = _errors(raw)
+
+    assert list(errors) == ["bcc[0].email"]
+    assert "once" in errors["bcc[0].email"]
+
+
 def test_accepts_exactly_fifty_recipients(valid_email: dict[str, Any]) -> None:
     raw = valid_email | {
         "to": _addresses(20, "to.example.com"),

@@ -50,7 +50,6 @@ class Consumer:
         self._queue = queue
         self._deliver = deliver
         self._health_check = health_check
-        self._slots = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
         self._poison_backoff = poison_backoff_seconds
         self._error_backoff = error_backoff_seconds

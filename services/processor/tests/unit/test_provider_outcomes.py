@@ -130,6 +130,27 @@ async def test_keeps_the_retry_after_hint_of_a_429(
     assert error.retry_after_seconds == 30.0
 
 
+async def test_takes_the_hint_from_sendgrids_rate_limit_reset_header(
+    make: Any, provider_http: Any
+) -> None:
+    reset = time.time() + 40
+    provider_http.respond = lambda _: httpx.Response(
+        429,
+        json=_error_body("sendgrid", "too many requests"),
+        headers={
+            "X-RateLimit-Limit": "600",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(reset)),
+        },
+    )
+
+    error = await _failure(provider_http, make, "sendgrid")
+
+    assert isinstance(error, ProviderUnavailableError)
+    assert error.retry_after_seconds is not None
+    assert 30 <= error.retry_after_seconds <= 41
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_connect_error_is_transient_and_certainly_not_sent(
     make: Any, provider_http: Any, provider: str

@@ -52,7 +52,7 @@ async def post_json(
     try:
         async with asyncio.timeout(timeout_seconds):
             return await client.post(url, json=body, headers=headers, timeout=timeout_seconds)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
         # Nothing reached the provider: the email was certainly not accepted.
         raise ProviderUnavailableError(provider, f"connect failed: {error!r}") from error
     except (TimeoutError, httpx.TimeoutException) as error:

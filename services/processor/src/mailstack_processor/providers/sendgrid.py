@@ -1,5 +1,6 @@
 """SendGrid API v3 adapter: POST /v3/mail/send with a Bearer key; 202 + X-Message-Id is success."""
 
+import time
 from typing import Any
 
 import httpx
@@ -19,7 +20,11 @@ def _mailbox(mailbox: Mailbox) -> dict[str, str]:
 
 def build_request(email: OutgoingEmail) -> dict[str, Any]:
     """The v3 mail/send body (snake_case; text/plain must precede text/html)."""
-    personalization: dict[str, Any] = {"to": [_mailbox(m) for m in email.to]}
+    personalization: dict[str, Any] = {
+        "to": [_mailbox(m) for m in email.to],
+        # Per personalization, where the API (and its OpenAPI file) takes an object.
+        "custom_args": {"mailstack_email_id": str(email.id)},
+    }
     if email.cc:
         personalization["cc"] = [_mailbox(m) for m in email.cc]
     if email.bcc:
@@ -34,11 +39,19 @@ def build_request(email: OutgoingEmail) -> dict[str, Any]:
         "from": _mailbox(email.sender),
         "subject": email.subject,
         "content": content,
-        "custom_args": {"mailstack_email_id": str(email.id)},
     }
     if email.reply_to is not None:
         body["reply_to"] = _mailbox(email.reply_to)
     return body
+
+
+def rate_limit_reset(response: httpx.Response) -> float | None:
+    """SendGrid's 429 says when the window resets (epoch seconds) instead of Retry-After."""
+    try:
+        reset = float(response.headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
+        return None
+    return max(0.0, reset - time.time())
 
 
 def error_reason(response: httpx.Response) -> str:
@@ -82,5 +95,5 @@ class SendGridSender:
             message_id = response.headers.get("x-message-id") or ""
             return SendReceipt(NAME, message_id, http_status=202)
         error = classify_status(NAME, response.status_code, error_reason(response))
-        error.retry_after_seconds = retry_after(response)
+        error.retry_after_seconds = retry_after(response) or rate_limit_reset(response)
         raise error
