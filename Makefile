@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # Use the machine's Python; never download an interpreter.
 export UV_PYTHON_DOWNLOADS := never
 
-PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_stubs mailstack_stack mailstack_infra
+PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_jobs mailstack_stubs mailstack_stack mailstack_infra
 PYTEST_ARGS ?=
 
 .PHONY: help
