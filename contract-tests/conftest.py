@@ -1,6 +1,8 @@
 """Black-box fixtures: a running stack reached only through HTTP and the AWS API."""
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -8,6 +10,22 @@ import httpx
 import pytest
 
 from mailstack_stubs.control import StubControl
+
+RESOURCES = Path(__file__).resolve().parents[1] / "config" / "resources.json"
+MAX_ATTEMPTS = int(json.loads(RESOURCES.read_text())["email_queue"]["max_receive_count"])
+
+
+@pytest.fixture(scope="session")
+def running_stack_env() -> dict[str, dict[str, str]]:
+    """Short retry backoff so the all-providers-down path ends in seconds, not minutes."""
+    return {
+        "processor": {
+            "RETRY_BACKOFF_BASE_SECONDS": "0.2",
+            "RETRY_BACKOFF_MAX_SECONDS": "2",
+            "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+            "RECEIVE_WAIT_SECONDS": "1",
+        }
+    }
 
 
 @pytest.fixture(scope="session")

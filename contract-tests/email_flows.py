@@ -1,5 +1,6 @@
 """What the contract tests do through the API: submit, wait for an outcome, read history, DLQ."""
 
+import json
 import time
 from typing import Any
 
@@ -65,3 +66,8 @@ def wait_for_dead_letter(sqs: Any, dlq_url: str, needle: str, timeout: float = 6
                 body: str = message["Body"]
                 return body
     pytest.fail(f"no message containing {needle!r} reached the DLQ within {timeout} s")
+
+
+def sends_for(stub: Any, email_id: str) -> list[dict[str, Any]]:
+    """The send requests a stub received for one email (its id travels in a header/custom arg)."""
+    return [message for message in stub.messages() if email_id in json.dumps(message["body"])]

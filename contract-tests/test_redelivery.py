@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from email_flows import submit, wait_for_dead_letter, wait_for_final
+from email_flows import sends_for, submit, wait_for_dead_letter, wait_for_final
 from mailstack_stubs.control import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -39,10 +39,7 @@ def test_a_redelivered_message_for_a_sent_email_is_not_sent_again(
         }:
             break
         time.sleep(0.2)
-    sends_for_email = [
-        message for message in elasticemail.messages() if email_id in json.dumps(message["body"])
-    ]
-    assert len(sends_for_email) == 1
+    assert len(sends_for(elasticemail, email_id)) == 1
     assert gateway.get(f"/v1/emails/{email_id}").json()["attempts"] == 1
 
 

@@ -1,6 +1,8 @@
 """The consumer's view of a real SQS queue on LocalStack: receive counts, visibility, delete."""
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -9,6 +11,12 @@ import pytest
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
 
 pytestmark = pytest.mark.integration
+
+
+def _max_receive_count() -> int:
+    root = next(p for p in Path(__file__).resolve().parents if (p / "config").is_dir())
+    settings = json.loads((root / "config" / "resources.json").read_text())
+    return int(settings["email_queue"]["max_receive_count"])
 
 
 def _queue(endpoint: str, queue_url: str) -> SqsEmailQueue:
@@ -38,7 +46,7 @@ async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
     client = boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1")
     client.send_message(QueueUrl=sqs_queues.email_queue_url, MessageBody="spent")
     queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
-    max_receive_count = sqs_queues.max_receive_count
+    max_receive_count = _max_receive_count()
     for expected in range(1, max_receive_count + 1):
         [message] = await queue.receive(10)
         assert message.receive_count == expected
