@@ -1,1 +1,1 @@
-"""Scheduled jobs of mailstack: retention cleanup (archive, then delete) and the retry of failed emails."""
+"""Scheduled jobs of mailstack: retention cleanup (archive, then delete) and retry of failures."""
