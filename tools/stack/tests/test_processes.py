@@ -19,8 +19,9 @@ from mailstack_stack.processes import (
     read_pid_file,
     running_record,
     start_process,
-    stop_named,
+    stop_components,
     stop_process,
+    stop_processes,
     wait_healthy,
 )
 
@@ -86,10 +87,10 @@ def test_start_records_pid_and_start_time_and_logs_output(dirs: ProcessDirs) -> 
 
 def test_stop_terminates_the_process_and_removes_its_pid_file(dirs: ProcessDirs) -> None:
     record = start_process(_spec("sleeper", SLEEPER), dirs)
-    assert stop_named("sleeper", dirs, grace=5)
+    assert stop_components(["sleeper"], dirs, grace=5) == ["sleeper"]
     assert not is_running(record)
     assert not dirs.pid_file("sleeper").exists()
-    assert not stop_named("sleeper", dirs)
+    assert stop_components(["sleeper"], dirs) == []
 
 
 def test_stop_kills_what_ignores_sigterm_after_the_grace_period(dirs: ProcessDirs) -> None:
@@ -119,7 +120,7 @@ def test_a_reused_pid_is_never_signalled(dirs: ProcessDirs) -> None:
     dirs.pid_file("ghost").write_text(f"{stale.pid}\n{stale.start_ticks}\n")
     assert not is_running(stale)
     assert running_record("ghost", dirs) is None
-    assert not stop_named("ghost", dirs)
+    assert stop_components(["ghost"], dirs) == []
     assert _alive(me)
 
 
@@ -147,3 +148,14 @@ def test_health_from_another_process_does_not_count(dirs: ProcessDirs) -> None:
     # The check passes (say, someone else serves the port) but our process is gone.
     with pytest.raises(ProcessStartError, match="quitter exited"):
         wait_healthy("quitter", record, lambda: True, timeout=5, dirs=dirs)
+
+
+def test_stopping_several_waits_for_them_together(dirs: ProcessDirs) -> None:
+    stubborn = [start_process(_spec(f"stubborn{i}", STUBBORN), dirs) for i in range(3)]
+    for i in range(3):
+        log = dirs.log_file(f"stubborn{i}")
+        _wait_for(lambda log=log: "ignoring TERM" in log.read_text())
+    started = time.monotonic()
+    assert stop_processes(stubborn, grace=1.0) == [True, True, True]
+    assert time.monotonic() - started < 2.5  # one grace period, not three
+    assert not any(is_running(record) for record in stubborn)

@@ -116,10 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopped = stack.down()
         sys.stdout.write(f"stopped: {', '.join(stopped) or 'nothing was running'}\n")
     else:
-        for component in stack.status():
+        components = stack.status()
+        for component in components:
             state = "healthy" if component.healthy else "down"
             pid = f" pid={component.pid}" if component.pid else ""
             sys.stdout.write(f"{component.name:<18} {state}{pid}\n")
+        return 0 if all(component.healthy for component in components) else 1
     return 0
 
 

@@ -89,8 +89,10 @@ class StackConfig:
     cache_dir: Path | None = None
     die_with_parent: bool = False
     health_timeout: float = 60.0
-    # How long a component may take to exit after SIGTERM before it is SIGKILLed.
+    # How long a component may take to exit after SIGTERM before it is SIGKILLed. The processor
+    # gets longer: a graceful stop finishes in-flight sends and its current long poll (20 s).
     stop_grace: float = 10.0
+    processor_stop_grace: float = 30.0
     localstack_timeout: float = 120.0
 
     @classmethod

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,40 +174,54 @@ def _signal_session(record: ProcessRecord, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def stop_process(record: ProcessRecord, grace: float = 10.0) -> bool:
-    """SIGTERM our process and the rest of its session, wait `grace` s, then SIGKILL.
+def _gone(record: ProcessRecord) -> bool:
+    _reap(record.pid)
+    return not is_running(record) and not _session_members(record)
 
-    Returns False if there was nothing of ours left to stop. A pid that now belongs to
+
+def _wait_gone(records: Sequence[ProcessRecord], timeout: float) -> list[ProcessRecord]:
+    """Wait until all of `records` are gone or `timeout` passes; return those still there."""
+    deadline = time.monotonic() + timeout
+    left = [record for record in records if not _gone(record)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [record for record in left if not _gone(record)]
+    return left
+
+
+def stop_processes(records: Sequence[ProcessRecord], grace: float = 10.0) -> list[bool]:
+    """SIGTERM each process and the rest of its session together, wait up to `grace` s for
+    all of them, then SIGKILL what is left.
+
+    Per record: False if there was nothing of ours left to stop. A pid that now belongs to
     another process (reused after ours died) is never signalled.
     """
-    if not is_running(record) and not _session_members(record):
-        return False
-    _signal_session(record, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not is_running(record) and not _session_members(record):
-            return True
-        time.sleep(0.1)
-    _signal_session(record, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not is_running(record) and not _session_members(record):
-            break
-        time.sleep(0.05)
-    return True
+    present = [not _gone(record) for record in records]
+    live = [record for record, there in zip(records, present, strict=True) if there]
+    for record in live:
+        _signal_session(record, signal.SIGTERM)
+    for record in _wait_gone(live, grace):
+        _signal_session(record, signal.SIGKILL)
+    _wait_gone(live, 5.0)
+    return present
 
 
-def stop_named(name: str, dirs: ProcessDirs, grace: float = 10.0) -> bool:
-    """Stop the component whose pid file is in `dirs`, then remove the pid file."""
-    pid_file = dirs.pid_file(name)
-    record = read_pid_file(pid_file)
-    if record is None:
-        return False
-    stopped = stop_process(record, grace)
-    pid_file.unlink(missing_ok=True)
-    return stopped
+def stop_process(record: ProcessRecord, grace: float = 10.0) -> bool:
+    """Stop one process and its session: SIGTERM, then SIGKILL after `grace` s."""
+    return stop_processes([record], grace)[0]
+
+
+def stop_components(names: Sequence[str], dirs: ProcessDirs, grace: float = 10.0) -> list[str]:
+    """Stop the components whose pid files are in `dirs`, together; remove their pid files.
+
+    Returns the names of those that were still running.
+    """
+    found = {name: read_pid_file(dirs.pid_file(name)) for name in names}
+    records = {name: record for name, record in found.items() if record is not None}
+    stopped = stop_processes(list(records.values()), grace)
+    for name in found:
+        dirs.pid_file(name).unlink(missing_ok=True)
+    return [name for name, was_running in zip(records, stopped, strict=True) if was_running]
 
 
 def running_record(name: str, dirs: ProcessDirs) -> ProcessRecord | None:

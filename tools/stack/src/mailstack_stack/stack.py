@@ -29,7 +29,7 @@ from mailstack_stack.processes import (
     ProcessStartError,
     running_record,
     start_process,
-    stop_named,
+    stop_components,
     wait_healthy,
 )
 from mailstack_stack.resources import QueueResources
@@ -288,7 +288,10 @@ class Stack:
     def down(self) -> list[str]:
         """Stop what `up` started here (by pid file), newest first; returns what was stopped."""
         grace = self.config.stop_grace
-        stopped = [name for name in reversed(COMPONENTS) if stop_named(name, self.dirs, grace)]
+        # The processor first and alone: it may still need SQS and the stubs to drain.
+        stopped = stop_components([PROCESSOR], self.dirs, self.config.processor_stop_grace)
+        rest = [name for name in reversed(COMPONENTS) if name != PROCESSOR]
+        stopped += stop_components(rest, self.dirs, grace)
         if self.cluster.is_initialized() and self.cluster.stop():
             stopped.append("postgres")
         for name in stopped:
@@ -324,7 +327,9 @@ class Stack:
 
     def stop(self, name: str, grace: float | None = None) -> bool:
         """Stop one component (SIGTERM, then SIGKILL after `grace` s, default stop_grace)."""
-        return stop_named(name, self.dirs, self.config.stop_grace if grace is None else grace)
+        default = self.config.processor_stop_grace if name == PROCESSOR else self.config.stop_grace
+        wait = default if grace is None else grace
+        return bool(stop_components([name], self.dirs, wait))
 
     def start(self, name: str) -> None:
         """Start one component again (after `stop`), with the settings `up` gave it."""
@@ -405,7 +410,7 @@ class Stack:
                 return record
             except ProcessStartError:
                 log.warning("stack.component.unhealthy name=%s pid=%d", spec.name, record.pid)
-                stop_named(spec.name, self.dirs, self.config.stop_grace)
+                stop_components([spec.name], self.dirs, self.config.stop_grace)
         if port_in_use(port):
             raise PortTakenError(
                 f"port {port} for {spec.name} is already in use by another process; "
