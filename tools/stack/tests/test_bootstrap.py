@@ -214,3 +214,27 @@ def test_an_aws_endpoint_url_elsewhere_does_not_redirect_the_clients(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     sqs, _ = module.make_clients(localstack_endpoint, "us-east-1")
     assert sqs.meta.endpoint_url == localstack_endpoint
+
+
+def test_teardown_removes_its_queues_and_filled_bucket_and_nothing_else(
+    repo_root: Path, localstack_endpoint: str, created: QueueResources
+) -> None:
+    mine = bootstrap(repo_root, localstack_endpoint, prefix=f"t{uuid.uuid4().hex[:10]}-")
+    s3 = _s3(localstack_endpoint)
+    s3.put_bucket_versioning(
+        Bucket=mine.archive_bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    s3.put_object(Bucket=mine.archive_bucket, Key="a/b.json", Body=b"{}")
+    s3.put_object(Bucket=mine.archive_bucket, Key="a/b.json", Body=b"{}")
+
+    delete_resources(mine, localstack_endpoint)
+
+    queues = _sqs(localstack_endpoint).list_queues().get("QueueUrls", [])
+    assert mine.email_queue_url not in queues
+    assert mine.email_dlq_url not in queues
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert mine.archive_bucket not in buckets
+    # Someone else's resources on the same LocalStack are untouched.
+    assert {created.email_queue_url, created.email_dlq_url} <= set(queues)
+    assert created.archive_bucket in buckets
+    delete_resources(mine, localstack_endpoint)  # already gone: fine

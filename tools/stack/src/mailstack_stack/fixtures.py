@@ -99,7 +99,17 @@ def database_url(postgres_admin_url: str, migrated_template: str) -> Iterator[st
 
 
 @pytest.fixture(scope="session")
-def localstack_endpoint(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def localstack_services() -> tuple[str, ...]:
+    """The services the private LocalStack runs; override in a conftest.py to add some."""
+    return localstack.DEFAULT_SERVICES
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(
+    repo_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    localstack_services: tuple[str, ...],
+) -> Iterator[str]:
     """`$MAILSTACK_TEST_AWS_ENDPOINT_URL`, else a private LocalStack on a free port."""
     explicit = os.environ.get(AWS_ENDPOINT_ENV)
     if explicit:
@@ -112,13 +122,13 @@ def localstack_endpoint(repo_root: Path, tmp_path_factory: pytest.TempPathFactor
     endpoint = f"http://127.0.0.1:{port}"
     volume = state_dir / "volume"
     volume.mkdir()
-    spec = localstack.process_spec(python, port, volume, die_with_parent=True)
+    spec = localstack.process_spec(python, port, volume, localstack_services, die_with_parent=True)
     record = start_process(spec, dirs)
     try:
         wait_healthy(
             "localstack",
             record,
-            lambda: localstack.services_ready(endpoint, localstack.DEFAULT_SERVICES),
+            lambda: localstack.services_ready(endpoint, localstack_services),
             timeout=120,
             dirs=dirs,
         )

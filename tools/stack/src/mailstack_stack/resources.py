@@ -88,11 +88,14 @@ def delete_resources(resources: QueueResources, endpoint_url: str, region: str =
             ):
                 raise
     try:
-        paginator = s3.get_paginator("list_objects_v2")
+        # Versions and delete markers too, in case the bucket got versioning; a plain bucket
+        # lists its objects here with the version id "null".
+        paginator = s3.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=resources.archive_bucket):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=resources.archive_bucket, Delete={"Objects": keys})
+            entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            objects = [{"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries]
+            if objects:
+                s3.delete_objects(Bucket=resources.archive_bucket, Delete={"Objects": objects})
         s3.delete_bucket(Bucket=resources.archive_bucket)
     except ClientError as error:
         if error.response["Error"]["Code"] != "NoSuchBucket":
