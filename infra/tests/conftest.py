@@ -8,7 +8,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from mailstack_infra.mocks import StackRecord, record_stack
+from mailstack_infra.mocks import StackRecord, ensure_event_loop, record_stack
 from mailstack_infra.settings import ServiceSizing, StackConfig, load_resource_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,22 +28,28 @@ def base_config(stack: str) -> StackConfig:
 
 
 DEV = replace(base_config("dev"), db_multi_az=False)
-PROD = replace(
-    base_config("prod"),
-    az_count=3,
-    nat_per_az=True,
-    deletion_protection=True,
-    require_tls=True,
-    certificate_arn=CERTIFICATE_ARN,
-    db_replica_count=2,
-    db_backup_retention_days=14,
-    gateway=ServiceSizing(512, 1024, 3, 12),
-    processor=ServiceSizing(512, 1024, 2, 20),
-    gateway_image_tag="1.2.3",
-    processor_image_tag="4.5.6",
-    elasticemail_api_key=pulumi.Output.secret("ee-key"),
-    sendgrid_api_key=pulumi.Output.secret("sg-key"),
-)
+
+
+def prod_config() -> StackConfig:
+    """Built per recording: secret Outputs belong to the event loop that resolves them."""
+    return replace(
+        base_config("prod"),
+        az_count=3,
+        nat_per_az=True,
+        deletion_protection=True,
+        require_tls=True,
+        certificate_arn=CERTIFICATE_ARN,
+        db_replica_count=2,
+        db_backup_retention_days=14,
+        gateway=ServiceSizing(512, 1024, 3, 12),
+        processor=ServiceSizing(512, 1024, 2, 20),
+        gateway_image_tag="1.2.3",
+        processor_image_tag="4.5.6",
+        elasticemail_api_key=pulumi.Output.secret("ee-key"),
+        sendgrid_api_key=pulumi.Output.secret("sg-key"),
+    )
+
+
 LOCALSTACK = replace(
     base_config("localstack"),
     region="us-east-1",
@@ -77,7 +83,8 @@ def dev() -> StackRecord:
 
 @pytest.fixture(scope="session")
 def prod() -> StackRecord:
-    return record(PROD)
+    ensure_event_loop()
+    return record(prod_config())
 
 
 @pytest.fixture(scope="session")

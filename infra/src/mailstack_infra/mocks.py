@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -201,6 +202,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return answers[args.token], []
 
 
+def ensure_event_loop() -> None:
+    """Give the thread a usable event loop: pulumi.runtime.test runs on the current one, and
+    other tests (pytest-asyncio) may have closed or unset it. Outputs made before a recording
+    (e.g. `Output.secret` in a config) must be made after this call, on the same loop."""
+    try:
+        usable = not asyncio.get_event_loop_policy().get_event_loop().is_closed()
+    except RuntimeError:
+        usable = False
+    if not usable:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def record_stack(
     build: Callable[[], Mapping[str, pulumi.Input[Any]]],
     *,
@@ -215,6 +228,7 @@ def record_stack(
     returns, so the record is complete once this function returns.
     """
     mocks = RecordingMocks(region, zones)
+    ensure_event_loop()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]  # pulumi leaves it unannotated
