@@ -14,7 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mailstack_core.status import EmailStatus
-from mailstack_gateway import intake
+from mailstack_gateway import intake, outbox
 from mailstack_gateway.observability import EMAILS_ACCEPTED, EMAILS_REJECTED, REQUEST_SECONDS
 from mailstack_gateway.queue import SqsEmailPublisher
 from mailstack_gateway.repository import AnyRow, EmailReader, EmailWriter, InvalidCursorError
@@ -126,7 +126,7 @@ async def submit_email(
     EMAILS_ACCEPTED.inc()
     # Published after the response is sent: the queue stays out of the request's latency,
     # and the outbox relay publishes whatever this misses.
-    background.add_task(intake.publish_accepted, [email_id], services.publisher, services.writer)
+    background.add_task(outbox.publish_now, [email_id], services.writer, services.publisher)
     response.headers["Location"] = f"/v1/emails/{email_id}"
     return EmailAccepted(id=email_id, links=_links(email_id))
 

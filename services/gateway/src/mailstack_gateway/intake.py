@@ -1,4 +1,4 @@
-"""Accepting an email: validate everything at once, store it durably, then hand it to the queue."""
+"""Accepting an email: validate everything at once and store it durably, queued via the outbox."""
 
 import uuid
 from collections.abc import Sequence
@@ -23,14 +23,6 @@ class InvalidEmailError(ValueError):
 class IntakeStore(Protocol):
     async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
         """In one transaction: the email, its request body, a QUEUED history row, an outbox row."""
-
-    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
-        """Remove the outbox rows of emails that are now on the queue."""
-
-
-class EmailPublisher(Protocol):
-    async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Publish one message per id; return the ids that could not be published."""
 
 
 def field_path(location: Sequence[int | str]) -> str:
@@ -102,26 +94,3 @@ async def accept_email(email: EmailCreate, request_body: str, store: IntakeStore
     await store.save_queued(email_id, email, request_body)
     log.info("email.accepted", email_id=str(email_id), recipients=len(email.to))
     return email_id
-
-
-async def publish_accepted(
-    email_ids: Sequence[uuid.UUID], publisher: EmailPublisher, store: IntakeStore
-) -> None:
-    """Best-effort publish right after acceptance; the outbox relay retries whatever fails here."""
-    try:
-        failed = await publisher.publish(email_ids)
-    except Exception as error:
-        log.warning(
-            "email.publish_deferred", email_ids=[str(i) for i in email_ids], error=str(error)
-        )
-        return
-    published = [email_id for email_id in email_ids if email_id not in failed]
-    if failed:
-        log.warning("email.publish_deferred", email_ids=[str(i) for i in failed])
-    if published:
-        try:
-            await store.mark_published(published)
-        except Exception as error:
-            log.warning(
-                "outbox.mark_failed", email_ids=[str(i) for i in published], error=str(error)
-            )

@@ -68,11 +68,15 @@ class EmailWriter:
                 )
             )
 
-    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+    @asynccontextmanager
+    async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["OutboxBatch"]:
         async with self._engine.begin() as connection:
-            await connection.execute(
-                delete(email_outbox).where(email_outbox.c.email_id.in_(email_ids))
+            rows = await connection.execute(
+                select(email_outbox.c.email_id)
+                .where(email_outbox.c.email_id.in_(email_ids))
+                .with_for_update(skip_locked=True)
             )
+            yield OutboxBatch(connection, [row.email_id for row in rows], self._max_backoff)
 
     @asynccontextmanager
     async def claim_due(self, limit: int) -> AsyncIterator["OutboxBatch"]:

@@ -113,6 +113,9 @@ async def test_still_accepts_when_the_queue_is_down_and_the_relay_publishes_late
         publisher = SqsEmailPublisher(
             sqs_client(localstack_endpoint, "us-east-1"), sqs_queues.email_queue_url
         )
+        # The failed inline publish backed the row off; time passes until it is due again.
+        async with engine.begin() as connection:
+            await connection.execute(email_outbox.update().values(next_attempt_at=func.now()))
         assert await outbox.relay_once(writer, publisher) == 1
         async with engine.connect() as connection:
             assert await connection.scalar(select(emails.c.status)) == "QUEUED"

@@ -141,3 +141,15 @@ async def test_pages_newest_first_and_filters_by_status(engine: AsyncEngine) -> 
         cursor = page.next_cursor
     assert collected == list(reversed(ids))
     assert (await reader.page("SENT", 10, None)).rows == []  # type: ignore[arg-type]
+
+
+async def test_the_inline_publish_skips_a_row_the_relay_holds(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    email_id = uuid.uuid4()
+    await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    async with writer.claim_due(10) as relay_batch:
+        assert list(relay_batch.email_ids) == [email_id]
+        async with writer.claim_ids([email_id]) as inline_batch:
+            assert list(inline_batch.email_ids) == []
+    async with writer.claim_ids([email_id]) as inline_batch:
+        assert list(inline_batch.email_ids) == [email_id]

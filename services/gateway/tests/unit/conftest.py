@@ -20,23 +20,30 @@ CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 class FakeWriter:
-    """The IntakeStore side of EmailWriter: remembers saved emails and published marks."""
+    """EmailWriter: remembers saved emails; its outbox rows are the saved ids not yet published."""
 
     def __init__(self) -> None:
         self.saved: dict[uuid.UUID, tuple[EmailCreate, str]] = {}
         self.published: list[uuid.UUID] = []
+        self.rescheduled: list[tuple[list[uuid.UUID], str]] = []
         self.save_error: Exception | None = None
         self.mark_error: Exception | None = None
+        self.locked: set[uuid.UUID] = set()
 
     async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
         if self.save_error is not None:
             raise self.save_error
         self.saved[email_id] = (email, request_body)
 
-    async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
-        if self.mark_error is not None:
-            raise self.mark_error
-        self.published.extend(email_ids)
+    @asynccontextmanager
+    async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["FakeBatch"]:
+        batch = FakeBatch(
+            [i for i in email_ids if i not in self.locked and i not in self.published],
+            mark_error=self.mark_error,
+        )
+        yield batch
+        self.published.extend(batch.published)
+        self.rescheduled.extend(batch.rescheduled)
 
 
 class FakeReader:
@@ -88,12 +95,15 @@ class FakePublisher:
 
 
 class FakeBatch:
-    def __init__(self, email_ids: list[uuid.UUID]) -> None:
+    def __init__(self, email_ids: list[uuid.UUID], mark_error: Exception | None = None) -> None:
         self.email_ids = email_ids
         self.published: list[uuid.UUID] = []
         self.rescheduled: list[tuple[list[uuid.UUID], str]] = []
+        self.mark_error = mark_error
 
     async def mark_published(self, email_ids: Sequence[uuid.UUID]) -> None:
+        if self.mark_error is not None:
+            raise self.mark_error
         self.published.extend(email_ids)
 
     async def reschedule(self, email_ids: Sequence[uuid.UUID], error: str) -> None:

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from mailstack_gateway import intake, outbox
+from mailstack_gateway import outbox
 
 
 def _ids(count: int) -> list[uuid.UUID]:
@@ -16,7 +16,7 @@ async def test_publish_marks_every_id_published_when_the_queue_takes_them(
 ) -> None:
     ids = _ids(3)
 
-    await intake.publish_accepted(ids, publisher, writer)
+    await outbox.publish_now(ids, writer, publisher)
 
     assert publisher.batches == [ids]
     assert writer.published == ids
@@ -28,7 +28,7 @@ async def test_publish_marks_only_the_ids_the_queue_did_not_fail(
     ids = _ids(4)
     publisher.failing = {ids[1], ids[3]}
 
-    await intake.publish_accepted(ids, publisher, writer)
+    await outbox.publish_now(ids, writer, publisher)
 
     assert writer.published == [ids[0], ids[2]]
 
@@ -37,7 +37,7 @@ async def test_publish_marks_nothing_when_every_id_failed(writer: Any, publisher
     ids = _ids(2)
     publisher.failing = set(ids)
 
-    await intake.publish_accepted(ids, publisher, writer)
+    await outbox.publish_now(ids, writer, publisher)
 
     assert writer.published == []
 
@@ -47,18 +47,31 @@ async def test_publish_swallows_a_queue_error_and_leaves_the_outbox_rows(
 ) -> None:
     publisher.error = ConnectionError("SQS unreachable")
 
-    await intake.publish_accepted(_ids(2), publisher, writer)  # does not raise
+    await outbox.publish_now(_ids(2), writer, publisher)  # does not raise
 
     assert len(publisher.batches) == 1
     assert writer.published == []
+    ((rescheduled, error),) = writer.rescheduled
+    assert len(rescheduled) == 2
+    assert "SQS unreachable" in error
 
 
 async def test_publish_swallows_a_failure_to_mark_published(writer: Any, publisher: Any) -> None:
     writer.mark_error = ConnectionError("database gone")
 
-    await intake.publish_accepted(_ids(1), publisher, writer)  # does not raise
+    await outbox.publish_now(_ids(1), writer, publisher)  # does not raise
 
     assert writer.published == []
+
+
+async def test_publish_skips_rows_another_publisher_holds(writer: Any, publisher: Any) -> None:
+    ids = _ids(3)
+    writer.locked = {ids[1]}
+
+    await outbox.publish_now(ids, writer, publisher)
+
+    assert publisher.batches == [[ids[0], ids[2]]]
+    assert writer.published == [ids[0], ids[2]]
 
 
 async def test_relay_publishes_a_due_batch_and_marks_it_published(
