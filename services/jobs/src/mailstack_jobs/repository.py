@@ -31,7 +31,9 @@ from mailstack_core.tables import email_history, email_outbox, emails, retention
 # What the history trigger assumes when retention_policy has no row.
 DEFAULT_HISTORY_RETENTION_DAYS = 183
 RETRY_JOB = "retry-job"
-OUTCOME_OUT_OF_ATTEMPTS = "out_of_attempts"
+# Final outcomes the processor records when every provider failed transiently; a permanent
+# rejection ("rejected") is never retried.
+TRANSIENT_FAILURE_OUTCOMES = ("out_of_attempts",)
 OUTCOME_REQUEUED = "requeued"
 OUTCOME_RETRIES_EXHAUSTED = "retries_exhausted"
 # Rows fetched at a time while streaming emails (bodies may be up to a megabyte each).
@@ -167,7 +169,7 @@ class Exhausted:
 def _failed_transiently(
     conditions: Callable[[ColumnElement[int]], list[ColumnElement[bool]]],
 ) -> Select[Any]:
-    """FAILED emails whose latest history row is the processor's `out_of_attempts`, with the
+    """FAILED emails whose latest history row is a transient final failure, with the
     number of rounds this job already gave them (`conditions` filter on it); locked, skipping
     those other runs hold."""
     last = (
@@ -191,7 +193,7 @@ def _failed_transiently(
         .select_from(emails.join(last, true()).join(rounds, true()))
         .where(
             emails.c.status == EmailStatus.FAILED,
-            last.c.outcome == OUTCOME_OUT_OF_ATTEMPTS,
+            last.c.outcome.in_(TRANSIENT_FAILURE_OUTCOMES),
             *conditions(rounds.c.rounds),
         )
         .order_by(emails.c.updated_at, emails.c.id)
