@@ -71,7 +71,7 @@ class Consumer:
                 messages = await self._queue.receive(min(free, 10))
             except Exception as error:
                 log.warning("consumer.receive_failed", error=str(error))
-                await _sleep_unless(stop, 2.0)
+                await sleep_unless(stop, 2.0)
                 continue
             LAST_POLL.set(time.time())
             MESSAGES_RECEIVED.inc(len(messages))
@@ -102,7 +102,7 @@ class Consumer:
             await self._health_check()
         except Exception as error:
             log.warning("consumer.paused", reason="database unreachable", error=str(error))
-            await _sleep_unless(stop, 2.0)
+            await sleep_unless(stop, 2.0)
             return
         log.info("consumer.resumed")
         self._unhealthy.clear()
@@ -155,6 +155,6 @@ class Consumer:
             )
 
 
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -42,6 +42,13 @@ class Claim:
     lease_remaining_seconds: float = 0.0
 
 
+class DeadLetterOutcome(enum.Enum):
+    FAILED = "failed"  # the email was still open: now FAILED with its last reason
+    FINAL = "final"  # already SENT or FAILED: nothing to do
+    BUSY = "busy"  # a live claim is delivering it right now: look again later
+    MISSING = "missing"  # no such email: a poison message
+
+
 class DeliveryStore(Protocol):
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
         """Atomically move QUEUED (or PROCESSING with a lapsed lease) to PROCESSING."""
@@ -59,6 +66,9 @@ class DeliveryStore(Protocol):
 
     async def release_for_retry(self, email_id: uuid.UUID, detail: dict[str, Any]) -> None:
         """PROCESSING -> QUEUED, waiting for the message's redelivery."""
+
+    async def fail_dead_lettered(self, email_id: uuid.UUID) -> DeadLetterOutcome:
+        """QUEUED, or PROCESSING with a lapsed claim -> FAILED ("dead_lettered")."""
 
 
 class Action(enum.Enum):
@@ -160,3 +170,14 @@ async def deliver(
         email_id, {**summary, "outcome": "retry_scheduled", "retry_in_seconds": delay}
     )
     return Disposition(Action.RETRY, delay, status=EmailStatus.QUEUED)
+
+
+async def settle_dead_letter(email_id: uuid.UUID, store: DeliveryStore) -> DeadLetterOutcome:
+    """A message for this email reached the DLQ: the email must not stay open without one."""
+    outcome = await store.fail_dead_lettered(email_id)
+    log.bind(email_id=str(email_id)).log(
+        40 if outcome is DeadLetterOutcome.FAILED else 20,
+        "delivery.dead_lettered",
+        outcome=outcome.value,
+    )
+    return outcome

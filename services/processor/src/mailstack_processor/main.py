@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_processor import delivery
 from mailstack_processor.consumer import Consumer
+from mailstack_processor.dead_letters import DeadLetterWatcher
 from mailstack_processor.observability import configure_logging
 from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
@@ -70,6 +71,21 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
                 email_id, receive_count, store, senders, policy, settings.claim_lease_seconds
             )
 
+        tasks = []
+        if settings.email_dlq_url:
+            dead_letter_queue = SqsEmailQueue(
+                sqs_client(
+                    settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds
+                ),
+                settings.email_dlq_url,
+                settings.receive_wait_seconds,
+            )
+            watcher = DeadLetterWatcher(
+                dead_letter_queue,
+                functools.partial(delivery.settle_dead_letter, store=store),
+                recheck_seconds=settings.dead_letter_recheck_seconds,
+            )
+            tasks.append(asyncio.create_task(watcher.run(stop), name="dead-letters"))
         consumer = Consumer(
             queue,
             deliver,
@@ -80,7 +96,10 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         log.info("processor.started", providers=settings.providers)
         try:
             await consumer.run(stop)
+            await asyncio.gather(*tasks)
         finally:
+            for task in tasks:
+                task.cancel()
             await engine.dispose()
 
 

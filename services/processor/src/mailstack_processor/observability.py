@@ -17,6 +17,9 @@ HANDLING_ERRORS = Counter(
     "mailstack_processor_handling_errors_total",
     "Messages whose handling raised (e.g. database down)",
 )
+DEAD_LETTERS = Counter(
+    "mailstack_processor_dead_letters_total", "Dead-lettered messages looked at", ["outcome"]
+)
 IN_FLIGHT = Gauge("mailstack_processor_in_flight", "Messages being handled now")
 LAST_POLL = Gauge(
     "mailstack_processor_last_poll_timestamp_seconds", "When the queue was last polled"

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, emails
-from mailstack_processor.delivery import Claim, ClaimState
+from mailstack_processor.delivery import Claim, ClaimState, DeadLetterOutcome
 from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
 
 
@@ -150,6 +150,41 @@ class EmailDeliveryStore:
                 )
             )
             await _append(connection, email_id, EmailStatus.QUEUED, None, detail)
+
+    async def fail_dead_lettered(self, email_id: uuid.UUID) -> DeadLetterOutcome:
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    select(
+                        emails.c.status,
+                        emails.c.last_error,
+                        (emails.c.lease_expires_at < func.now()).label("lease_lapsed"),
+                    )
+                    .where(emails.c.id == email_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return DeadLetterOutcome.MISSING
+            status = EmailStatus(row.status)
+            if status.is_terminal:
+                return DeadLetterOutcome.FINAL
+            if status is EmailStatus.PROCESSING and not row.lease_lapsed:
+                return DeadLetterOutcome.BUSY
+            last_error = row.last_error or "its queue message was dead-lettered"
+            await connection.execute(
+                update(emails)
+                .where(emails.c.id == email_id)
+                .values(
+                    status=EmailStatus.FAILED,
+                    last_error=last_error,
+                    lease_expires_at=None,
+                    updated_at=func.now(),
+                )
+            )
+            detail = {"outcome": "dead_lettered", "last_error": last_error}
+            await _append(connection, email_id, EmailStatus.FAILED, None, detail)
+            return DeadLetterOutcome.FAILED
 
     async def ping(self) -> None:
         async with self._engine.connect() as connection:

@@ -13,6 +13,10 @@ class ProcessorSettings(BaseSettings):
 
     database_url: str
     email_queue_url: str
+    # When set, emails whose message was dead-lettered before they reached SENT/FAILED are
+    # marked FAILED, so no email is left QUEUED with no message to carry it.
+    email_dlq_url: str | None = None
+    dead_letter_recheck_seconds: int = Field(default=43_200, ge=1, le=43_200)
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.tables import email_history, emails
-from mailstack_processor.delivery import ClaimState
+from mailstack_processor.delivery import ClaimState, DeadLetterOutcome
 from mailstack_processor.providers.base import SendReceipt
 from mailstack_processor.repository import EmailDeliveryStore
 
@@ -137,3 +137,33 @@ async def test_release_and_fail_record_state_and_last_error(engine: AsyncEngine)
         ("PROCESSING", None),
         ("FAILED", "sendgrid"),
     ]
+
+
+async def test_a_dead_lettered_open_email_becomes_failed_with_its_last_reason(
+    engine: AsyncEngine,
+) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    await store.claim(email_id, 30, 1)
+    await store.release_for_retry(email_id, {"last_error": "sendgrid HTTP 503: busy"})
+
+    assert await store.fail_dead_lettered(email_id) is DeadLetterOutcome.FAILED
+    assert await store.fail_dead_lettered(email_id) is DeadLetterOutcome.FINAL
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(emails).where(emails.c.id == email_id))).one()
+        detail = await connection.scalar(
+            select(email_history.c.detail)
+            .where(email_history.c.email_id == email_id)
+            .order_by(email_history.c.id.desc())
+            .limit(1)
+        )
+    assert (row.status, row.last_error) == ("FAILED", "sendgrid HTTP 503: busy")
+    assert detail == {"outcome": "dead_lettered", "last_error": "sendgrid HTTP 503: busy"}
+
+
+async def test_a_dead_letter_does_not_fail_an_email_being_delivered(engine: AsyncEngine) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine)
+    await store.claim(email_id, 30, 1)
+    assert await store.fail_dead_lettered(email_id) is DeadLetterOutcome.BUSY
+    assert await store.fail_dead_lettered(uuid.uuid4()) is DeadLetterOutcome.MISSING

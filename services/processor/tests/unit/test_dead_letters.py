@@ -1,0 +1,76 @@
+"""The dead-letter watcher: an email whose message was dead-lettered does not stay open."""
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from mailstack_processor.dead_letters import BUSY_RECHECK_SECONDS, DeadLetterWatcher
+from mailstack_processor.delivery import DeadLetterOutcome
+
+RECHECK = 3600
+
+
+def _body(email_id: uuid.UUID) -> str:
+    return json.dumps({"version": 1, "type": "email.queued", "email_id": str(email_id)})
+
+
+async def _watch(queue: Any, outcomes: dict[uuid.UUID, Any]) -> list[uuid.UUID]:
+    settled: list[uuid.UUID] = []
+
+    async def settle(email_id: uuid.UUID) -> DeadLetterOutcome:
+        settled.append(email_id)
+        outcome = outcomes[email_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    stop = asyncio.Event()
+    watcher = DeadLetterWatcher(queue, settle, recheck_seconds=RECHECK)
+    task = asyncio.create_task(watcher.run(stop))
+    for _ in range(200):
+        if not queue.waiting and len(queue.visibility) >= len(outcomes):
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    return settled
+
+
+async def test_settles_each_dead_lettered_email_and_keeps_the_message(
+    queue: Any, make: Any
+) -> None:
+    failed, final = uuid.uuid4(), uuid.uuid4()
+    queue.put(make.message(_body(failed), message_id="m-failed"))
+    queue.put(make.message(_body(final), message_id="m-final"))
+
+    settled = await _watch(
+        queue, {failed: DeadLetterOutcome.FAILED, final: DeadLetterOutcome.FINAL}
+    )
+
+    assert settled == [failed, final]
+    assert queue.deleted == []  # the DLQ keeps them for inspection and its alarm
+    assert queue.visibility == [("m-failed", RECHECK), ("m-final", RECHECK)]
+
+
+async def test_looks_again_soon_at_an_email_that_is_being_delivered(queue: Any, make: Any) -> None:
+    busy, broken = uuid.uuid4(), uuid.uuid4()
+    queue.put(make.message(_body(busy), message_id="m-busy"))
+    queue.put(make.message(_body(broken), message_id="m-broken"))
+
+    await _watch(queue, {busy: DeadLetterOutcome.BUSY, broken: ConnectionError("db down")})
+
+    assert queue.visibility == [
+        ("m-busy", BUSY_RECHECK_SECONDS),
+        ("m-broken", BUSY_RECHECK_SECONDS),
+    ]
+
+
+async def test_a_poison_message_is_left_alone_in_the_dlq(queue: Any, make: Any) -> None:
+    queue.put(make.message("not a message", message_id="m-poison"))
+
+    settled = await _watch(queue, {uuid.uuid4(): DeadLetterOutcome.MISSING})
+
+    assert settled == []
+    assert queue.visibility == [("m-poison", RECHECK)]
+    assert queue.deleted == []
