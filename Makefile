@@ -58,6 +58,10 @@ fmt: sync ## Format and autofix
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
+.PHONY: jobs-package
+jobs-package: sync ## Build build/jobs.zip, the Lambda bundle of the cleanup and retry jobs
+	$(UV) run --frozen python services/jobs/package.py
+
 .PHONY: clean
 clean: down ## Stop the stack and remove its state (.stack/)
 	rm -rf .stack

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from mailstack_jobs import cleanup
-from mailstack_jobs.archive import S3Archive
-from mailstack_jobs.cleanup import ArchiveMismatchError, CleanupPolicy, clean_up
-from mailstack_jobs.repository import BatchKey, EmailCleanupStore, ExpiredEmail, LockedExpiredBatch
 from sqlalchemy import Engine, select
 
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import emails
+from mailstack_jobs import cleanup
+from mailstack_jobs.archive import S3Archive
+from mailstack_jobs.cleanup import ArchiveMismatchError, CleanupPolicy, clean_up
+from mailstack_jobs.repository import BatchKey, EmailCleanupStore, ExpiredEmail, LockedExpiredBatch
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.config import Config
-from mailstack_jobs import retry
-from mailstack_jobs.queue import SqsEmailQueue
-from mailstack_jobs.repository import EmailRetryStore
-from mailstack_jobs.retry import RetryPolicy, requeue_failed
 from sqlalchemy import Engine
 
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_core.status import EmailStatus
+from mailstack_jobs import retry
+from mailstack_jobs.queue import SqsEmailQueue
+from mailstack_jobs.repository import EmailRetryStore
+from mailstack_jobs.retry import RetryPolicy, requeue_failed
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient

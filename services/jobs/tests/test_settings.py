@@ -4,10 +4,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from mailstack_jobs.bootstrap import resolve_database_url
 from mailstack_jobs.cleanup import effective_retention_days
 from mailstack_jobs.settings import CleanupSettings, RetrySettings
-from pydantic import ValidationError
 
 URL = "postgresql+psycopg://mailstack:secret@db.internal:5432/mailstack"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mailstack-database-url-AbCdEf"

@@ -33,7 +33,8 @@ DEFAULT_HISTORY_RETENTION_DAYS = 183
 RETRY_JOB = "retry-job"
 # Final outcomes the processor records when every provider failed transiently; a permanent
 # rejection ("rejected") is never retried.
-TRANSIENT_FAILURE_OUTCOMES = ("out_of_attempts",)
+# Both end an email whose providers failed transiently; "rejected" is permanent.
+TRANSIENT_FAILURE_OUTCOMES = ("out_of_attempts", "dead_lettered")
 OUTCOME_REQUEUED = "requeued"
 OUTCOME_RETRIES_EXHAUSTED = "retries_exhausted"
 # Rows fetched at a time while streaming emails (bodies may be up to a megabyte each).
