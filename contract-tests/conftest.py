@@ -24,6 +24,10 @@ def running_stack_env() -> dict[str, dict[str, str]]:
             "RETRY_BACKOFF_MAX_SECONDS": "2",
             "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             "RECEIVE_WAIT_SECONDS": "1",
+            "DEAD_LETTER_RECHECK_SECONDS": "1",
+            # The breaker has its own test on its own stack; here it must not carry one
+            # test's provider failures into the next.
+            "BREAKER_FAILURE_THRESHOLD": "1000",
         }
     }
 

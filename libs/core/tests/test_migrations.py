@@ -27,8 +27,12 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     try:
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         upgrade(database_url)
-        assert {"emails", "email_history", "email_outbox", "retention_policy"} <= set(
-            inspect(engine).get_table_names()
-        )
+        assert {
+            "emails",
+            "email_history",
+            "email_outbox",
+            "retention_policy",
+            "provider_breakers",
+        } <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

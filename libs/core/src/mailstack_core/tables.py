@@ -99,3 +99,15 @@ retention_policy = Table(
     CheckConstraint("singleton = 1", name="retention_policy_single_row"),
     CheckConstraint("history_retention_days >= 1", name="retention_policy_positive"),
 )
+
+# One row per provider: the circuit breaker shared by every processor instance.
+provider_breakers = Table(
+    "provider_breakers",
+    metadata,
+    Column("provider", Text, primary_key=True),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    # While in the future the provider is skipped; after it, the next call is a probe.
+    Column("opened_until", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -58,7 +58,10 @@ class DeliveryStore(Protocol):
     ) -> None:
         """Append FAILED(provider) for one provider's failed attempt; the email stays PROCESSING."""
 
-    async def mark_sent(self, email_id: uuid.UUID, receipt: SendReceipt) -> None: ...
+    async def mark_sent(
+        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+    ) -> None:
+        """SENT(provider) with its ids; `skipped` names providers passed over (circuit open)."""
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]
@@ -69,6 +72,23 @@ class DeliveryStore(Protocol):
 
     async def fail_dead_lettered(self, email_id: uuid.UUID) -> DeadLetterOutcome:
         """QUEUED, or PROCESSING with a lapsed claim -> FAILED ("dead_lettered")."""
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    consecutive_failures: int
+    open_for_seconds: float  # > 0 while the provider is skipped
+
+
+class CircuitBreakers(Protocol):
+    """Per-provider breakers shared by every processor instance (see PROVIDERS.md)."""
+
+    async def snapshot(self) -> dict[str, BreakerState]: ...
+
+    async def record_success(self, provider: str) -> None: ...
+
+    async def record_failure(self, provider: str, reason: str) -> bool:
+        """Count a transient or configuration failure; True when the breaker is now open."""
 
 
 class Action(enum.Enum):
@@ -115,6 +135,7 @@ async def deliver(
     senders: Sequence[EmailSender],
     policy: RetryPolicy,
     lease_seconds: int,
+    breakers: CircuitBreakers | None = None,
 ) -> Disposition:
     claim = await store.claim(email_id, lease_seconds, receive_count)
     bound = log.bind(email_id=str(email_id), receive_count=receive_count)
@@ -129,8 +150,14 @@ async def deliver(
         return Disposition(Action.RETRY, int(claim.lease_remaining_seconds + 1))
     assert claim.email is not None
 
+    circuits = await breakers.snapshot() if breakers is not None else {}
+    skipped = [s.name for s in senders if _is_open(circuits, s.name)]
+    # An open circuit skips a provider only while another one is worth trying.
+    candidates = [s for s in senders if s.name not in skipped] or list(senders)
+    if len(candidates) == len(senders):
+        skipped = []
     last_error: ProviderError | None = None
-    for sender in senders:
+    for sender in candidates:
         try:
             receipt = await sender.send(claim.email)
         except ProviderRejectedError as error:
@@ -140,6 +167,8 @@ async def deliver(
             return Disposition(Action.DELETE, status=EmailStatus.FAILED)
         except ProviderError as error:
             last_error = error
+            if breakers is not None and await breakers.record_failure(sender.name, str(error)):
+                bound.error("breaker.open", provider=sender.name, error=str(error))
             await store.record_failed_attempt(
                 email_id, error.provider, attempt_detail(error, claim.attempt)
             )
@@ -153,8 +182,15 @@ async def deliver(
                 error=error.reason,
             )
             continue
-        await store.mark_sent(email_id, receipt)
-        bound.info("delivery.sent", provider=receipt.provider, message_id=receipt.message_id)
+        await store.mark_sent(email_id, receipt, skipped)
+        if breakers is not None and _has_failures(circuits, sender.name):
+            await breakers.record_success(sender.name)
+        bound.info(
+            "delivery.sent",
+            provider=receipt.provider,
+            message_id=receipt.message_id,
+            skipped=skipped,
+        )
         return Disposition(Action.DELETE, status=EmailStatus.SENT)
 
     assert last_error is not None, "at least one provider is configured"
@@ -170,6 +206,16 @@ async def deliver(
         email_id, {**summary, "outcome": "retry_scheduled", "retry_in_seconds": delay}
     )
     return Disposition(Action.RETRY, delay, status=EmailStatus.QUEUED)
+
+
+def _has_failures(circuits: dict[str, BreakerState], provider: str) -> bool:
+    state = circuits.get(provider)
+    return state is not None and state.consecutive_failures > 0
+
+
+def _is_open(circuits: dict[str, BreakerState], provider: str) -> bool:
+    state = circuits.get(provider)
+    return state is not None and state.open_for_seconds > 0
 
 
 async def settle_dead_letter(email_id: uuid.UUID, store: DeliveryStore) -> DeadLetterOutcome:

@@ -19,7 +19,7 @@ from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
 from mailstack_processor.providers.sendgrid import SendGridSender
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
-from mailstack_processor.repository import EmailDeliveryStore
+from mailstack_processor.repository import EmailDeliveryStore, PostgresCircuitBreakers
 from mailstack_processor.settings import ProcessorSettings
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,9 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         connect_args={"connect_timeout": 3},
     )
     store = EmailDeliveryStore(engine)
+    breakers = PostgresCircuitBreakers(
+        engine, settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
+    )
     queue = SqsEmailQueue(
         sqs_client(settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds),
         settings.email_queue_url,
@@ -68,7 +71,13 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
 
         async def deliver(email_id: uuid.UUID, receive_count: int) -> delivery.Disposition:
             return await delivery.deliver(
-                email_id, receive_count, store, senders, policy, settings.claim_lease_seconds
+                email_id,
+                receive_count,
+                store,
+                senders,
+                policy,
+                settings.claim_lease_seconds,
+                breakers=breakers,
             )
 
         tasks = []

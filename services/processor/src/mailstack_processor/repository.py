@@ -1,14 +1,16 @@
 """All of the processor's SQL: claiming an email and recording every change of its state."""
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, emails
-from mailstack_processor.delivery import Claim, ClaimState, DeadLetterOutcome
+from mailstack_core.tables import email_history, emails, provider_breakers
+from mailstack_processor.delivery import BreakerState, Claim, ClaimState, DeadLetterOutcome
 from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
 
 
@@ -97,7 +99,9 @@ class EmailDeliveryStore:
         async with self._engine.begin() as connection:
             await _append(connection, email_id, EmailStatus.FAILED, provider, detail)
 
-    async def mark_sent(self, email_id: uuid.UUID, receipt: SendReceipt) -> None:
+    async def mark_sent(
+        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+    ) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(
                 update(emails)
@@ -112,12 +116,14 @@ class EmailDeliveryStore:
                     updated_at=func.now(),
                 )
             )
-            detail = {
+            detail: dict[str, Any] = {
                 "outcome": "accepted",
                 "message_id": receipt.message_id,
                 "transaction_id": receipt.transaction_id,
                 "http_status": receipt.http_status,
             }
+            if skipped:
+                detail["skipped"] = list(skipped)
             await _append(connection, email_id, EmailStatus.SENT, receipt.provider, detail)
 
     async def mark_failed(
@@ -189,3 +195,63 @@ class EmailDeliveryStore:
     async def ping(self) -> None:
         async with self._engine.connect() as connection:
             await connection.execute(select(1))
+
+
+class PostgresCircuitBreakers:
+    """Breaker state in Postgres, so a dead provider costs every processor one timeout, not one
+    per email: `threshold` consecutive failures open it for `cooldown_seconds`; then the next
+    call is a probe that closes it on success or opens it again on failure."""
+
+    def __init__(self, engine: AsyncEngine, threshold: int, cooldown_seconds: int) -> None:
+        self._engine = engine
+        self._threshold = threshold
+        self._cooldown = cooldown_seconds
+
+    async def snapshot(self) -> dict[str, BreakerState]:
+        remaining = func.greatest(
+            func.coalesce(func.extract("epoch", provider_breakers.c.opened_until - func.now()), 0),
+            0,
+        )
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                select(
+                    provider_breakers.c.provider,
+                    provider_breakers.c.consecutive_failures,
+                    remaining.label("open_for"),
+                )
+            )
+            return {
+                row.provider: BreakerState(row.consecutive_failures, float(row.open_for))
+                for row in rows
+            }
+
+    async def record_success(self, provider: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(provider_breakers)
+                .where(provider_breakers.c.provider == provider)
+                .values(consecutive_failures=0, opened_until=None, updated_at=func.now())
+            )
+
+    async def record_failure(self, provider: str, reason: str) -> bool:
+        failures = provider_breakers.c.consecutive_failures + 1
+        statement = pg_insert(provider_breakers).values(
+            provider=provider,
+            consecutive_failures=1,
+            opened_until=(func.now() + _seconds(self._cooldown)) if self._threshold <= 1 else None,
+            last_error=reason[:2000],
+        )
+        upsert = statement.on_conflict_do_update(
+            index_elements=[provider_breakers.c.provider],
+            set_={
+                "consecutive_failures": failures,
+                "opened_until": case(
+                    (failures >= self._threshold, func.now() + _seconds(self._cooldown)),
+                    else_=provider_breakers.c.opened_until,
+                ),
+                "last_error": reason[:2000],
+                "updated_at": func.now(),
+            },
+        ).returning(provider_breakers.c.opened_until > func.now())
+        async with self._engine.begin() as connection:
+            return bool(await connection.scalar(upsert))

@@ -28,6 +28,11 @@ class ProcessorSettings(BaseSettings):
     provider_order: str = "elasticemail,sendgrid"
     provider_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
 
+    # Consecutive transient/configuration failures that open a provider's circuit, and for how
+    # long it then stays open before a probe.
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_cooldown_seconds: int = Field(default=30, ge=1)
+
     max_concurrency: int = Field(default=20, ge=1, le=500)
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
     # Handling may take every provider's timeout plus database time; the claim outlives that.

@@ -4,7 +4,7 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,12 +92,15 @@ class InMemoryDeliveryStore:
         assert self.emails[email_id].status is EmailStatus.PROCESSING
         self._append(email_id, EmailStatus.FAILED, provider, detail)
 
-    async def mark_sent(self, email_id: uuid.UUID, receipt: SendReceipt) -> None:
+    async def mark_sent(
+        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+    ) -> None:
         self.emails[email_id].status = EmailStatus.SENT
         self.receipts[email_id] = receipt
-        self._append(
-            email_id, EmailStatus.SENT, receipt.provider, {"message_id": receipt.message_id}
-        )
+        detail: dict[str, Any] = {"message_id": receipt.message_id}
+        if skipped:
+            detail["skipped"] = list(skipped)
+        self._append(email_id, EmailStatus.SENT, receipt.provider, detail)
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]
