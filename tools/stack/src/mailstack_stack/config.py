@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from collections.abc import Mapping
@@ -19,12 +20,19 @@ AWS_ACCESS_KEY_ID = "test"
 AWS_SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack accepts any credentials
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket(socket.AF_INET)) for _ in range(count)]
+        # All bound at once, so the kernel cannot hand out the same port twice.
+        for probe in probes:
+            probe.bind((LOCALHOST, 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOCALHOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def port_in_use(port: int, host: str = LOCALHOST) -> bool:
@@ -58,13 +66,14 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Ports picked at random among free ones, for a second stack beside `make up`'s."""
+        gateway, elasticemail, sendgrid, health, localstack, postgres = free_ports(6)
         return cls(
-            gateway=free_port(),
-            elasticemail_stub=free_port(),
-            sendgrid_stub=free_port(),
-            processor_health=free_port(),
-            localstack=free_port(),
-            private_postgres=free_port(),
+            gateway=gateway,
+            elasticemail_stub=elasticemail,
+            sendgrid_stub=sendgrid,
+            processor_health=health,
+            localstack=localstack,
+            private_postgres=postgres,
         )
 
 

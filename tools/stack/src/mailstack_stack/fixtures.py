@@ -186,8 +186,16 @@ def _private_stack(
         postgres.drop_database(admin_url, postgres.database_name(database))
 
 
+_RUNNING_STACK_ENV = pytest.StashKey[dict[str, dict[str, str]]]()
+
+
+def _plain(env: ExtraEnv) -> dict[str, dict[str, str]]:
+    return {component: dict(values) for component, values in env.items()}
+
+
 @pytest.fixture(scope="session")
 def running_stack(
+    request: pytest.FixtureRequest,
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_admin_url: str,
@@ -196,7 +204,12 @@ def running_stack(
     running_stack_env: ExtraEnv,
 ) -> Iterator[RunningStack]:
     """A complete private stack (own database and queues; stubs, gateway and processor on
-    free ports; state in a temp dir), shared by the session. Logs: `.log_file(name)`."""
+    free ports; state in a temp dir), shared by the session. Logs: `.log_file(name)`.
+
+    There is one per session, started with the `running_stack_env` of the first test that
+    asks for it; tests needing other settings use `stack_factory`.
+    """
+    request.config.stash[_RUNNING_STACK_ENV] = _plain(running_stack_env)
     yield from _private_stack(
         repo_root,
         tmp_path_factory.mktemp("stack"),
@@ -205,6 +218,22 @@ def running_stack(
         localstack_endpoint,
         running_stack_env,
     )
+
+
+@pytest.fixture(autouse=True)
+def _running_stack_env_is_the_one_it_was_started_with(request: pytest.FixtureRequest) -> None:
+    """Pytest reuses a session fixture even where a conftest overrides what it depends on:
+    fail clearly instead of running a test against a stack with other settings."""
+    if "running_stack" not in request.fixturenames:
+        return
+    started_with = request.config.stash.get(_RUNNING_STACK_ENV, None)
+    wanted = _plain(request.getfixturevalue("running_stack_env"))
+    if started_with is not None and started_with != wanted:
+        pytest.fail(
+            f"running_stack was started with running_stack_env={started_with}, but this test's "
+            f"running_stack_env is {wanted}: pytest shares one running_stack per session. Give "
+            "every suite the same running_stack_env, or use stack_factory(extra_env=...)."
+        )
 
 
 @pytest.fixture
