@@ -51,6 +51,7 @@ lint: sync ## ruff, ruff format --check, mypy --strict, import-boundary contract
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy $(addprefix -p ,$(PACKAGES))
+	$(UV) run --frozen mypy localstack/bootstrap.py
 	$(UV) run --frozen lint-imports
 
 .PHONY: fmt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import sys
 from collections.abc import Mapping
@@ -120,6 +121,11 @@ class StackConfig:
     @property
     def resources_file(self) -> Path:
         return self.repo_root / "config" / "resources.json"
+
+    def max_receive_count(self) -> int:
+        """The queue's maxReceiveCount, which the processor's MAX_ATTEMPTS must equal."""
+        settings = json.loads(self.resources_file.read_text())
+        return int(settings["email_queue"]["max_receive_count"])
 
     @property
     def localstack_volume_dir(self) -> Path:

@@ -263,6 +263,9 @@ class Stack:
             "SENDGRID_BASE_URL": self.config.url(ports.sendgrid_stub),
             "SENDGRID_API_KEY": SENDGRID_API_KEY,
             "PROCESSOR_HEALTH_PORT": str(ports.processor_health),
+            "EMAIL_DLQ_URL": queues.email_dlq_url,
+            # The last receive before the redrive policy takes the message marks it FAILED.
+            "MAX_ATTEMPTS": str(self.config.max_receive_count()),
         }
         spec = self._python_spec(PROCESSOR, "mailstack_processor", env=env)
         self._ensure_running(spec, self._health_check(PROCESSOR), ports.processor_health)
