@@ -1,0 +1,130 @@
+"""The processor killed or stopped mid-batch: every accepted email still ends SENT, once."""
+
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from email_flows import history, submit, wait_for_final
+from mailstack_stubs.control import StubControl
+
+pytestmark = pytest.mark.e2e
+
+EMAILS = 12
+PROCESSOR_ENV = {
+    "RECEIVE_WAIT_SECONDS": "1",
+    "MAX_CONCURRENCY": "4",
+    "CLAIM_LEASE_SECONDS": "5",
+    "RETRY_BACKOFF_BASE_SECONDS": "0.2",
+    "BREAKER_FAILURE_THRESHOLD": "1000",
+    "EMAIL_DLQ_URL": "",
+}
+
+
+@pytest.fixture
+def request_cleanup(request: pytest.FixtureRequest) -> Any:
+    return request.addfinalizer
+
+
+def _statuses(gateway: httpx.Client, ids: list[str]) -> Counter[str]:
+    return Counter(gateway.get(f"/v1/emails/{email_id}").json()["status"] for email_id in ids)
+
+
+def _wait_until_some_are_in_flight(gateway: httpx.Client, ids: list[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        statuses = _statuses(gateway, ids)
+        if statuses["PROCESSING"] and statuses["SENT"] < len(ids):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no email was in flight: {_statuses(gateway, ids)}")
+
+
+def _sends_per_email(stub: StubControl, ids: list[str]) -> Counter[str]:
+    """Sends the provider really executed (idempotent replays are not sends)."""
+    counts: Counter[str] = Counter()
+    for message in stub.messages():
+        if message["status"] != 200 or message.get("replay"):
+            continue
+        for email_id in ids:
+            if email_id in str(message["body"]):
+                counts[email_id] += 1
+    return counts
+
+
+def _run_batch(stack: Any, gateway: httpx.Client) -> tuple[StubControl, list[str]]:
+    elasticemail = StubControl(stack.elasticemail_stub_url)
+    elasticemail.set_behaviour("ok", delay_ms=700)  # keep sends in flight long enough to interrupt
+    ids = [submit(gateway) for _ in range(EMAILS)]
+    _wait_until_some_are_in_flight(gateway, ids)
+    return elasticemail, ids
+
+
+def _exited(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # A dead child of this test process stays a zombie ("Z") until it is reaped.
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _exited(pid):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"process {pid} still running after {timeout} s")
+
+
+def test_every_email_is_sent_once_after_the_processor_is_killed_mid_batch(
+    stack_factory: Any, request_cleanup: Any
+) -> None:
+    stack = stack_factory({"processor": PROCESSOR_ENV})
+    gateway = httpx.Client(base_url=stack.gateway_url, timeout=10)
+    request_cleanup(gateway.close)
+    elasticemail, ids = _run_batch(stack, gateway)
+    pid = stack.pid("processor")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait_for_exit(pid, 10)
+    stack.start_component("processor")
+
+    finals = [wait_for_final(gateway, email_id, timeout=120) for email_id in ids]
+    assert {email["status"] for email in finals} == {"SENT"}
+    reclaimed = [
+        email_id
+        for email_id in ids
+        if any(entry["detail"].get("reclaimed") for entry in history(gateway, email_id))
+    ]
+    # The kill interrupted claimed emails; they were reclaimed after their lease lapsed.
+    assert reclaimed, "the kill should have interrupted at least one claimed email"
+    # Resending a reclaimed email reuses its Idempotency-Key: ElasticEmail replays, never twice.
+    assert _sends_per_email(elasticemail, ids) == Counter(dict.fromkeys(ids, 1))
+
+
+def test_a_terminated_processor_drains_its_batch_and_nothing_is_sent_twice(
+    stack_factory: Any, request_cleanup: Any
+) -> None:
+    stack = stack_factory({"processor": PROCESSOR_ENV})
+    gateway = httpx.Client(base_url=stack.gateway_url, timeout=10)
+    request_cleanup(gateway.close)
+    elasticemail, ids = _run_batch(stack, gateway)
+    pid = stack.pid("processor")
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    _wait_for_exit(pid, 30)
+    assert "consumer.stopped" in stack.log_file("processor").read_text()
+    stack.start_component("processor")
+
+    finals = [wait_for_final(gateway, email_id, timeout=120) for email_id in ids]
+    assert {email["status"] for email in finals} == {"SENT"}
+    for email_id in ids:
+        entries = history(gateway, email_id)
+        assert not any(entry["detail"].get("reclaimed") for entry in entries), email_id
+    assert _sends_per_email(elasticemail, ids) == Counter(dict.fromkeys(ids, 1))
