@@ -95,6 +95,8 @@ class StackConfig:
     name_prefix: str = ""
     name_suffix: str = ""
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The name of the settings profile `extra_env` came from; recorded in stack.env.
+    profile: str = "default"
     python: str = sys.executable
     cache_dir: Path | None = None
     die_with_parent: bool = False

@@ -17,6 +17,7 @@ from mailstack_stack.config import (
     AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY,
     ELASTICEMAIL_API_KEY,
+    LOCALHOST,
     SENDGRID_API_KEY,
     StackConfig,
     port_in_use,
@@ -32,6 +33,7 @@ from mailstack_stack.processes import (
     stop_components,
     wait_healthy,
 )
+from mailstack_stack.profiles import PROFILE_KEY
 from mailstack_stack.resources import QueueResources
 
 log = logging.getLogger("mailstack_stack")
@@ -245,30 +247,40 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
         }
 
-    def start_gateway(self, database_url: str, queues: QueueResources) -> None:
-        env = {
+    def gateway_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
+        """The gateway's environment (docker-compose.yml gives it the same names)."""
+        return {
             **self.service_env(database_url, queues),
-            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_HOST": LOCALHOST,
             "GATEWAY_PORT": str(self.config.ports.gateway),
         }
-        spec = self._python_spec(GATEWAY, "mailstack_gateway", env=env)
-        self._ensure_running(spec, self._health_check(GATEWAY), self.config.ports.gateway)
 
-    def start_processor(self, database_url: str, queues: QueueResources) -> None:
+    def processor_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
+        """The processor's environment (docker-compose.yml gives it the same names)."""
         ports = self.config.ports
-        env = {
+        return {
             **self.service_env(database_url, queues),
             "ELASTICEMAIL_BASE_URL": self.config.url(ports.elasticemail_stub),
             "ELASTICEMAIL_API_KEY": ELASTICEMAIL_API_KEY,
             "SENDGRID_BASE_URL": self.config.url(ports.sendgrid_stub),
             "SENDGRID_API_KEY": SENDGRID_API_KEY,
+            "PROCESSOR_HEALTH_HOST": LOCALHOST,
             "PROCESSOR_HEALTH_PORT": str(ports.processor_health),
             "EMAIL_DLQ_URL": queues.email_dlq_url,
             # The last receive before the redrive policy takes the message marks it FAILED.
             "MAX_ATTEMPTS": str(self.config.max_receive_count()),
         }
+
+    def start_gateway(self, database_url: str, queues: QueueResources) -> None:
+        env = self.gateway_env(database_url, queues)
+        spec = self._python_spec(GATEWAY, "mailstack_gateway", env=env)
+        self._ensure_running(spec, self._health_check(GATEWAY), self.config.ports.gateway)
+
+    def start_processor(self, database_url: str, queues: QueueResources) -> None:
+        env = self.processor_env(database_url, queues)
         spec = self._python_spec(PROCESSOR, "mailstack_processor", env=env)
-        self._ensure_running(spec, self._health_check(PROCESSOR), ports.processor_health)
+        port = self.config.ports.processor_health
+        self._ensure_running(spec, self._health_check(PROCESSOR), port)
 
     # -- whole-stack operations ---------------------------------------------------------------
 
@@ -284,7 +296,7 @@ class Stack:
         self.start_processor(database.url, queues)
         self._started = (database.url, queues)
         urls = self.urls(database.url, queues)
-        write_env_file(self.config.env_file, urls.as_env())
+        write_env_file(self.config.env_file, {**urls.as_env(), PROFILE_KEY: self.config.profile})
         log.info("stack.up env_file=%s", self.config.env_file)
         return urls
 

@@ -1,0 +1,232 @@
+"""docker-compose.yml, checked without a Docker engine: the service graph, pins, health checks,
+ports, and the environment each service gets against what the host launcher gives it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailstack_stack.compose import compose_urls, load_compose, override_document
+from mailstack_stack.config import (
+    ELASTICEMAIL_API_KEY,
+    SENDGRID_API_KEY,
+    Ports,
+    StackConfig,
+)
+from mailstack_stack.resources import QueueResources, load_bootstrap
+from mailstack_stack.stack import Stack
+
+# The services whose process stays up (migrate runs once and exits).
+LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
+LONG_RUNNING |= {"processor"}
+BUILT = {"migrate", "elasticemail-stub", "sendgrid-stub", "gateway", "processor"}
+# localstack/localstack's default account id for any test credentials.
+LOCALSTACK_ACCOUNT = "000000000000"
+
+
+@pytest.fixture(scope="module")
+def compose(repo_root: Path) -> dict[str, Any]:
+    return load_compose(repo_root / "docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def resources(repo_root: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((repo_root / "config" / "resources.json").read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def host_stack(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """A launcher that is never started: only asked what environment it would give."""
+    return Stack(StackConfig(repo_root=repo_root, state_dir=tmp_path_factory.mktemp("unused")))
+
+
+QUEUES = QueueResources("http://q/emails", "http://q/dlq", "bucket")
+
+
+def test_has_the_whole_stack(services: dict[str, Any]) -> None:
+    assert set(services) == LONG_RUNNING | {"migrate"}
+
+
+def test_every_image_is_pinned_to_a_version(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        if name in BUILT:
+            assert image.endswith(":local"), f"{name} runs the image built here"
+            continue
+        _, _, tag = image.partition(":")
+        assert tag, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image} is not pinned"
+        assert re.match(r"^\d+\.\d+(\.\d+)?(-[a-z0-9.]+)?$", tag) or "@sha256:" in image, image
+    assert services["localstack"]["image"] == "localstack/localstack:4.14.0"
+
+
+def test_built_services_name_their_dockerfile(repo_root: Path, services: dict[str, Any]) -> None:
+    for name in BUILT:
+        build = services[name]["build"]
+        assert build["context"] == "."
+        assert (repo_root / build["dockerfile"]).is_file(), name
+
+
+def test_long_running_services_have_health_checks(services: dict[str, Any]) -> None:
+    for name in LONG_RUNNING:
+        healthcheck = services[name]["healthcheck"]
+        assert healthcheck["test"][0] == "CMD", name
+        assert not healthcheck.get("disable"), name
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+    assert services["migrate"]["restart"] == "no"
+
+
+def test_localstack_is_healthy_only_when_its_services_and_the_ready_hook_are(
+    services: dict[str, Any],
+) -> None:
+    probe = services["localstack"]["healthcheck"]["test"][-1]
+    assert "/_localstack/health" in probe
+    assert "/_localstack/init/ready" in probe
+    for service in services["localstack"]["environment"]["SERVICES"].split(","):
+        assert f"'{service}'" in probe
+
+
+def test_each_service_starts_when_what_it_needs_is_healthy_or_done(
+    services: dict[str, Any],
+) -> None:
+    def conditions(name: str) -> dict[str, str]:
+        return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
+
+    assert conditions("migrate") == {"postgres": "service_healthy"}
+    assert conditions("gateway") == {
+        "migrate": "service_completed_successfully",
+        "localstack": "service_healthy",
+    }
+    assert conditions("processor") == {
+        "migrate": "service_completed_successfully",
+        "localstack": "service_healthy",
+        "elasticemail-stub": "service_healthy",
+        "sendgrid-stub": "service_healthy",
+    }
+    for name, service in services.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            if spec["condition"] == "service_healthy":
+                assert "test" in services[dependency]["healthcheck"], (name, dependency)
+
+
+def test_every_port_is_bound_to_loopback(services: dict[str, Any]) -> None:
+    published = [str(port) for service in services.values() for port in service.get("ports", [])]
+    assert published
+    assert all(port.startswith("127.0.0.1:") for port in published), published
+
+
+def test_gateway_gets_the_variables_the_host_launcher_gives_it(
+    services: dict[str, Any], host_stack: Stack
+) -> None:
+    host = host_stack.gateway_env("postgresql://db", QUEUES)
+    assert set(services["gateway"]["environment"]) == set(host)
+
+
+def test_processor_gets_the_variables_the_host_launcher_gives_it(
+    services: dict[str, Any], host_stack: Stack
+) -> None:
+    host = host_stack.processor_env("postgresql://db", QUEUES)
+    compose_env = services["processor"]["environment"]
+    assert set(compose_env) == set(host)
+    assert compose_env["MAX_ATTEMPTS"] == host["MAX_ATTEMPTS"]
+    assert compose_env["ELASTICEMAIL_API_KEY"] == ELASTICEMAIL_API_KEY
+    assert compose_env["SENDGRID_API_KEY"] == SENDGRID_API_KEY
+
+
+def test_migrate_runs_the_shared_migration_command_on_the_same_database(
+    services: dict[str, Any],
+) -> None:
+    migrate = services["migrate"]
+    assert migrate["command"] == ["python", "-m", "mailstack_core.migrate"]
+    assert (
+        migrate["environment"]["DATABASE_URL"]
+        == (services["gateway"]["environment"]["DATABASE_URL"])
+    )
+    assert migrate["image"] == services["gateway"]["image"]
+
+
+def test_queue_urls_are_the_ones_the_ready_hook_creates_in_the_network(
+    services: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    localstack_env = services["localstack"]["environment"]
+    assert localstack_env["SQS_ENDPOINT_STRATEGY"] == "path"
+    # Path strategy: http://<LOCALSTACK_HOST>/queue/<region>/<account>/<name>.
+    host = localstack_env["LOCALSTACK_HOST"]
+    assert host.split(":")[0] == "localstack", "the name other containers reach it by"
+    region = services["gateway"]["environment"]["AWS_REGION"]
+    base = f"http://{host}/queue/{region}/{LOCALSTACK_ACCOUNT}"
+    queue = f"{base}/{resources['email_queue']['name']}"
+    dlq = f"{base}/{resources['dead_letter_queue']['name']}"
+    for name in ("gateway", "processor"):
+        env = services[name]["environment"]
+        assert env["EMAIL_QUEUE_URL"] == queue, name
+        assert env["AWS_ENDPOINT_URL"] == f"http://{host}", name
+    assert services["processor"]["environment"]["EMAIL_DLQ_URL"] == dlq
+
+
+def test_localstack_runs_the_bootstrap_as_a_ready_hook(
+    repo_root: Path, services: dict[str, Any]
+) -> None:
+    localstack = services["localstack"]
+    mounts = dict(volume.rsplit(":", 1)[0].split(":", 1) for volume in localstack["volumes"])
+    assert all(volume.endswith(":ro") for volume in localstack["volumes"])
+    hook = mounts["./localstack/bootstrap.py"]
+    assert hook.startswith("/etc/localstack/init/ready.d/")
+    assert hook.endswith(".py")
+    bootstrap = load_bootstrap(repo_root / "localstack" / "bootstrap.py")
+    assert mounts["./config/resources.json"] == str(bootstrap.CONTAINER_RESOURCES_FILE)
+    assert "${LOCALSTACK_AUTH_TOKEN" in localstack["environment"]["LOCALSTACK_AUTH_TOKEN"]
+
+
+def test_stubs_listen_where_the_processor_sends_with_the_keys_it_uses(
+    services: dict[str, Any],
+) -> None:
+    processor = services["processor"]["environment"]
+    for provider, key in (("elasticemail", ELASTICEMAIL_API_KEY), ("sendgrid", SENDGRID_API_KEY)):
+        stub = services[f"{provider}-stub"]
+        command = stub["command"]
+        assert command[0] == provider
+        port = command[command.index("--port") + 1]
+        assert command[command.index("--api-key") + 1] == key
+        assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - in the container
+        base_url = processor[f"{provider.upper()}_BASE_URL"]
+        assert base_url == f"http://{provider}-stub:{port}"
+        assert f"127.0.0.1:{port}:{port}" in stub["ports"]
+
+
+def test_service_images_run_hardened_as_on_ecs(services: dict[str, Any]) -> None:
+    for name in BUILT:
+        service = services[name]
+        assert service["user"] == "10001:10001", name
+        assert service["read_only"] is True, name
+        assert service["tmpfs"] == ["/tmp"], name  # noqa: S108 - a tmpfs of its own
+
+
+def test_the_urls_written_to_stack_env_are_the_published_ones(
+    compose: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    urls = compose_urls(compose, resources["archive_bucket"]["name"])
+    ports = Ports()
+    assert urls.gateway_url == f"http://127.0.0.1:{ports.gateway}"
+    assert urls.elasticemail_stub_url == f"http://127.0.0.1:{ports.elasticemail_stub}"
+    assert urls.sendgrid_stub_url == f"http://127.0.0.1:{ports.sendgrid_stub}"
+    assert urls.aws_endpoint_url == f"http://127.0.0.1:{ports.localstack}"
+    assert urls.email_queue_url.startswith("http://127.0.0.1:4566/queue/us-east-1/")
+    assert urls.email_dlq_url.endswith(resources["dead_letter_queue"]["name"])
+    assert urls.database_url == "postgresql+psycopg://mailstack:mailstack@127.0.0.1:55432/mailstack"
+
+
+def test_extra_settings_become_a_compose_override() -> None:
+    override = override_document({"processor": {"EMAIL_DLQ_URL": ""}, "gateway": {}})
+    assert override == {"services": {"processor": {"environment": {"EMAIL_DLQ_URL": ""}}}}
