@@ -7,6 +7,12 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # Use the machine's Python; never download an interpreter.
 export UV_PYTHON_DOWNLOADS := never
 
+# STACK=auto|docker|host for up/down/status; STACK=auto|docker|host|external for test-contract
+# (external: the stack .stack/stack.env describes, e.g. one `make up` started).
+STACK ?=
+STACK_ARGS = $(if $(STACK),--stack=$(STACK))
+PROFILE ?=
+
 PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_jobs mailstack_stubs mailstack_stack mailstack_infra
 PYTEST_ARGS ?=
 
@@ -23,16 +29,16 @@ sync: uv ## Install the workspace with the locked versions (uv.lock)
 	@$(UV) sync --frozen --quiet
 
 .PHONY: up
-up: sync ## Start the system on this machine (Postgres, LocalStack, stubs, gateway, processor)
-	$(UV) run --frozen mailstack-stack up
+up: sync ## Start the system: docker compose if a Docker engine answers, else host processes (STACK=docker|host forces one; PROFILE=contract-tests)
+	$(UV) run --frozen mailstack-stack up $(STACK_ARGS) $(if $(PROFILE),--profile=$(PROFILE))
 
 .PHONY: down
-down: sync ## Stop exactly what `make up` started
-	$(UV) run --frozen mailstack-stack down
+down: sync ## Stop the stack `make up` started, whichever kind it is (.stack/mode)
+	$(UV) run --frozen mailstack-stack down $(STACK_ARGS)
 
 .PHONY: status
 status: sync ## Show which parts of the local stack run
-	$(UV) run --frozen mailstack-stack status
+	$(UV) run --frozen mailstack-stack status $(STACK_ARGS)
 
 .PHONY: test
 test: sync ## Run every test: unit, integration, contract (starts its own private stack), infra
@@ -43,8 +49,8 @@ test-unit: sync ## Run only the tests that need no database or LocalStack
 	$(UV) run --frozen pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
 .PHONY: test-contract
-test-contract: sync ## Run the black-box contract suite
-	$(UV) run --frozen pytest contract-tests $(PYTEST_ARGS)
+test-contract: sync ## Run the black-box contract suite (STACK=external: against the running stack)
+	$(UV) run --frozen pytest contract-tests $(STACK_ARGS) $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: sync ## ruff, ruff format --check, mypy --strict, import-boundary contracts

@@ -1,4 +1,8 @@
-"""`mailstack-stack up|down|status`: the local stack behind `make up` and `make down`."""
+"""`mailstack-stack up|down|status`: the local stack behind `make up` and `make down`.
+
+`--stack=docker` runs docker-compose.yml, `--stack=host` runs host processes, `--stack=auto`
+(the default) the stack already up, else docker when a Docker engine answers, else host.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,29 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from mailstack_stack.compose import ComposeStack
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
-from mailstack_stack.stack import Stack, StackUrls
+from mailstack_stack.modes import (
+    MODE_ENV,
+    StackMode,
+    docker_daemon_answers,
+    forget_mode,
+    parse_mode,
+    record_mode,
+    recorded_mode,
+    resolve_mode,
+)
+from mailstack_stack.profiles import DEFAULT, PROFILES, merge_env, profile_env
+from mailstack_stack.stack import ComponentStatus, Stack, StackUrls
+
+LAUNCHER_MODES = (StackMode.AUTO, StackMode.DOCKER, StackMode.HOST)
+
+
+class StackModeConflictError(RuntimeError):
+    """`up` was asked for one kind of stack while another kind is up."""
+
 
 CURL_EXAMPLE = """\
 Send an email:
@@ -37,6 +61,19 @@ def parse_extra_env(items: Sequence[str]) -> dict[str, dict[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailstack-stack", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--stack",
+        type=lambda value: parse_mode(value, LAUNCHER_MODES),
+        default=None,
+        help=f"auto|docker|host (default: ${MODE_ENV} or auto)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default=DEFAULT,
+        help="extra settings for the components; `contract-tests` runs the processor as the "
+        "contract suite's own stack does (default: %(default)s)",
+    )
     parser.add_argument("--state-dir", type=Path, help="default: <repo>/.stack")
     parser.add_argument("--gateway-port", type=int, default=Ports.gateway)
     parser.add_argument("--elasticemail-port", type=int, default=Ports.elasticemail_stub)
@@ -87,7 +124,8 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
         ports=ports,
         database_url=os.environ.get("DATABASE_URL") or None,
         localstack_services=tuple(s for s in args.localstack_services.split(",") if s),
-        extra_env=parse_extra_env(args.env),
+        extra_env=merge_env(profile_env(args.profile), parse_extra_env(args.env)),
+        profile=args.profile,
     )
 
 
@@ -100,27 +138,66 @@ def print_urls(urls: StackUrls, env_file: Path) -> None:
     out.write(CURL_EXAMPLE.format(gateway=urls.gateway_url))
 
 
+def choose_mode(
+    command: str, requested: StackMode, recorded: StackMode | None, daemon_answers: Any
+) -> StackMode:
+    """`up` may not start one kind of stack beside another; down/status follow what is up."""
+    if command != "up":
+        if requested is StackMode.AUTO:
+            return recorded or StackMode.HOST
+        return requested
+    mode = resolve_mode(requested, daemon_answers, recorded)
+    if recorded is not None and recorded is not mode:
+        raise StackModeConflictError(
+            f"a {recorded.value} stack is up (see .stack/mode); run `make down` first"
+        )
+    return mode
+
+
+def print_status(components: Sequence[ComponentStatus], mode: StackMode) -> None:
+    sys.stdout.write(f"stack: {mode.value}\n")
+    for component in components:
+        state = "healthy" if component.healthy else "down"
+        pid = f" pid={component.pid}" if component.pid else ""
+        sys.stdout.write(f"{component.name:<18} {state}{pid}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    stack = Stack(config_from_args(args))
+    config = config_from_args(args)
+    requested = args.stack or parse_mode(os.environ.get(MODE_ENV) or "auto", LAUNCHER_MODES)
+    try:
+        mode = choose_mode(
+            args.command, requested, recorded_mode(config.state_dir), docker_daemon_answers
+        )
+    except StackModeConflictError as error:
+        sys.stderr.write(f"mailstack-stack {args.command}: {error}\n")
+        return 1
+    stack: Stack | ComposeStack = (
+        ComposeStack(config) if mode is StackMode.DOCKER else Stack(config)
+    )
     if args.command == "up":
         try:
+            record_mode(config.state_dir, mode)
             urls = stack.up()
         except Exception as error:  # one clear line for `make up`
-            sys.stderr.write(f"mailstack-stack up failed: {error}\n")
+            sys.stderr.write(f"mailstack-stack up ({mode.value}) failed: {error}\n")
             return 1
-        print_urls(urls, stack.config.env_file)
+        sys.stdout.write(f"\nstack: {mode.value} (profile {config.profile})")
+        print_urls(urls, config.env_file)
     elif args.command == "down":
-        stopped = stack.down()
+        try:
+            stopped = stack.down()
+        except Exception as error:
+            sys.stderr.write(f"mailstack-stack down ({mode.value}) failed: {error}\n")
+            return 1
+        forget_mode(config.state_dir)
         sys.stdout.write(f"stopped: {', '.join(stopped) or 'nothing was running'}\n")
     else:
         components = stack.status()
-        for component in components:
-            state = "healthy" if component.healthy else "down"
-            pid = f" pid={component.pid}" if component.pid else ""
-            sys.stdout.write(f"{component.name:<18} {state}{pid}\n")
+        print_status(components, mode)
         return 0 if all(component.healthy for component in components) else 1
     return 0
 

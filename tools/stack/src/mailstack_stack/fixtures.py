@@ -1,4 +1,11 @@
-"""Pytest plugin with the fixtures that give tests a real Postgres, LocalStack and stack."""
+"""Pytest plugin with the fixtures that give tests a real Postgres, LocalStack and stack.
+
+`--stack` (or `$MAILSTACK_STACK`) says where they come from: `host` (the default) runs
+everything as host processes; `docker` takes Postgres and LocalStack from testcontainers and
+runs the services and stubs as host processes; `auto` is docker when a Docker engine answers,
+else host; `external` starts nothing and uses the stack described by the environment or
+`.stack/stack.env` (`$MAILSTACK_STACK_ENV_FILE`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +18,26 @@ from pathlib import Path
 
 import pytest
 
-from mailstack_stack import localstack, migrations, postgres, resources
+from mailstack_stack import containers, localstack, migrations, postgres, resources
 from mailstack_stack.config import Ports, StackConfig, find_repo_root, free_port
+from mailstack_stack.external import ExternalStack, MissingStackSettingError, load_external_stack
+from mailstack_stack.modes import (
+    MODE_ENV,
+    StackMode,
+    docker_daemon_answers,
+    requested_mode,
+    resolve_mode,
+)
 from mailstack_stack.processes import ProcessDirs, start_process, stop_process, wait_healthy
 from mailstack_stack.resources import QueueResources
 from mailstack_stack.stack import RunningStack, run_stack
 
 POSTGRES_URL_ENV = "MAILSTACK_TEST_POSTGRES_URL"
 AWS_ENDPOINT_ENV = "MAILSTACK_TEST_AWS_ENDPOINT_URL"
+STACK_ENV_FILE_ENV = "MAILSTACK_STACK_ENV_FILE"
+# CI and `make test` run host unless told otherwise: a verdict should not change with whether
+# a Docker engine happens to answer.
+DEFAULT_MODE = StackMode.HOST
 
 ExtraEnv = Mapping[str, Mapping[str, str]]
 StackFactory = Callable[..., RunningStack]
@@ -34,21 +53,74 @@ def _unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}-"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stack",
+        choices=[mode.value for mode in StackMode],
+        default=None,
+        help="where Postgres, LocalStack and the stack under test come from: "
+        f"auto|docker|host|external (default: ${MODE_ENV} or {DEFAULT_MODE.value})",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    requested = requested_mode(config.getoption("--stack"), os.environ, DEFAULT_MODE)
+    return f"mailstack stack: {requested.value}"
+
+
+class ExternalStackUnderTest(ExternalStack):
+    """An external stack whose missing settings skip the test that needs them, saying which."""
+
+    def require(self, key: str) -> str:
+        try:
+            return super().require(key)
+        except MissingStackSettingError as error:
+            pytest.skip(f"--stack=external: {error}")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return find_repo_root()
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url() -> Iterator[str]:
+def stack_mode(request: pytest.FixtureRequest) -> StackMode:
+    """docker, host or external: `--stack`, else `$MAILSTACK_STACK`, else host; auto resolved."""
+    requested = requested_mode(request.config.getoption("--stack"), os.environ, DEFAULT_MODE)
+    return resolve_mode(requested, docker_daemon_answers)
+
+
+@pytest.fixture(scope="session")
+def external_stack(repo_root: Path) -> ExternalStackUnderTest:
+    """The stack `--stack=external` tests: URLs from the environment, else the stack.env file."""
+    env_file = Path(os.environ.get(STACK_ENV_FILE_ENV) or repo_root / ".stack" / "stack.env")
+    loaded = load_external_stack(os.environ, env_file)
+    return ExternalStackUnderTest(values=loaded.values, source=loaded.source)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(
+    stack_mode: StackMode, repo_root: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """An admin URL (libpq form) of a Postgres server where tests may create databases.
 
-    `$MAILSTACK_TEST_POSTGRES_URL` if set; else the server on 127.0.0.1:5432; else a private
-    cluster in a temporary directory, removed at the end of the session.
+    `$MAILSTACK_TEST_POSTGRES_URL` if set; with --stack=docker a Postgres container; with
+    --stack=external the server of the stack's DATABASE_URL; else the server on 127.0.0.1:5432;
+    else a private cluster in a temporary directory, removed at the end of the session.
     """
     explicit = os.environ.get(POSTGRES_URL_ENV)
     if explicit:
         yield postgres.libpq_url(explicit)
+        return
+    if stack_mode is StackMode.DOCKER:
+        image = containers.compose_image(repo_root / "docker-compose.yml", "postgres")
+        with containers.postgres_container(image) as url:
+            yield url
+        return
+    if stack_mode is StackMode.EXTERNAL:
+        external: ExternalStack = request.getfixturevalue("external_stack")
+        database_url = external.database_url
+        yield postgres.with_database(postgres.libpq_url(database_url), "postgres")
         return
     local = postgres.server_url()
     if postgres.server_answers(local):
@@ -109,11 +181,24 @@ def localstack_endpoint(
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
     localstack_services: tuple[str, ...],
+    stack_mode: StackMode,
+    request: pytest.FixtureRequest,
 ) -> Iterator[str]:
-    """`$MAILSTACK_TEST_AWS_ENDPOINT_URL`, else a private LocalStack on a free port."""
+    """`$MAILSTACK_TEST_AWS_ENDPOINT_URL`; else with --stack=docker a LocalStack container,
+    with --stack=external the stack's AWS_ENDPOINT_URL; else a private LocalStack on a free
+    port."""
     explicit = os.environ.get(AWS_ENDPOINT_ENV)
     if explicit:
         yield explicit.rstrip("/")
+        return
+    if stack_mode is StackMode.DOCKER:
+        image = containers.compose_image(repo_root / "docker-compose.yml", "localstack")
+        with containers.localstack_container(localstack_services, image) as endpoint:
+            yield endpoint
+        return
+    if stack_mode is StackMode.EXTERNAL:
+        external: ExternalStack = request.getfixturevalue("external_stack")
+        yield external.aws_endpoint_url
         return
     state_dir = tmp_path_factory.mktemp("localstack")
     dirs = ProcessDirs(state_dir)
@@ -198,24 +283,30 @@ def running_stack(
     request: pytest.FixtureRequest,
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
-    postgres_admin_url: str,
-    migrated_template: str,
-    localstack_endpoint: str,
+    stack_mode: StackMode,
     running_stack_env: ExtraEnv,
-) -> Iterator[RunningStack]:
+) -> Iterator[RunningStack | ExternalStack]:
     """A complete private stack (own database and queues; stubs, gateway and processor on
     free ports; state in a temp dir), shared by the session. Logs: `.log_file(name)`.
 
     There is one per session, started with the `running_stack_env` of the first test that
-    asks for it; tests needing other settings use `stack_factory`.
+    asks for it; tests needing other settings use `stack_factory`. With --stack=external it
+    is the external stack (an `ExternalStack`), and nothing is started.
     """
+    if stack_mode is StackMode.EXTERNAL:
+        external: ExternalStackUnderTest = request.getfixturevalue("external_stack")
+        if external.get("GATEWAY_URL") is None:
+            pytest.fail(f"--stack=external needs GATEWAY_URL (environment or {external.source})")
+        yield external
+        return
+    postgres_admin_url: str = request.getfixturevalue("postgres_admin_url")
     request.config.stash[_RUNNING_STACK_ENV] = _plain(running_stack_env)
     yield from _private_stack(
         repo_root,
         tmp_path_factory.mktemp("stack"),
         postgres_admin_url,
-        migrated_template,
-        localstack_endpoint,
+        request.getfixturevalue("migrated_template"),
+        request.getfixturevalue("localstack_endpoint"),
         running_stack_env,
     )
 
@@ -245,7 +336,9 @@ def stack_factory(
     localstack_endpoint: str,
 ) -> Iterator[StackFactory]:
     """`stack_factory(extra_env={...})` starts another private stack just for this test (for
-    tests that kill or restart components); all are taken down after the test."""
+    tests that kill or restart components); all are taken down after the test. With
+    --stack=external its database and queues are made on the external stack's Postgres and
+    LocalStack (skipped when DATABASE_URL or AWS_ENDPOINT_URL is not given)."""
     stacks: list[Iterator[RunningStack]] = []
 
     def start(extra_env: ExtraEnv | None = None) -> RunningStack:
