@@ -13,8 +13,8 @@ from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
+from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, outbox
-from mailstack_gateway.observability import configure_logging
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
 from mailstack_gateway.repository import EmailReader, EmailWriter
 from mailstack_gateway.schemas import EmailCreate

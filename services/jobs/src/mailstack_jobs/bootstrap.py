@@ -1,12 +1,9 @@
 """The one place the jobs are wired: logging, the database engine and the AWS clients."""
 
-import logging
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-import structlog
 from botocore.config import Config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
@@ -23,28 +20,6 @@ class SecretReader(Protocol):
     """The one call of the Secrets Manager client the jobs make."""
 
     def get_secret_value(self, *, SecretId: str) -> Mapping[str, Any]: ...  # noqa: N803
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        # Not cached: a warm Lambda container may be reconfigured by the next invocation.
-        cache_logger_on_first_use=False,
-    )
 
 
 def _client_config() -> Config:

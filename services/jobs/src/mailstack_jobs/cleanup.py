@@ -10,9 +10,9 @@ from typing import IO, Any, Protocol
 
 import structlog
 
+from mailstack_core.logs import configure_logging
 from mailstack_jobs.archive import ArchiveFile, S3Archive
 from mailstack_jobs.bootstrap import (
-    configure_logging,
     database_engine,
     resolve_database_url,
     s3_client,
@@ -187,7 +187,7 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     """Lambda entry point (EventBridge schedule); the event carries nothing the job needs."""
     started = time.monotonic()
     settings = CleanupSettings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, cache_loggers=False)
     engine = database_engine(resolve_database_url(settings), settings.database_timeout_seconds)
     try:
         summary = clean_up(

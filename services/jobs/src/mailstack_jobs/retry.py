@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from mailstack_core.logs import configure_logging
 from mailstack_jobs.bootstrap import (
-    configure_logging,
     database_engine,
     resolve_database_url,
     sqs_client,
@@ -121,7 +121,7 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     """Lambda entry point (EventBridge schedule); the event carries nothing the job needs."""
     started = time.monotonic()
     settings = RetrySettings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, cache_loggers=False)
     engine = database_engine(resolve_database_url(settings), settings.database_timeout_seconds)
     try:
         summary = requeue_failed(

@@ -11,10 +11,10 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mailstack_core.database import normalize_database_url
+from mailstack_core.logs import configure_logging
 from mailstack_processor import delivery
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.dead_letters import DeadLetterWatcher
-from mailstack_processor.observability import configure_logging
 from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
 from mailstack_processor.providers.sendgrid import SendGridSender
