@@ -11,16 +11,18 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
-from mailstack_stack.compose import compose_urls, load_compose, override_document
+from mailstack_stack.compose import ComposeStack, compose_urls, load_compose, override_document
 from mailstack_stack.config import (
     ELASTICEMAIL_API_KEY,
     SENDGRID_API_KEY,
     Ports,
     StackConfig,
 )
+from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
 from mailstack_stack.resources import QueueResources, load_bootstrap
-from mailstack_stack.stack import Stack
+from mailstack_stack.stack import Stack, read_env_file
 
 # The services whose process stays up (migrate runs once and exits).
 LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
@@ -242,3 +244,58 @@ def test_the_urls_written_to_stack_env_are_the_published_ones(
 def test_extra_settings_become_a_compose_override() -> None:
     override = override_document({"processor": {"EMAIL_DLQ_URL": ""}, "gateway": {}})
     assert override == {"services": {"processor": {"environment": {"EMAIL_DLQ_URL": ""}}}}
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path) -> tuple[Path, Path]:
+    """A `docker` that records its arguments and succeeds: the CLI boundary, without an engine."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "docker"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    script.chmod(0o755)
+    return script, calls
+
+
+def test_up_runs_compose_with_the_profile_as_an_override_and_writes_stack_env(
+    repo_root: Path,
+    tmp_path: Path,
+    fake_docker: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script, calls = fake_docker
+    config = StackConfig(
+        repo_root=repo_root,
+        state_dir=tmp_path / "state",
+        extra_env=profile_env(CONTRACT_TESTS),
+        profile=CONTRACT_TESTS,
+    )
+    stack = ComposeStack(config, docker=str(script))
+    monkeypatch.setattr(ComposeStack, "_wait_healthy", lambda self, urls: None)
+
+    urls = stack.up()
+
+    compose_file = repo_root / "docker-compose.yml"
+    override = config.state_dir / "compose.override.yml"
+    assert calls.read_text().split() == [
+        "compose",
+        "--project-directory",
+        str(repo_root),
+        "-f",
+        str(compose_file),
+        "-f",
+        str(override),
+        "up",
+        "--detach",
+        "--build",
+        "--remove-orphans",
+    ]
+    written = yaml.safe_load(override.read_text())
+    assert written["services"]["processor"]["environment"]["EMAIL_DLQ_URL"] == ""
+    env = read_env_file(config.env_file)
+    assert env["GATEWAY_URL"] == urls.gateway_url
+    assert env["STACK_PROFILE"] == CONTRACT_TESTS
+
+    stack.down()
+    assert calls.read_text().splitlines()[-1].endswith("down --remove-orphans")
+    assert not config.env_file.exists()
+    assert not override.exists()
