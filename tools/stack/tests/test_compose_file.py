@@ -13,7 +13,13 @@ import jsonschema
 import pytest
 import yaml
 
-from mailstack_stack.compose import ComposeStack, compose_urls, load_compose, override_document
+from mailstack_stack.compose import (
+    ComposeError,
+    ComposeStack,
+    compose_urls,
+    load_compose,
+    override_document,
+)
 from mailstack_stack.config import (
     ELASTICEMAIL_API_KEY,
     SENDGRID_API_KEY,
@@ -299,3 +305,17 @@ def test_up_runs_compose_with_the_profile_as_an_override_and_writes_stack_env(
     assert calls.read_text().splitlines()[-1].endswith("down --remove-orphans")
     assert not config.env_file.exists()
     assert not override.exists()
+
+
+def test_docker_mode_says_why_it_cannot_start_before_starting_anything(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    config = StackConfig(repo_root=repo_root, state_dir=tmp_path / "state")
+    with pytest.raises(ComposeError, match="no Docker engine answers"):
+        ComposeStack(config).preflight(daemon_answers=lambda: False)
+    no_plugin = tmp_path / "docker"
+    no_plugin.write_text('#!/bin/sh\necho "docker: unknown command: docker $1" >&2\nexit 1\n')
+    no_plugin.chmod(0o755)
+    with pytest.raises(ComposeError, match=r"compose plugin is not available.*unknown command"):
+        ComposeStack(config, docker=str(no_plugin)).preflight(daemon_answers=lambda: True)
+    assert not config.state_dir.exists()

@@ -180,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "up":
         try:
+            if isinstance(stack, ComposeStack):
+                stack.preflight()
+            # Recorded before starting, so that `down` cleans up after a start that failed.
             record_mode(config.state_dir, mode)
             urls = stack.up()
         except Exception as error:  # one clear line for `make up`

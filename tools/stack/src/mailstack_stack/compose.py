@@ -10,7 +10,7 @@ import functools
 import json
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import yaml
 
 from mailstack_stack import localstack
 from mailstack_stack.config import LOCALHOST, StackConfig
+from mailstack_stack.modes import docker_daemon_answers
 from mailstack_stack.profiles import PROFILE_KEY
 from mailstack_stack.stack import ComponentStatus, StackUrls, http_ok, write_env_file
 
@@ -130,6 +131,18 @@ class ComposeStack:
             detail = f": {result.stderr.strip()}" if capture and result.stderr else ""
             raise ComposeError(f"{' '.join(argv)} failed (exit {result.returncode}){detail}")
         return result.stdout or ""
+
+    def preflight(self, daemon_answers: Callable[[], bool] = docker_daemon_answers) -> None:
+        """Fail with the reason before anything is started: no engine, or no compose plugin."""
+        if not daemon_answers():
+            raise ComposeError(
+                "no Docker engine answers (DOCKER_HOST or the default socket); "
+                "start one, or run the stack as host processes with STACK=host"
+            )
+        try:
+            self._run([self.docker, "compose", "version"], capture=True)
+        except ComposeError as error:
+            raise ComposeError(f"the docker compose plugin is not available: {error}") from None
 
     def urls(self) -> StackUrls:
         settings = json.loads(self.config.resources_file.read_text())

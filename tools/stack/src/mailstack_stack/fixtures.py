@@ -87,7 +87,15 @@ def repo_root() -> Path:
 def stack_mode(request: pytest.FixtureRequest) -> StackMode:
     """docker, host or external: `--stack`, else `$MAILSTACK_STACK`, else host; auto resolved."""
     requested = requested_mode(request.config.getoption("--stack"), os.environ, DEFAULT_MODE)
-    return resolve_mode(requested, docker_daemon_answers)
+    mode = resolve_mode(requested, docker_daemon_answers)
+    if requested is StackMode.DOCKER and not docker_daemon_answers():
+        # Asked for explicitly: an error, never a quiet fall back to host processes or a skip.
+        pytest.fail(
+            "--stack=docker: no Docker engine answers (DOCKER_HOST or the default socket); "
+            "use --stack=host, or --stack=auto to fall back to host processes",
+            pytrace=False,
+        )
+    return mode
 
 
 @pytest.fixture(scope="session")
