@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from mailstack_stack.external import ExternalStack
 from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
+from mailstack_stack.resources import localstack_clients
 from mailstack_stubs.control import StubControl
 
 RESOURCES = Path(__file__).resolve().parents[1] / "config" / "resources.json"
@@ -115,10 +115,4 @@ def _fresh_stubs(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sqs(stack: Any) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=stack.aws_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    return localstack_clients(stack.aws_endpoint_url)[0]

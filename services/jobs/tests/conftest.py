@@ -8,15 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from sqlalchemy import Engine, create_engine, func, insert, select, update
 from sqlalchemy.pool import NullPool
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails, retention_policy
+from mailstack_stack.resources import localstack_clients
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -136,22 +135,14 @@ def rows(engine: Engine) -> EmailRows:
     return EmailRows(engine)
 
 
-def _client_config() -> Config:
-    return Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2})
-
-
 @pytest.fixture
 def s3(localstack_endpoint: str) -> "S3Client":
-    return boto3.client(
-        "s3", endpoint_url=localstack_endpoint, region_name=REGION, config=_client_config()
-    )
+    return localstack_clients(localstack_endpoint, REGION)[1]
 
 
 @pytest.fixture
 def sqs(localstack_endpoint: str) -> "SQSClient":
-    return boto3.client(
-        "sqs", endpoint_url=localstack_endpoint, region_name=REGION, config=_client_config()
-    )
+    return localstack_clients(localstack_endpoint, REGION)[0]
 
 
 @pytest.fixture

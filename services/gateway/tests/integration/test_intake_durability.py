@@ -4,7 +4,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -18,6 +17,7 @@ from mailstack_gateway.main import create_app
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
 from mailstack_gateway.repository import EmailWriter
 from mailstack_gateway.settings import GatewaySettings
+from mailstack_stack.resources import localstack_clients
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ async def _outbox_rows(database_url: str) -> int:
 
 
 def _queued_ids(endpoint: str, queue_url: str) -> list[uuid.UUID]:
-    client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    client, _ = localstack_clients(endpoint)
     response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
     return [
         EmailQueuedMessage.from_json(message["Body"]).email_id

@@ -3,17 +3,17 @@
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
+from mailstack_stack.resources import localstack_clients
 
 pytestmark = pytest.mark.integration
 
 
 def _drain(endpoint: str, queue_url: str, expected: int) -> list[str]:
-    client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    client, _ = localstack_clients(endpoint)
     bodies: list[str] = []
     for _ in range(10):
         response = client.receive_message(

@@ -5,10 +5,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
+from mailstack_stack.resources import localstack_clients
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def _queue(endpoint: str, queue_url: str) -> SqsEmailQueue:
 async def test_receives_with_the_receive_count_and_deletes(
     localstack_endpoint: str, sqs_queues: Any
 ) -> None:
-    boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1").send_message(
+    localstack_clients(localstack_endpoint)[0].send_message(
         QueueUrl=sqs_queues.email_queue_url, MessageBody="hello"
     )
     queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
@@ -43,7 +43,7 @@ async def test_receives_with_the_receive_count_and_deletes(
 async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
     localstack_endpoint: str, sqs_queues: Any
 ) -> None:
-    client = boto3.client("sqs", endpoint_url=localstack_endpoint, region_name="us-east-1")
+    client, _ = localstack_clients(localstack_endpoint)
     client.send_message(QueueUrl=sqs_queues.email_queue_url, MessageBody="spent")
     queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
     max_receive_count = _max_receive_count()

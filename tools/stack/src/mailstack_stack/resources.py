@@ -7,12 +7,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mailstack_stack.config import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, REGION
+from mailstack_stack.config import (
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
+    REGION,
+    find_repo_root,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
 
 _MODULE_NAME = "mailstack_localstack_bootstrap"
 
@@ -62,6 +72,16 @@ def bootstrap(
         email_dlq_url=str(created.email_dlq_url),
         archive_bucket=str(created.archive_bucket),
     )
+
+
+def localstack_clients(endpoint_url: str, region: str = REGION) -> tuple[SQSClient, S3Client]:
+    """SQS and S3 clients aimed at LocalStack, built with localstack-client as the bootstrap
+    builds them (tests use these; the services use plain boto3 and AWS_ENDPOINT_URL)."""
+    module = load_bootstrap(find_repo_root() / "localstack" / "bootstrap.py")
+    sqs: SQSClient
+    s3: S3Client
+    sqs, s3 = module.make_clients(endpoint_url, region)
+    return sqs, s3
 
 
 def _client_kwargs(endpoint_url: str, region: str) -> dict[str, object]:
