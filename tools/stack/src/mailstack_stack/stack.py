@@ -426,7 +426,7 @@ class Stack:
             except ProcessStartError:
                 log.warning("stack.component.unhealthy name=%s pid=%d", spec.name, record.pid)
                 stop_components([spec.name], self.dirs, self.config.stop_grace)
-        if port_in_use(port):
+        if _port_stays_taken(port):
             raise PortTakenError(
                 f"port {port} for {spec.name} is already in use by another process; "
                 "stop it or run the stack on other ports"
@@ -436,3 +436,14 @@ class Stack:
         wait_healthy(spec.name, record, check, wait_for, self.dirs)
         log.info("stack.component.healthy name=%s", spec.name)
         return record
+
+
+def _port_stays_taken(port: int, grace: float = 5.0) -> bool:
+    """A process that just died (say, SIGKILLed a moment ago) may hold its listening socket
+    until its last thread is torn down: give the port a moment before calling it taken."""
+    deadline = time.monotonic() + grace
+    while port_in_use(port):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
