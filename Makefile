@@ -65,6 +65,13 @@ fmt: sync ## Format and autofix
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: sync ## Measure a private stack: intake and delivery throughput, latency, memory, as ratios
+	@mkdir -p .stack
+	$(UV) run --frozen python -m mailstack_stack.bench --output .stack/bench.json $(BENCH_ARGS)
+
 .PHONY: jobs-package
 jobs-package: sync ## Build build/jobs.zip, the Lambda bundle of the cleanup and retry jobs
 	$(UV) run --frozen python services/jobs/package.py
