@@ -89,6 +89,9 @@ class StackConfig:
     database_url: str | None = None
     postgres_probe_url: str = field(default_factory=server_url)
     database_name: str = DEFAULT_DATABASE
+    # Always run the stack's own cluster (in `postgres_dir`), never a server found by probing:
+    # for tests that stop and start Postgres under the stack.
+    private_postgres: bool = False
     aws_endpoint_url: str | None = None
     localstack_services: tuple[str, ...] = DEFAULT_SERVICES
     region: str = REGION

@@ -335,29 +335,108 @@ def _running_stack_env_is_the_one_it_was_started_with(request: pytest.FixtureReq
         )
 
 
+def _own_infrastructure_stack(
+    repo_root: Path,
+    database: tuple[str, str] | None,
+    endpoint: str | None,
+    extra_env: ExtraEnv,
+) -> Iterator[RunningStack]:
+    """A stack running its own Postgres cluster (`database` None) and/or its own LocalStack
+    (`endpoint` None), which the test may stop and start; all of it is removed afterwards."""
+    # Not under pytest's tmp dir: that one is private to root, and the server runs as postgres.
+    state_dir = Path(tempfile.mkdtemp(prefix="mailstack-test-stack-"))
+    state_dir.chmod(0o755)
+    admin_url, template = database or ("", "")
+    database_url = clone_database(admin_url, template) if database else None
+    config = StackConfig(
+        repo_root=repo_root,
+        state_dir=state_dir,
+        ports=Ports.free(),
+        database_url=database_url,
+        private_postgres=database is None,
+        aws_endpoint_url=endpoint,
+        name_prefix=_unique_prefix(),
+        extra_env=extra_env,
+        die_with_parent=True,
+    )
+    try:
+        with run_stack(config) as stack:
+            try:
+                yield stack
+            finally:
+                if endpoint is not None:
+                    queues = QueueResources(
+                        stack.email_queue_url, stack.email_dlq_url, stack.archive_bucket
+                    )
+                    resources.delete_resources(queues, endpoint)
+    finally:
+        try:
+            if database_url is not None:
+                postgres.drop_database(admin_url, postgres.database_name(database_url))
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def stack_factory(
+    request: pytest.FixtureRequest,
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
-    postgres_admin_url: str,
-    migrated_template: str,
-    localstack_endpoint: str,
+    stack_mode: StackMode,
 ) -> Iterator[StackFactory]:
     """`stack_factory(extra_env={...})` starts another private stack just for this test (for
     tests that kill or restart components); all are taken down after the test. With
     --stack=external its database and queues are made on the external stack's Postgres and
-    LocalStack (skipped when DATABASE_URL or AWS_ENDPOINT_URL is not given)."""
+    LocalStack (skipped when DATABASE_URL or AWS_ENDPOINT_URL is not given).
+
+    `own_postgres=True` runs the stack on a Postgres cluster of its own and `own_localstack=True`
+    on a LocalStack of its own, for tests that stop and start them
+    (`stop_component("postgres")`, `stop_component("localstack")`); never with --stack=external,
+    where those tests are skipped: they would need to stop the external stack's servers.
+    """
     stacks: list[Iterator[RunningStack]] = []
 
-    def start(extra_env: ExtraEnv | None = None) -> RunningStack:
-        stack = _private_stack(
-            repo_root,
-            tmp_path_factory.mktemp("stack"),
-            postgres_admin_url,
-            migrated_template,
-            localstack_endpoint,
-            extra_env or {},
-        )
+    def start(
+        extra_env: ExtraEnv | None = None,
+        *,
+        own_postgres: bool = False,
+        own_localstack: bool = False,
+    ) -> RunningStack:
+        if not (own_postgres or own_localstack):
+            stack = _private_stack(
+                repo_root,
+                tmp_path_factory.mktemp("stack"),
+                request.getfixturevalue("postgres_admin_url"),
+                request.getfixturevalue("migrated_template"),
+                request.getfixturevalue("localstack_endpoint"),
+                extra_env or {},
+            )
+        else:
+            if stack_mode is StackMode.EXTERNAL:
+                pytest.skip(
+                    "--stack=external: this test stops and starts the stack's own "
+                    f"{'Postgres' if own_postgres else 'LocalStack'}, which it cannot do to an "
+                    "external stack; run it with --stack=host"
+                )
+            if own_postgres:
+                try:
+                    postgres.postgres_bin_dir()
+                except postgres.PostgresError as error:
+                    pytest.skip(f"a private Postgres cluster needs the server binaries: {error}")
+            shared_database = (
+                None
+                if own_postgres
+                else (
+                    request.getfixturevalue("postgres_admin_url"),
+                    request.getfixturevalue("migrated_template"),
+                )
+            )
+            shared_endpoint = (
+                None if own_localstack else request.getfixturevalue("localstack_endpoint")
+            )
+            stack = _own_infrastructure_stack(
+                repo_root, shared_database, shared_endpoint, extra_env or {}
+            )
         stacks.append(stack)
         return next(stack)
 

@@ -228,15 +228,16 @@ class DatabaseChoice:
 
 def select_database(
     explicit_url: str | None,
-    probe_url: str,
+    probe_url: str | None,
     cluster: PrivateCluster,
     dbname: str = DEFAULT_DATABASE,
 ) -> DatabaseChoice:
-    """`explicit_url` if given; else database `dbname` on the server at `probe_url` if it answers;
-    else `dbname` on `cluster`, started (and initialized) on demand. URLs are SQLAlchemy form."""
+    """`explicit_url` if given; else database `dbname` on the server at `probe_url` if it answers
+    (None: look for none); else `dbname` on `cluster`, started (and initialized) on demand.
+    URLs are SQLAlchemy form."""
     if explicit_url:
         return DatabaseChoice(url=sqlalchemy_url(explicit_url), source="DATABASE_URL")
-    if server_answers(probe_url):
+    if probe_url is not None and server_answers(probe_url):
         url = ensure_database(probe_url, dbname)
         return DatabaseChoice(url=sqlalchemy_url(url), source="server")
     cluster.start()

@@ -43,6 +43,8 @@ ELASTICEMAIL_STUB = "elasticemail-stub"
 SENDGRID_STUB = "sendgrid-stub"
 GATEWAY = "gateway"
 PROCESSOR = "processor"
+# The stack's own Postgres cluster, which `stop`/`start` take by this name when it runs one.
+POSTGRES = "postgres"
 # Started in this order, stopped in the reverse one.
 COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, GATEWAY, PROCESSOR)
 
@@ -156,7 +158,7 @@ class Stack:
     def select_database(self) -> DatabaseChoice:
         choice = select_database(
             explicit_url=self.config.database_url,
-            probe_url=self.config.postgres_probe_url,
+            probe_url=None if self.config.private_postgres else self.config.postgres_probe_url,
             cluster=self.cluster,
             dbname=self.config.database_name,
         )
@@ -341,7 +343,10 @@ class Stack:
     # -- single components, for `up` and for fault-injection tests ----------------------------
 
     def stop(self, name: str, grace: float | None = None) -> bool:
-        """Stop one component (SIGTERM, then SIGKILL after `grace` s, default stop_grace)."""
+        """Stop one component (SIGTERM, then SIGKILL after `grace` s, default stop_grace), or
+        the stack's own Postgres cluster (`postgres`, fast shutdown)."""
+        if name == POSTGRES:
+            return self._own_cluster().stop()
         default = self.config.processor_stop_grace if name == PROCESSOR else self.config.stop_grace
         wait = default if grace is None else grace
         return bool(stop_components([name], self.dirs, wait))
@@ -352,13 +357,28 @@ class Stack:
             raise RuntimeError("start() needs a stack brought up by this object's up()")
         database_url, queues = self._started
         starters: dict[str, Callable[[], None]] = {
-            LOCALSTACK: self.start_localstack,
+            POSTGRES: lambda: self._own_cluster().start(),
+            LOCALSTACK: self._restart_localstack,
             ELASTICEMAIL_STUB: self.start_stubs,
             SENDGRID_STUB: self.start_stubs,
             GATEWAY: lambda: self.start_gateway(database_url, queues),
             PROCESSOR: lambda: self.start_processor(database_url, queues),
         }
         starters[name]()
+
+    def _own_cluster(self) -> PrivateCluster:
+        if not self.cluster.is_initialized():
+            raise RuntimeError(
+                f"this stack runs no Postgres cluster of its own ({self.cluster.root})"
+            )
+        return self.cluster
+
+    def _restart_localstack(self) -> None:
+        # LocalStack on the host keeps no state across a restart (no persistence): the queues
+        # and bucket are gone. Bootstrap again, as `up` does after starting it; the names, and so
+        # the queue URLs the services hold, are the same.
+        self.start_localstack()
+        self.bootstrap()
 
     def pid(self, name: str) -> int | None:
         record = running_record(name, self.dirs)
