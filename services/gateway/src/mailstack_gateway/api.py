@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -54,6 +54,7 @@ class Services:
         publisher: SqsEmailPublisher,
         max_request_bytes: int,
     ) -> None:
+        self.inline = outbox.InlinePublisher(writer, publisher)
         self.writer = writer
         self.primary_reader = primary_reader
         self.replica_reader = replica_reader
@@ -111,7 +112,7 @@ _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def submit_email(
-    request: Request, response: Response, background: BackgroundTasks, services: ServicesDep
+    request: Request, response: Response, services: ServicesDep
 ) -> EmailAccepted:
     raw_body = await _read_body(request, services.max_request_bytes)
     try:
@@ -124,9 +125,9 @@ async def submit_email(
     email = intake.parse_email(decoded)
     email_id = await intake.accept_email(email, text, services.writer)
     EMAILS_ACCEPTED.inc()
-    # Published after the response is sent: the queue stays out of the request's latency,
-    # and the outbox relay publishes whatever this misses.
-    background.add_task(outbox.publish_now, [email_id], services.writer, services.publisher)
+    # Published off the request path, batched with other new emails: the queue stays out of
+    # the request's latency, and the outbox relay publishes whatever this misses.
+    services.inline.submit(email_id)
     response.headers["Location"] = f"/v1/emails/{email_id}"
     return EmailAccepted(id=email_id, links=_links(email_id))
 

@@ -22,6 +22,9 @@ from mailstack_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
 
+# Concurrent batch publishers: while one batch is on its way to SQS, the next one forms.
+INLINE_PUBLISHERS = 2
+
 
 def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
     return create_async_engine(
@@ -57,22 +60,26 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        relay = (
-            asyncio.create_task(
-                outbox.run_relay(writer, publisher, settings.outbox_poll_seconds),
-                name="outbox-relay",
+        tasks = [
+            asyncio.create_task(services.inline.run(), name=f"inline-publisher-{n}")
+            for n in range(INLINE_PUBLISHERS)
+        ]
+        if run_relay:
+            tasks.append(
+                asyncio.create_task(
+                    outbox.run_relay(writer, publisher, settings.outbox_poll_seconds),
+                    name="outbox-relay",
+                )
             )
-            if run_relay
-            else None
-        )
         log.info("gateway.started", relay=run_relay, read_replica=replica is not None)
         try:
             yield
         finally:
-            if relay is not None:
-                relay.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with suppress(asyncio.CancelledError):
-                    await relay
+                    await task
             await primary.dispose()
             if replica is not None:
                 await replica.dispose()

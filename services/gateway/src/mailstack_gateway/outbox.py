@@ -51,6 +51,37 @@ async def publish_now(
         )
 
 
+class InlinePublisher:
+    """Publishes emails right after they are accepted, off the request path. Emails accepted
+    close together go out in one queue call and one outbox transaction (up to the SQS batch
+    limit); whatever it does not publish (a crash, a queue outage) stays in the outbox for the
+    relay, so nothing here needs to be durable."""
+
+    def __init__(
+        self, store: OutboxStore, publisher: EmailPublisher, linger_seconds: float = 0.02
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        # How long a batch waits for company: each queue call costs far more than one more id.
+        self._linger = linger_seconds
+        self._pending: asyncio.Queue[uuid.UUID] = asyncio.Queue()
+
+    def submit(self, email_id: uuid.UUID) -> None:
+        self._pending.put_nowait(email_id)
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            deadline = asyncio.get_running_loop().time() + self._linger
+            while len(batch) < BATCH_SIZE:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    batch.append(await asyncio.wait_for(self._pending.get(), max(0, remaining)))
+                except TimeoutError:
+                    break
+            await publish_now(batch, self._store, self._publisher)
+
+
 async def relay_once(store: OutboxStore, publisher: EmailPublisher) -> int:
     """Publish one batch of due outbox rows; return how many were published."""
     async with store.claim_due(BATCH_SIZE) as batch:

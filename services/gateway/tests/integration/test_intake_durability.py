@@ -43,7 +43,11 @@ def _settings(database_url: str, queue_url: str, endpoint: str) -> GatewaySettin
 async def _client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, run_relay=False)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    # The lifespan runs the inline publisher (the relay stays off: the tests drive it).
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gateway") as client,
+    ):
         yield client
 
 

@@ -1,5 +1,7 @@
 """In-memory fakes of the gateway's adapters, and an app wired with them (no database, no SQS)."""
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -206,13 +208,22 @@ def max_request_bytes() -> int:
     return MAX_REQUEST_BYTES
 
 
-def _client(services: api.Services) -> httpx.AsyncClient:
+@asynccontextmanager
+async def _client(services: api.Services) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.state.services = services
     api.install(app)
     # An unhandled error comes back as the 500 a real client would see, so tests can assert on it.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+    # The inline publisher runs beside the app, as main.create_app's lifespan runs it.
+    publishing = asyncio.create_task(services.inline.run())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            yield http
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The HTTP contract of the gateway, with in-memory fakes behind the routes."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -57,12 +58,22 @@ async def test_stores_the_parsed_email_and_the_raw_request_body(
     assert email.sender.email == "orders@example.com"
 
 
+async def _published_or_given_up(writer: Any, publisher: Any) -> None:
+    """The inline publisher works off the request path: wait (bounded) until it has tried."""
+    for _ in range(200):
+        if writer.published or writer.rescheduled:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"nothing published or rescheduled; queue calls: {publisher.batches}")
+
+
 async def test_publishes_the_accepted_email_and_marks_it_published(
     client: httpx.AsyncClient, writer: Any, publisher: Any, valid_email: dict[str, Any]
 ) -> None:
     response = await client.post("/v1/emails", json=valid_email)
 
     email_id = uuid.UUID(response.json()["id"])
+    await _published_or_given_up(writer, publisher)
     assert publisher.batches == [[email_id]]
     assert writer.published == [email_id]
 
@@ -76,7 +87,9 @@ async def test_still_answers_202_when_the_queue_is_down(
 
     assert response.status_code == 202
     assert list(writer.saved) == [uuid.UUID(response.json()["id"])]
+    await _published_or_given_up(writer, publisher)
     assert writer.published == []  # the outbox row stays for the relay
+    assert len(writer.rescheduled) == 1
 
 
 @pytest.mark.parametrize("path", SUBMIT_PATHS)

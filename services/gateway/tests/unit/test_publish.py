@@ -1,5 +1,6 @@
 """Publishing accepted emails: the inline best-effort publish and the outbox relay."""
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -129,3 +130,46 @@ async def test_relay_does_not_call_the_queue_when_nothing_is_due(
 
     assert await outbox.relay_once(store, publisher) == 0
     assert publisher.batches == []
+
+
+async def test_the_inline_publisher_batches_emails_accepted_together(
+    writer: Any, publisher: Any
+) -> None:
+    inline = outbox.InlinePublisher(writer, publisher)
+    ids = _ids(13)
+    for email_id in ids:
+        inline.submit(email_id)
+
+    task = asyncio.create_task(inline.run())
+    for _ in range(200):
+        if len(writer.published) == len(ids):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+
+    assert writer.published == ids
+    assert [len(batch) for batch in publisher.batches] == [outbox.BATCH_SIZE, 3]
+
+
+async def test_the_inline_publisher_leaves_failures_to_the_relay_and_keeps_going(
+    writer: Any, publisher: Any
+) -> None:
+    inline = outbox.InlinePublisher(writer, publisher)
+    task = asyncio.create_task(inline.run())
+    publisher.error = ConnectionError("SQS unreachable")
+    inline.submit(uuid.uuid4())
+    for _ in range(200):
+        if writer.rescheduled:
+            break
+        await asyncio.sleep(0.01)
+    publisher.error = None
+    later = uuid.uuid4()
+    inline.submit(later)
+    for _ in range(200):
+        if writer.published:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+
+    assert len(writer.rescheduled) == 1
+    assert writer.published == [later]
