@@ -75,6 +75,7 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            await services.inline.drain(timeout_seconds=5)
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Protocol
 
 import structlog
@@ -80,6 +80,15 @@ class InlinePublisher:
                 except TimeoutError:
                     break
             await publish_now(batch, self._store, self._publisher)
+            for _ in batch:
+                self._pending.task_done()
+
+    async def drain(self, timeout_seconds: float) -> None:
+        """At shutdown, before the runners are cancelled: publish what is pending, for a
+        bounded time; whatever is left stays in the outbox for the relay."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout_seconds):
+                await self._pending.join()
 
 
 async def relay_once(store: OutboxStore, publisher: EmailPublisher) -> int:

@@ -173,3 +173,27 @@ async def test_the_inline_publisher_leaves_failures_to_the_relay_and_keeps_going
 
     assert len(writer.rescheduled) == 1
     assert writer.published == [later]
+
+
+async def test_draining_publishes_what_is_pending_before_shutdown(
+    writer: Any, publisher: Any
+) -> None:
+    inline = outbox.InlinePublisher(writer, publisher, linger_seconds=0.5)
+    task = asyncio.create_task(inline.run())
+    ids = _ids(3)
+    for email_id in ids:
+        inline.submit(email_id)
+
+    await inline.drain(timeout_seconds=5)
+    task.cancel()
+
+    assert writer.published == ids
+
+
+async def test_draining_gives_up_after_its_timeout(writer: Any, publisher: Any) -> None:
+    inline = outbox.InlinePublisher(writer, publisher)
+    inline.submit(uuid.uuid4())  # no runner: nothing will ever publish it
+
+    await asyncio.wait_for(inline.drain(timeout_seconds=0.1), timeout=2)
+
+    assert writer.published == []
