@@ -89,17 +89,7 @@ class Firewall(pulumi.ComponentResource):
         cidr: str | None = None,
         peer: aws.ec2.SecurityGroup | None = None,
     ) -> None:
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-{rule}",
-            security_group_id=sg.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            cidr_ipv4=cidr,
-            referenced_security_group_id=peer.id if peer is not None else None,
-            description=rule,
-            opts=self._child,
-        )
+        self._rule(aws.vpc.SecurityGroupIngressRule, rule, sg, port, cidr, peer)
 
     def _egress(
         self,
@@ -110,7 +100,19 @@ class Firewall(pulumi.ComponentResource):
         cidr: str | None = None,
         peer: aws.ec2.SecurityGroup | None = None,
     ) -> None:
-        aws.vpc.SecurityGroupEgressRule(
+        self._rule(aws.vpc.SecurityGroupEgressRule, rule, sg, port, cidr, peer)
+
+    def _rule(
+        self,
+        kind: type[aws.vpc.SecurityGroupIngressRule] | type[aws.vpc.SecurityGroupEgressRule],
+        rule: str,
+        sg: aws.ec2.SecurityGroup,
+        port: int,
+        cidr: str | None,
+        peer: aws.ec2.SecurityGroup | None,
+    ) -> None:
+        """One TCP port, from/to either a CIDR or another security group."""
+        kind(
             f"{self._name}-{rule}",
             security_group_id=sg.id,
             ip_protocol="tcp",
