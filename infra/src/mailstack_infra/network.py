@@ -94,26 +94,33 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
 
+        def subnet(
+            tier: str, index: int, zone: str, route_table: aws.ec2.RouteTable
+        ) -> aws.ec2.Subnet:
+            """One subnet of a tier in a zone, routed by `route_table`; never public IPs."""
+            created = aws.ec2.Subnet(
+                f"{name}-{tier}-{index}",
+                vpc_id=self.vpc.id,
+                cidr_block=ranges[tier][index],
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{args.prefix}-{tier}-{zone}", "tier": tier},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-{tier}-{index}",
+                subnet_id=created.id,
+                route_table_id=route_table.id,
+                opts=child,
+            )
+            return created
+
         self.public_subnet_ids = []
         self.app_subnet_ids = []
         self.database_subnet_ids = []
         nat_gateways: list[aws.ec2.NatGateway] = []
         for index, zone in enumerate(zones):
-            public = aws.ec2.Subnet(
-                f"{name}-public-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=ranges["public"][index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{args.prefix}-public-{zone}", "tier": "public"},
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{index}",
-                subnet_id=public.id,
-                route_table_id=public_rt.id,
-                opts=child,
-            )
+            public = subnet("public", index, zone, public_rt)
             self.public_subnet_ids.append(public.id)
             if args.nat_per_az or index == 0:
                 eip = aws.ec2.Eip(
@@ -133,15 +140,6 @@ class Network(pulumi.ComponentResource):
                 )
 
         for index, zone in enumerate(zones):
-            app = aws.ec2.Subnet(
-                f"{name}-app-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=ranges["app"][index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{args.prefix}-app-{zone}", "tier": "app"},
-                opts=child,
-            )
             app_rt = aws.ec2.RouteTable(
                 f"{name}-app-rt-{index}",
                 vpc_id=self.vpc.id,
@@ -156,28 +154,9 @@ class Network(pulumi.ComponentResource):
                 nat_gateway_id=nat.id,
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-app-{index}", subnet_id=app.id, route_table_id=app_rt.id, opts=child
-            )
-            self.app_subnet_ids.append(app.id)
-
-            database = aws.ec2.Subnet(
-                f"{name}-database-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=ranges["database"][index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{args.prefix}-database-{zone}", "tier": "database"},
-                opts=child,
-            )
+            self.app_subnet_ids.append(subnet("app", index, zone, app_rt).id)
             # The database tier has no route out of the VPC at all.
-            aws.ec2.RouteTableAssociation(
-                f"{name}-database-{index}",
-                subnet_id=database.id,
-                route_table_id=database_rt.id,
-                opts=child,
-            )
-            self.database_subnet_ids.append(database.id)
+            self.database_subnet_ids.append(subnet("database", index, zone, database_rt).id)
 
         flow_log_group = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",
