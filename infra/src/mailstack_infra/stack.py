@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from pulumi_aws.appautoscaling import (
+    PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgs as _CustomMetric,  # noqa: E501 (generated name)
+)
 
 from mailstack_infra.buckets import PrivateBucket, PrivateBucketArgs, archive_to_glacier
 from mailstack_infra.cluster import Cluster
@@ -409,40 +412,19 @@ def backlog_per_task(
     metric = aws.appautoscaling
     return TrackingMetric(
         metrics=[
-            metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgs(
-                id="visible",
-                return_data=False,
-                metric_stat=metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatArgs(
-                    stat="Sum",
-                    metric=metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs(
-                        namespace="AWS/SQS",
-                        metric_name="ApproximateNumberOfMessagesVisible",
-                        dimensions=[
-                            metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs(
-                                name="QueueName", value=queue_name
-                            )
-                        ],
-                    ),
-                ),
+            _metric_stat(
+                "visible",
+                "Sum",
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                {"QueueName": queue_name},
             ),
-            metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgs(
-                id="tasks",
-                return_data=False,
-                metric_stat=metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatArgs(
-                    stat="Average",
-                    metric=metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs(
-                        namespace="ECS/ContainerInsights",
-                        metric_name="RunningTaskCount",
-                        dimensions=[
-                            metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs(
-                                name="ClusterName", value=cluster_name
-                            ),
-                            metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs(
-                                name="ServiceName", value=service_name
-                            ),
-                        ],
-                    ),
-                ),
+            _metric_stat(
+                "tasks",
+                "Average",
+                "ECS/ContainerInsights",
+                "RunningTaskCount",
+                {"ClusterName": cluster_name, "ServiceName": service_name},
             ),
             metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgs(
                 id="backlog_per_task",
@@ -452,4 +434,32 @@ def backlog_per_task(
                 return_data=True,
             ),
         ]
+    )
+
+
+def _metric_stat(
+    metric_id: str,
+    stat: str,
+    namespace: str,
+    metric_name: str,
+    dimensions: dict[str, pulumi.Input[str]],
+) -> _CustomMetric:
+    """One CloudWatch statistic, an input (not returned) of a target-tracking metric math."""
+    metric = aws.appautoscaling
+    return _CustomMetric(
+        id=metric_id,
+        return_data=False,
+        metric_stat=metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatArgs(
+            stat=stat,
+            metric=metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricArgs(
+                namespace=namespace,
+                metric_name=metric_name,
+                dimensions=[
+                    metric.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricMetricStatMetricDimensionArgs(
+                        name=name, value=value
+                    )
+                    for name, value in dimensions.items()
+                ],
+            ),
+        ),
     )
