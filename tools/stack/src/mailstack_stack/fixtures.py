@@ -15,10 +15,12 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
-from mailstack_stack import containers, localstack, migrations, postgres, resources
+from mailstack_stack import containers, localstack, migrations, postgres, resources, specs
 from mailstack_stack.config import Ports, StackConfig, find_repo_root, free_port
 from mailstack_stack.external import ExternalStack, MissingStackSettingError, load_external_stack
 from mailstack_stack.modes import (
@@ -81,6 +83,17 @@ class ExternalStackUnderTest(ExternalStack):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return find_repo_root()
+
+
+@pytest.fixture(scope="session")
+def sendgrid_spec(repo_root: Path) -> dict[str, Any]:
+    """SendGrid's OpenAPI document, vendored in specs/ (see specs/README.md)."""
+    return specs.load_sendgrid_spec(repo_root)
+
+
+@pytest.fixture(scope="session")
+def sendgrid_mail_send_schema(sendgrid_spec: dict[str, Any]) -> Draft202012Validator:
+    return specs.mail_send_validator(sendgrid_spec)
 
 
 @pytest.fixture(scope="session")
