@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from email_flows import gateway_client
 from mailstack_stack.external import ExternalStack
 from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
 from mailstack_stack.resources import localstack_clients
@@ -73,8 +74,15 @@ def _external_stack_has_the_settings_the_test_relies_on(
 
 
 @pytest.fixture(scope="session")
-def gateway(stack: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.gateway_url, timeout=10) as client:
+def api_key(stack: Any) -> str:
+    """The stack's development key: tenant `dev`, every scope (`make up` writes it)."""
+    key: str = stack.api_key
+    return key
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Any, api_key: str) -> Iterator[httpx.Client]:
+    with gateway_client(stack) as client:
         yield client
 
 

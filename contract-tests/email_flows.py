@@ -10,6 +10,12 @@ import pytest
 FINAL_STATUSES = {"SENT", "FAILED"}
 
 
+def gateway_client(stack: Any) -> httpx.Client:
+    """A client of the stack's gateway, with its development key (every scope)."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    return httpx.Client(base_url=stack.gateway_url, timeout=10, headers=headers)
+
+
 def an_email(**overrides: Any) -> dict[str, Any]:
     email: dict[str, Any] = {
         "from": {"email": "app@example.com", "name": "Example App"},

@@ -3,10 +3,9 @@
 import time
 from typing import Any
 
-import httpx
 import pytest
 
-from email_flows import history, sends_for, steps, submit, wait_for_final
+from email_flows import gateway_client, history, sends_for, steps, submit, wait_for_final
 from mailstack_stubs.control import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +31,7 @@ def test_skips_a_hanging_primary_once_its_circuit_opens_and_probes_it_after_the_
 ) -> None:
     elasticemail = StubControl(breaker_stack.elasticemail_stub_url)
     sendgrid = StubControl(breaker_stack.sendgrid_stub_url)
-    with httpx.Client(base_url=breaker_stack.gateway_url, timeout=10) as gateway:
+    with gateway_client(breaker_stack) as gateway:
         elasticemail.set_behaviour("hang")
         for _ in range(2):  # two timeouts open the circuit
             email_id = submit(gateway)

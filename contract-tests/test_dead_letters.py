@@ -2,11 +2,10 @@
 
 from typing import Any
 
-import httpx
 import pytest
 
 from conftest import MAX_ATTEMPTS
-from email_flows import history, submit, wait_for_final
+from email_flows import gateway_client, history, submit, wait_for_final
 from mailstack_stubs.control import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +30,7 @@ def test_an_email_whose_message_is_dead_lettered_before_it_gives_up_ends_failed(
     )
     StubControl(stack.elasticemail_stub_url).set_behaviour("error", status=503)
     StubControl(stack.sendgrid_stub_url).set_behaviour("error", status=503)
-    with httpx.Client(base_url=stack.gateway_url, timeout=10) as gateway:
+    with gateway_client(stack) as gateway:
         email_id = submit(gateway)
         email = wait_for_final(gateway, email_id, timeout=120)
 

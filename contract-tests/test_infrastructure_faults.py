@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from email_flows import an_email, submit, wait_for_final
+from email_flows import an_email, gateway_client, submit, wait_for_final
 from mailstack_stubs.control import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +87,7 @@ def test_postgres_restarted_while_processing_loses_nothing_and_never_answers_202
     stack_factory: Any, request_cleanup: Any
 ) -> None:
     stack = stack_factory({"processor": PROCESSOR_ENV}, own_postgres=True)
-    gateway = httpx.Client(base_url=stack.gateway_url, timeout=10)
+    gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     gateway_pid = stack.pid("gateway")
     elasticemail = StubControl(stack.elasticemail_stub_url)
@@ -128,7 +128,7 @@ def test_an_email_accepted_while_sqs_is_down_is_published_and_sent_when_it_is_ba
     stack = stack_factory(
         {"gateway": GATEWAY_ENV, "processor": {"RECEIVE_WAIT_SECONDS": "1"}}, own_localstack=True
     )
-    gateway = httpx.Client(base_url=stack.gateway_url, timeout=10)
+    gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     gateway_pid = stack.pid("gateway")
     elasticemail = StubControl(stack.elasticemail_stub_url)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from email_flows import history, submit, wait_for_final
+from email_flows import gateway_client, history, submit, wait_for_final
 from mailstack_stubs.control import StubControl
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +86,7 @@ def test_every_email_is_sent_once_after_the_processor_is_killed_mid_batch(
     stack_factory: Any, request_cleanup: Any
 ) -> None:
     stack = stack_factory({"processor": PROCESSOR_ENV})
-    gateway = httpx.Client(base_url=stack.gateway_url, timeout=10)
+    gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     elasticemail, ids = _run_batch(stack, gateway)
     pid = stack.pid("processor")
@@ -112,7 +112,7 @@ def test_a_terminated_processor_drains_its_batch_and_nothing_is_sent_twice(
     stack_factory: Any, request_cleanup: Any
 ) -> None:
     stack = stack_factory({"processor": PROCESSOR_ENV})
-    gateway = httpx.Client(base_url=stack.gateway_url, timeout=10)
+    gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     elasticemail, ids = _run_batch(stack, gateway)
     pid = stack.pid("processor")

@@ -4,14 +4,17 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, emails
+from mailstack_core.tables import email_history, emails, tenants
 
 pytestmark = pytest.mark.integration
+
+TENANT = "tests"
 
 
 @pytest.fixture
@@ -24,9 +27,11 @@ def engine(database_url: str) -> Engine:
 def _email_with_history(engine: Engine, *, history_age_days: int = 0) -> uuid.UUID:
     email_id = uuid.uuid4()
     with engine.begin() as connection:
+        connection.execute(pg_insert(tenants).values(id=TENANT).on_conflict_do_nothing())
         connection.execute(
             insert(emails).values(
                 id=email_id,
+                tenant_id=TENANT,
                 sender_email="app@example.com",
                 to_recipients=[{"email": "user@example.com"}],
                 subject="Hello",

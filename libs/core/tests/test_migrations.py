@@ -1,7 +1,7 @@
 """The migrations apply from scratch, match the table definitions, and roll back cleanly."""
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.migrate import downgrade, upgrade
@@ -34,5 +34,36 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
             "retention_policy",
             "provider_breakers",
         } <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_emails_accepted_before_tenants_belong_to_the_default_tenant(database_url: str) -> None:
+    downgrade(database_url, "0002")
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO emails (id, sender_email, to_recipients, subject, text_body,"
+                    " status, request_body) VALUES (gen_random_uuid(), 'a@example.com',"
+                    " '[]', 's', 't', 'QUEUED', '{}')"
+                )
+            )
+        upgrade(database_url)
+        with engine.connect() as connection:
+            owners = connection.execute(text("SELECT DISTINCT tenant_id FROM emails")).scalars()
+            assert list(owners) == ["default"]
+            tenant_ids = connection.execute(text("SELECT id FROM tenants")).scalars()
+            assert list(tenant_ids) == ["default"]
+    finally:
+        engine.dispose()
+
+
+def test_a_fresh_database_has_no_tenant_until_one_is_created(database_url: str) -> None:
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM tenants")).scalar_one() == 0
     finally:
         engine.dispose()

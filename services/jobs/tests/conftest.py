@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.pool import NullPool
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, email_outbox, emails, retention_policy
+from mailstack_core.tables import email_history, email_outbox, emails, retention_policy, tenants
 from mailstack_stack.resources import localstack_clients
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 REGION = "us-east-1"
 History = list[tuple[EmailStatus, dict[str, Any], timedelta]]
+
+TENANT = "tests"
 
 
 @pytest.fixture(autouse=True)
@@ -65,9 +68,11 @@ class EmailRows:
                 (EmailStatus.SENT, {"outcome": "accepted"}, now - updated),
             ]
         with self.engine.begin() as connection:
+            connection.execute(pg_insert(tenants).values(id=TENANT).on_conflict_do_nothing())
             connection.execute(
                 insert(emails).values(
                     id=email_id,
+                    tenant_id=TENANT,
                     sender_email="sender@example.com",
                     sender_name="Sender",
                     to_recipients=[{"email": "to@example.com", "name": "To"}],

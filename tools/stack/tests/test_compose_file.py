@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from mailstack_stack import credentials
 from mailstack_stack.compose import (
     ComposeError,
     ComposeStack,
@@ -32,8 +33,8 @@ from mailstack_stack.stack import Stack, read_env_file
 
 # The services whose process stays up (migrate runs once and exits).
 LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
-LONG_RUNNING |= {"processor"}
-BUILT = {"migrate", "elasticemail-stub", "sendgrid-stub", "gateway", "processor"}
+LONG_RUNNING |= {"processor", "redis", "dev-issuer"}
+BUILT = {"migrate", "elasticemail-stub", "sendgrid-stub", "dev-issuer", "gateway", "processor"}
 # localstack/localstack's default account id for any test credentials.
 LOCALSTACK_ACCOUNT = "000000000000"
 
@@ -127,6 +128,8 @@ def test_each_service_starts_when_what_it_needs_is_healthy_or_done(
     assert conditions("gateway") == {
         "migrate": "service_completed_successfully",
         "localstack": "service_healthy",
+        "redis": "service_healthy",
+        "dev-issuer": "service_healthy",
     }
     assert conditions("processor") == {
         "migrate": "service_completed_successfully",
@@ -150,7 +153,19 @@ def test_gateway_gets_the_variables_the_host_launcher_gives_it(
     services: dict[str, Any], host_stack: Stack
 ) -> None:
     host = host_stack.gateway_env("postgresql://db", QUEUES)
-    assert set(services["gateway"]["environment"]) == set(host)
+    compose_env = services["gateway"]["environment"]
+    assert set(compose_env) == set(host)
+    assert compose_env["JWT_AUDIENCE"] == host["JWT_AUDIENCE"]
+    assert compose_env["JWT_ALGORITHMS"] == host["JWT_ALGORITHMS"]
+
+
+def test_the_gateway_trusts_the_development_issuer_it_can_reach(services: dict[str, Any]) -> None:
+    gateway_env = services["gateway"]["environment"]
+    issuer = services["dev-issuer"]["command"]
+    assert issuer[issuer.index("--issuer") + 1] == gateway_env["JWT_ISSUER"]
+    assert issuer[issuer.index("--audience") + 1] == gateway_env["JWT_AUDIENCE"]
+    assert gateway_env["JWT_JWKS_URL"] == f"{gateway_env['JWT_ISSUER']}/.well-known/jwks.json"
+    assert gateway_env["REDIS_URL"].startswith("redis://redis:")
 
 
 def test_processor_gets_the_variables_the_host_launcher_gives_it(
@@ -277,6 +292,13 @@ def test_up_runs_compose_with_the_profile_as_an_override_and_writes_stack_env(
     )
     stack = ComposeStack(config, docker=str(script))
     monkeypatch.setattr(ComposeStack, "_wait_healthy", lambda self, urls: None)
+    provisioned: list[tuple[str, Path]] = []
+
+    def ensure_dev_key(database_url: str, key_file: Path) -> str:
+        provisioned.append((database_url, key_file))
+        return "ms_0123456789abcdef_key"
+
+    monkeypatch.setattr(credentials, "ensure_dev_key", ensure_dev_key)
 
     urls = stack.up()
 
@@ -300,6 +322,10 @@ def test_up_runs_compose_with_the_profile_as_an_override_and_writes_stack_env(
     env = read_env_file(config.env_file)
     assert env["GATEWAY_URL"] == urls.gateway_url
     assert env["STACK_PROFILE"] == CONTRACT_TESTS
+    # The development key is made in the compose stack's database, as seen from the host.
+    assert provisioned == [(urls.database_url, config.dev_key_file)]
+    assert env["API_KEY"] == "ms_0123456789abcdef_key"
+    assert env["DEV_ISSUER_URL"] == "http://127.0.0.1:8103"
 
     stack.down()
     assert calls.read_text().splitlines()[-1].endswith("down --remove-orphans")

@@ -75,14 +75,15 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
 ) -> None:
     # Not the session's running_stack: the contract suite starts that one with its own env.
     running = stack_factory(extra_env={"processor": {"RECEIVE_WAIT_SECONDS": "1"}})
-    response = httpx.post(f"{running.gateway_url}/v1/emails", json=EMAIL, timeout=10)
+    auth = {"Authorization": f"Bearer {running.api_key}"}
+    response = httpx.post(f"{running.gateway_url}/v1/emails", json=EMAIL, headers=auth, timeout=10)
     assert response.status_code == 202, response.text
     email_id = response.json()["id"]
     deadline = time.monotonic() + 30
     statuses: list[str] = []
     while time.monotonic() < deadline:
         history = httpx.get(
-            f"{running.gateway_url}/v1/emails/{email_id}/history", timeout=10
+            f"{running.gateway_url}/v1/emails/{email_id}/history", headers=auth, timeout=10
         ).json()["history"]
         statuses = [entry["status"] for entry in history]
         if "SENT" in statuses:
@@ -93,6 +94,7 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
 
     written = read_env_file(running.stack.config.env_file)
     assert written["GATEWAY_URL"] == running.gateway_url
+    assert written["API_KEY"] == running.api_key
     assert written["EMAIL_QUEUE_URL"] == running.email_queue_url
     assert written["EMAIL_DLQ_URL"] == running.email_dlq_url
     assert written["AWS_ENDPOINT_URL"] == running.aws_endpoint_url
@@ -122,7 +124,9 @@ def test_up_again_leaves_healthy_components_alone_and_restarts_dead_ones(
             assert running.pid(name) not in (None, processor)
         else:
             assert running.pid(name) == pid, name
-    assert httpx.get(f"{running.gateway_url}/readyz", timeout=5).status_code == 200
+    auth = {"Authorization": f"Bearer {running.api_key}"}
+    ready = httpx.get(f"{running.gateway_url}/readyz", headers=auth, timeout=5)
+    assert ready.status_code == 200
 
 
 @pytest.mark.e2e

@@ -14,7 +14,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 
 from mailstack_core.status import EmailStatus
 
@@ -22,11 +22,43 @@ metadata = MetaData()
 
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in EmailStatus)
 
+# A client of the service: every email and every credential belongs to exactly one tenant.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    # Per-minute rate limits for this tenant's keys; NULL means the gateway's default.
+    Column("send_per_minute", Integer),
+    Column("read_per_minute", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("id ~ '^[a-z0-9][a-z0-9-]{0,62}$'", name="tenants_id_slug"),
+    CheckConstraint("send_per_minute IS NULL OR send_per_minute > 0", name="tenants_send_limit"),
+    CheckConstraint("read_per_minute IS NULL OR read_per_minute > 0", name="tenants_read_limit"),
+)
+
+# API keys: only a SHA-256 of the secret part is kept; the key id is the lookup handle.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("tenant_id", Text, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("secret_sha256", BYTEA, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    # Written in batches by the gateway, never once per request.
+    Column("last_used_at", DateTime(timezone=True)),
+    Index("api_keys_tenant_id_idx", "tenant_id"),
+)
+
 # Owned by the gateway (inserts) and the processor (status updates).
 emails = Table(
     "emails",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, ForeignKey("tenants.id"), nullable=False),
     Column("sender_email", Text, nullable=False),
     Column("sender_name", Text),
     Column("to_recipients", JSONB, nullable=False),
@@ -52,6 +84,9 @@ emails = Table(
     CheckConstraint("text_body IS NOT NULL OR html_body IS NOT NULL", name="emails_has_body"),
     Index("emails_created_at_id_idx", "created_at", "id"),
     Index("emails_status_created_at_idx", "status", "created_at"),
+    # A tenant's list, newest first, with or without a status filter.
+    Index("emails_tenant_created_at_id_idx", "tenant_id", "created_at", "id"),
+    Index("emails_tenant_status_created_at_idx", "tenant_id", "status", "created_at"),
 )
 
 # Transactional outbox: a row means "accepted, not yet published to the queue".

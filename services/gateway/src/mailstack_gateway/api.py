@@ -1,7 +1,6 @@
 """HTTP edge of the gateway: parse requests, call the use cases, map results and errors."""
 
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -9,14 +8,19 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mailstack_core.status import EmailStatus
 from mailstack_gateway import intake, outbox
-from mailstack_gateway.observability import EMAILS_ACCEPTED, EMAILS_REJECTED, REQUEST_SECONDS
+from mailstack_gateway.auth import AuthenticationError, MissingScopeError, Principal, Scope
+from mailstack_gateway.credentials import Authenticator
+from mailstack_gateway.observability import EMAILS_ACCEPTED, EMAILS_REJECTED
 from mailstack_gateway.queue import SqsEmailPublisher
+from mailstack_gateway.ratelimit import Limit, RateLimiter, RateLimitExceededError
 from mailstack_gateway.repository import AnyRow, EmailReader, EmailWriter, InvalidCursorError
 from mailstack_gateway.schemas import (
     Address,
@@ -53,8 +57,12 @@ class Services:
         replica_reader: EmailReader | None,
         publisher: SqsEmailPublisher,
         max_request_bytes: int,
+        authenticator: Authenticator,
+        rate_limiter: RateLimiter,
     ) -> None:
         self.inline = outbox.InlinePublisher(writer, publisher)
+        self.authenticator = authenticator
+        self.rate_limiter = rate_limiter
         self.writer = writer
         self.primary_reader = primary_reader
         self.replica_reader = replica_reader
@@ -72,6 +80,40 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+# Set on the request's state by `authorized`; the middleware turns it into RateLimit-* headers.
+QUOTA_STATE = "rate_limit_quota"
+
+
+def authorized(scope: Scope, limit: Limit | None) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the verified caller, holding `scope`, counted against `limit`."""
+
+    async def dependency(request: Request, services: ServicesDep) -> Principal:
+        principal = await services.authenticator.authenticate(request.headers.get("authorization"))
+        principal.require(scope)
+        if limit is not None:
+            quota = await services.rate_limiter.check(principal, limit)
+            if quota is not None:
+                setattr(request.state, QUOTA_STATE, quota)
+        return principal
+
+    return dependency
+
+
+Sender = Annotated[Principal, Depends(authorized(Scope.SEND, Limit.SEND))]
+Reader = Annotated[Principal, Depends(authorized(Scope.READ, Limit.READ))]
+Admin = Annotated[Principal, Depends(authorized(Scope.ADMIN, None))]
+
+# Every route but /healthz needs a bearer credential; the OpenAPI document says so.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or invalid credentials"},
+    403: {"model": Problem, "description": "The credential lacks the scope this needs"},
+}
+_LIMITED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_AUTH_RESPONSES,
+    429: {"model": Problem, "description": "Rate limit exceeded; see Retry-After"},
+}
 
 router = APIRouter()
 
@@ -104,6 +146,7 @@ _SUBMIT_DOC: dict[str, Any] = {
     }
 }
 _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_LIMITED_RESPONSES,
     202: {"model": EmailAccepted, "description": "Accepted: stored durably and queued"},
     413: {"model": Problem, "description": "Request body too large"},
     422: {"model": ErrorBody, "description": "Every validation error, each naming its field"},
@@ -112,7 +155,7 @@ _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def submit_email(
-    request: Request, response: Response, services: ServicesDep
+    request: Request, response: Response, services: ServicesDep, principal: Sender
 ) -> EmailAccepted:
     raw_body = await _read_body(request, services.max_request_bytes)
     try:
@@ -123,7 +166,7 @@ async def submit_email(
             [FieldError(field="body", message=f"not valid UTF-8 JSON: {error}")]
         ) from error
     email = intake.parse_email(decoded)
-    email_id = await intake.accept_email(email, text, services.writer)
+    email_id = await intake.accept_email(principal.tenant_id, email, text, services.writer)
     EMAILS_ACCEPTED.inc()
     # Published off the request path, batched with other new emails: the queue stays out of
     # the request's latency, and the outbox relay publishes whatever this misses.
@@ -140,7 +183,7 @@ for _path, _name in (("/v1/emails", "submit_email"), ("/submitEmail", "submit_em
         status_code=202,
         response_model=EmailAccepted,
         responses=_SUBMIT_RESPONSES,
-        openapi_extra=_SUBMIT_DOC,
+        openapi_extra={**_SUBMIT_DOC, "security": BEARER},
         name=_name,
         summary="Accept an email for delivery",
         tags=["emails"],
@@ -171,29 +214,36 @@ def _email_public(row: AnyRow) -> EmailPublic:
     "/v1/emails/{email_id}",
     response_model=EmailPublic,
     response_model_by_alias=True,
-    responses={404: {"model": Problem}},
+    responses={**_LIMITED_RESPONSES, 404: {"model": Problem}},
+    openapi_extra={"security": BEARER},
     tags=["emails"],
     summary="An email's current status",
 )
-async def get_email(email_id: uuid.UUID, services: ServicesDep) -> EmailPublic | JSONResponse:
-    row = await services.reader.get(email_id)
+async def get_email(
+    email_id: uuid.UUID, services: ServicesDep, principal: Reader
+) -> EmailPublic | JSONResponse:
+    # Another tenant's email is not found, never forbidden: its existence is not revealed.
+    row = await services.reader.get(principal.tenant_id, email_id)
     if row is None and services.replica_reader is not None:
         # Read-your-writes: a lagging replica may not have an email accepted a moment ago.
-        row = await services.primary_reader.get(email_id)
+        row = await services.primary_reader.get(principal.tenant_id, email_id)
     return _not_found(email_id) if row is None else _email_public(row)
 
 
 @router.get(
     "/v1/emails/{email_id}/history",
     response_model=EmailHistory,
-    responses={404: {"model": Problem}},
+    responses={**_LIMITED_RESPONSES, 404: {"model": Problem}},
+    openapi_extra={"security": BEARER},
     tags=["emails"],
     summary="An email's append-only history, oldest first",
 )
-async def get_history(email_id: uuid.UUID, services: ServicesDep) -> EmailHistory | JSONResponse:
-    rows = await services.reader.history(email_id)
+async def get_history(
+    email_id: uuid.UUID, services: ServicesDep, principal: Reader
+) -> EmailHistory | JSONResponse:
+    rows = await services.reader.history(principal.tenant_id, email_id)
     if rows is None and services.replica_reader is not None:
-        rows = await services.primary_reader.history(email_id)
+        rows = await services.primary_reader.history(principal.tenant_id, email_id)
     if rows is None:
         return _not_found(email_id)
     return EmailHistory(
@@ -210,17 +260,19 @@ async def get_history(email_id: uuid.UUID, services: ServicesDep) -> EmailHistor
 @router.get(
     "/v1/emails",
     response_model=EmailPage,
-    responses={422: {"model": ErrorBody}},
+    responses={**_LIMITED_RESPONSES, 422: {"model": ErrorBody}},
+    openapi_extra={"security": BEARER},
     tags=["emails"],
-    summary="A page of emails, newest first",
+    summary="A page of the caller's emails, newest first",
 )
 async def list_emails(
     services: ServicesDep,
+    principal: Reader,
     status: EmailStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> EmailPage:
-    page = await services.reader.page(status, limit, cursor)
+    page = await services.reader.page(principal.tenant_id, status, limit, cursor)
     return EmailPage(
         items=[
             EmailSummary(
@@ -239,13 +291,22 @@ async def list_emails(
     )
 
 
-@router.get("/healthz", tags=["operations"], summary="The process is alive")
+@router.get("/healthz", tags=["operations"], summary="The process is alive (public)")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["operations"], summary="The database and the queue are reachable")
-async def readyz(services: ServicesDep) -> JSONResponse:
+_ADMIN_ROUTE: dict[str, Any] = {
+    "tags": ["operations"],
+    "responses": _AUTH_RESPONSES,
+    "openapi_extra": {"security": BEARER},
+}
+
+
+@router.get(
+    "/readyz", summary="The database and the queue are reachable (admin scope)", **_ADMIN_ROUTE
+)
+async def readyz(services: ServicesDep, _: Admin) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, ping in (
         ("database", services.primary_reader.ping),
@@ -261,6 +322,62 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         status_code=200 if ready else 503,
         content={"status": "ready" if ready else "not_ready", "checks": checks},
     )
+
+
+def _admin_route(media_type: str) -> dict[str, Any]:
+    """An admin-only route answering `media_type`, as its OpenAPI entry says."""
+    ok: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Successful Response", "content": {media_type: {}}}
+    }
+    return _ADMIN_ROUTE | {"responses": {**_AUTH_RESPONSES, **ok}}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (admin scope)",
+    response_class=Response,
+    **_admin_route(CONTENT_TYPE_LATEST.split(";")[0]),
+)
+async def metrics(_: Admin) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", summary="This API's OpenAPI document (admin scope)", **_ADMIN_ROUTE)
+async def openapi_document(request: Request, _: Admin) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get(
+    "/docs",
+    summary="Interactive API docs (admin scope)",
+    response_class=HTMLResponse,
+    **_admin_route("text/html"),
+)
+async def docs(request: Request, _: Admin) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
+
+
+def _problem(status: int, error: str, message: str, headers: dict[str, str]) -> JSONResponse:
+    body = Problem(error=error, message=message)
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
+
+
+def _unauthenticated(_: Request, exc: Exception) -> JSONResponse:
+    # One answer for missing, malformed, unknown, revoked and expired credentials alike.
+    return _problem(
+        401, "unauthenticated", str(exc), {"WWW-Authenticate": 'Bearer realm="mailstack"'}
+    )
+
+
+def _forbidden(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MissingScopeError)
+    challenge = f'Bearer realm="mailstack", error="insufficient_scope", scope="{exc.scope.value}"'
+    return _problem(403, "insufficient_scope", str(exc), {"WWW-Authenticate": challenge})
+
+
+def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimitExceededError)
+    return _problem(429, "rate_limited", str(exc), exc.quota.headers())
 
 
 def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
@@ -296,26 +413,14 @@ def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content=body.model_dump(), headers={"Retry-After": "5"})
 
 
-async def _time_requests(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    REQUEST_SECONDS.labels(
-        method=request.method,
-        route=getattr(route, "path", "unmatched"),
-        status=str(response.status_code),
-    ).observe(time.perf_counter() - started)
-    return response
-
-
 def install(app: FastAPI) -> None:
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, _validation_errors)
     app.add_exception_handler(intake.InvalidEmailError, _validation_errors)
     app.add_exception_handler(PayloadTooLargeError, _payload_too_large)
     app.add_exception_handler(InvalidCursorError, _invalid_cursor)
+    app.add_exception_handler(AuthenticationError, _unauthenticated)
+    app.add_exception_handler(MissingScopeError, _forbidden)
+    app.add_exception_handler(RateLimitExceededError, _rate_limited)
     for error_type in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_type, _database_unavailable)
-    app.middleware("http")(_time_requests)

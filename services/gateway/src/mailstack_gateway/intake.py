@@ -21,7 +21,9 @@ class InvalidEmailError(ValueError):
 
 
 class IntakeStore(Protocol):
-    async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
+    async def save_queued(
+        self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
+    ) -> None:
         """In one transaction: the email, its request body, a QUEUED history row, an outbox row."""
 
 
@@ -88,9 +90,12 @@ def parse_email(raw: object) -> EmailCreate:
     return email
 
 
-async def accept_email(email: EmailCreate, request_body: str, store: IntakeStore) -> uuid.UUID:
-    """Make the email durable; from the moment this returns, it will be attempted."""
+async def accept_email(
+    tenant_id: str, email: EmailCreate, request_body: str, store: IntakeStore
+) -> uuid.UUID:
+    """Make the email durable, owned by the tenant; from the moment this returns, it will be
+    attempted."""
     email_id = uuid.uuid4()
-    await store.save_queued(email_id, email, request_body)
-    log.info("email.accepted", email_id=str(email_id), recipients=len(email.to))
+    await store.save_queued(tenant_id, email_id, email, request_body)
+    log.info("email.accepted", email_id=str(email_id), tenant=tenant_id, recipients=len(email.to))
     return email_id

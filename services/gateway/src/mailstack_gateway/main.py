@@ -9,13 +9,22 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from prometheus_client import make_asgi_app
+from limits.aio.storage import MemoryStorage, Storage
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, outbox
+from mailstack_gateway.credentials import (
+    ApiKeyAuthenticator,
+    Authenticator,
+    CredentialStore,
+    JwtSettings,
+    JwtVerifier,
+)
+from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
+from mailstack_gateway.ratelimit import RateLimiter, redis_storage
 from mailstack_gateway.repository import EmailReader, EmailWriter
 from mailstack_gateway.schemas import EmailCreate
 from mailstack_gateway.settings import GatewaySettings
@@ -34,6 +43,34 @@ def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
     )
+
+
+def _authenticator(settings: GatewaySettings, engine: AsyncEngine) -> Authenticator:
+    store = CredentialStore(engine)
+    jwts = None
+    if settings.jwt_issuer is not None:
+        assert settings.jwt_audience is not None  # the settings' validator insists
+        jwts = JwtVerifier(
+            JwtSettings(
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                algorithms=settings.jwt_algorithms,
+                jwks_url=settings.jwt_jwks_url,
+                public_key=settings.jwt_public_key,
+                tenant_claim=settings.jwt_tenant_claim,
+                scope_claim=settings.jwt_scope_claim,
+                jwks_cache_seconds=settings.jwt_jwks_cache_seconds,
+            ),
+            store,
+        )
+    return Authenticator(ApiKeyAuthenticator(store, settings.auth_cache_seconds), jwts)
+
+
+def _rate_limit_storage(settings: GatewaySettings) -> Storage:
+    if settings.redis_url is None:
+        log.warning("ratelimit.in_process", reason="REDIS_URL is not set")
+        return MemoryStorage()
+    return redis_storage(settings.redis_url, settings.redis_timeout_seconds)
 
 
 def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
@@ -56,6 +93,13 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
         replica_reader=EmailReader(replica) if replica is not None else None,
         publisher=publisher,
         max_request_bytes=settings.max_request_bytes,
+        # Keys are looked up on the primary: a key created a moment ago works at once.
+        authenticator=_authenticator(settings, primary),
+        rate_limiter=RateLimiter(
+            _rate_limit_storage(settings),
+            settings.rate_limit_send_per_minute,
+            settings.rate_limit_read_per_minute,
+        ),
     )
 
     @asynccontextmanager
@@ -64,6 +108,14 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
             asyncio.create_task(services.inline.run(), name=f"inline-publisher-{n}")
             for n in range(INLINE_PUBLISHERS)
         ]
+        tasks.append(
+            asyncio.create_task(
+                services.authenticator.api_keys.run_flusher(
+                    settings.api_key_last_used_flush_seconds
+                ),
+                name="api-key-last-used",
+            )
+        )
         if run_relay:
             tasks.append(
                 asyncio.create_task(
@@ -91,10 +143,14 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
         version="1.0.0",
         description="Accepts transactional emails (202 at once) and reports their status.",
         lifespan=lifespan,
+        # Served by api.py behind the admin scope instead.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.services = services
     api.install(app)
-    app.mount("/metrics", make_asgi_app())
+    app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -107,6 +163,13 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
             )
             components.update(model_schema.pop("$defs", {}))
             components["EmailCreate"] = model_schema
+            schema["components"]["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (ms_...) or a JWT from the configured issuer",
+                }
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 

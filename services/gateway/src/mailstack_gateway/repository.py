@@ -36,11 +36,14 @@ class EmailWriter:
         self._grace = outbox_grace_seconds
         self._max_backoff = outbox_max_backoff_seconds
 
-    async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
+    async def save_queued(
+        self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
+    ) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(
                 insert(emails).values(
                     id=email_id,
+                    tenant_id=tenant_id,
                     sender_email=str(email.sender.email),
                     sender_name=email.sender.name,
                     to_recipients=[_address(a) for a in email.to],
@@ -139,19 +142,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 class EmailReader:
-    """Read-side queries; the engine may be a read replica."""
+    """Read-side queries, each confined to one tenant's emails; the engine may be a replica."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def get(self, email_id: uuid.UUID) -> AnyRow | None:
+    async def get(self, tenant_id: str, email_id: uuid.UUID) -> AnyRow | None:
         async with self._engine.connect() as connection:
-            result = await connection.execute(select(emails).where(emails.c.id == email_id))
+            result = await connection.execute(
+                select(emails).where(emails.c.id == email_id, emails.c.tenant_id == tenant_id)
+            )
             return result.first()
 
-    async def history(self, email_id: uuid.UUID) -> list[AnyRow] | None:
+    async def history(self, tenant_id: str, email_id: uuid.UUID) -> list[AnyRow] | None:
         async with self._engine.connect() as connection:
-            exists = await connection.scalar(select(emails.c.id).where(emails.c.id == email_id))
+            exists = await connection.scalar(
+                select(emails.c.id).where(emails.c.id == email_id, emails.c.tenant_id == tenant_id)
+            )
             if exists is None:
                 return None
             result = await connection.execute(
@@ -161,7 +168,9 @@ class EmailReader:
             )
             return list(result)
 
-    async def page(self, status: EmailStatus | None, limit: int, cursor: str | None) -> Page:
+    async def page(
+        self, tenant_id: str, status: EmailStatus | None, limit: int, cursor: str | None
+    ) -> Page:
         query = select(
             emails.c.id,
             emails.c.status,
@@ -170,7 +179,7 @@ class EmailReader:
             emails.c.attempts,
             emails.c.created_at,
             emails.c.updated_at,
-        )
+        ).where(emails.c.tenant_id == tenant_id)
         if status is not None:
             query = query.where(emails.c.status == status)
         if cursor is not None:

@@ -13,9 +13,10 @@ MAX_SUBJECT_CHARS = 998
 MAX_NAME_CHARS = 256
 
 
-def _single_line(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain CR or LF (header injection)")
+def _storable_text(value: str) -> str:
+    """Text Postgres can store and a provider can send: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -23,7 +24,15 @@ def _single_line(value: str) -> str:
     return value
 
 
+def _single_line(value: str) -> str:
+    """A value that becomes a mail header: no line break may smuggle in another header."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain CR or LF (header injection)")
+    return _storable_text(value)
+
+
 SingleLine = Annotated[str, AfterValidator(_single_line)]
+StorableText = Annotated[str, AfterValidator(_storable_text)]
 
 
 class Address(BaseModel):
@@ -44,8 +53,8 @@ class EmailCreate(BaseModel):
     bcc: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     reply_to: Address | None = None
     subject: Annotated[SingleLine, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)]
-    text: str | None = Field(default=None, min_length=1)
-    html: str | None = Field(default=None, min_length=1)
+    text: Annotated[StorableText, Field(min_length=1)] | None = None
+    html: Annotated[StorableText, Field(min_length=1)] | None = None
 
 
 class Links(BaseModel):

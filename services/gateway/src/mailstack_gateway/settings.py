@@ -1,7 +1,9 @@
 """The gateway's settings: everything it reads from the environment, and nothing else."""
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class GatewaySettings(BaseSettings):
@@ -27,5 +29,49 @@ class GatewaySettings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     outbox_max_backoff_seconds: float = Field(default=60.0, gt=0)
 
+    # Rate limits (per credential, per minute) are counted in Redis, shared by every instance.
+    # Without REDIS_URL they are counted in this process only (development and tests).
+    redis_url: str | None = None
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    rate_limit_send_per_minute: int = Field(default=600, ge=1)
+    rate_limit_read_per_minute: int = Field(default=1200, ge=1)
+
+    # A verified API key is trusted this long before it is read again (revocation delay).
+    auth_cache_seconds: float = Field(default=10.0, ge=0)
+    api_key_last_used_flush_seconds: float = Field(default=60.0, gt=0)
+
+    # JWT bearer tokens (OIDC client credentials): off unless an issuer is configured.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256"]
+    jwt_tenant_claim: str = "tenant"
+    jwt_scope_claim: str = "scope"
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_algorithms(cls, values: dict[str, object]) -> dict[str, object]:
+        for key in ("jwt_algorithms", "JWT_ALGORITHMS"):
+            raw = values.get(key)
+            if isinstance(raw, str):
+                values[key] = [part.strip() for part in raw.split(",") if part.strip()]
+        return values
+
+    @model_validator(mode="after")
+    def _jwt_is_complete(self) -> "GatewaySettings":
+        if self.jwt_issuer is None:
+            return self
+        if not self.jwt_audience:
+            raise ValueError("JWT_ISSUER needs JWT_AUDIENCE")
+        if (self.jwt_jwks_url is None) == (self.jwt_public_key is None):
+            raise ValueError("JWT_ISSUER needs exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY")
+        if any(
+            alg.upper().startswith("HS") or alg.lower() == "none" for alg in self.jwt_algorithms
+        ):
+            raise ValueError("JWT_ALGORITHMS may list asymmetric algorithms only (RS*, PS*, ES*)")
+        return self

@@ -6,12 +6,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
-from mailstack_core.tables import email_history, email_outbox, emails
+from mailstack_core.tables import email_history, email_outbox, emails, tenants
 from mailstack_gateway.intake import parse_email
 from mailstack_gateway.repository import EmailReader, EmailWriter
 
@@ -26,9 +26,14 @@ REQUEST = {
 }
 
 
+TENANT = "acme"
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(normalize_database_url(database_url))
+    async with engine.begin() as connection:
+        await connection.execute(insert(tenants).values(id=TENANT))
     yield engine
     await engine.dispose()
 
@@ -45,14 +50,14 @@ async def test_stores_the_email_its_verbatim_request_a_queued_row_and_an_outbox_
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     raw = json.dumps(REQUEST, indent=3)  # odd spacing: it must be kept as sent
     email_id = uuid.uuid4()
-    await writer.save_queued(email_id, parse_email(REQUEST), raw)
+    await writer.save_queued(TENANT, email_id, parse_email(REQUEST), raw)
 
-    row = await EmailReader(engine).get(email_id)
+    row = await EmailReader(engine).get(TENANT, email_id)
     assert row is not None
     assert row.request_body == raw
     assert row.status == "QUEUED"
     assert row.bcc_recipients == [{"email": "audit@example.com"}]
-    history = await EmailReader(engine).history(email_id)
+    history = await EmailReader(engine).history(TENANT, email_id)
     assert history is not None
     assert [entry.status for entry in history] == ["QUEUED"]
     assert await _count(engine, email_outbox, email_id) == 1
@@ -61,9 +66,9 @@ async def test_stores_the_email_its_verbatim_request_a_queued_row_and_an_outbox_
 async def test_a_failed_intake_leaves_nothing_behind(engine: AsyncEngine) -> None:
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     email_id = uuid.uuid4()
-    await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}")
     with pytest.raises(IntegrityError):
-        await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+        await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}")
     assert await _count(engine, email_history, email_id) == 1
     assert await _count(engine, email_outbox, email_id) == 1
 
@@ -72,7 +77,7 @@ async def test_relays_never_claim_the_same_outbox_rows(engine: AsyncEngine) -> N
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     ids = [uuid.uuid4() for _ in range(6)]
     for email_id in ids:
-        await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+        await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}")
     first_claimed = asyncio.Event()
     release = asyncio.Event()
     seen: list[list[uuid.UUID]] = []
@@ -96,7 +101,7 @@ async def test_relays_never_claim_the_same_outbox_rows(engine: AsyncEngine) -> N
 
 async def test_outbox_rows_wait_out_the_grace_period(engine: AsyncEngine) -> None:
     writer = EmailWriter(engine, outbox_grace_seconds=300, outbox_max_backoff_seconds=60)
-    await writer.save_queued(uuid.uuid4(), parse_email(REQUEST), "{}")
+    await writer.save_queued(TENANT, uuid.uuid4(), parse_email(REQUEST), "{}")
     async with writer.claim_due(10) as batch:
         assert list(batch.email_ids) == []
 
@@ -104,7 +109,7 @@ async def test_outbox_rows_wait_out_the_grace_period(engine: AsyncEngine) -> Non
 async def test_rescheduling_backs_off_and_records_the_error(engine: AsyncEngine) -> None:
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     email_id = uuid.uuid4()
-    await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}")
     async with writer.claim_due(10) as batch:
         assert list(batch.email_ids) == [email_id]
         await batch.reschedule([email_id], "queue down")
@@ -128,28 +133,50 @@ async def test_pages_newest_first_and_filters_by_status(engine: AsyncEngine) -> 
     ids = []
     for _ in range(5):
         email_id = uuid.uuid4()
-        await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+        await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}")
         ids.append(email_id)
     reader = EmailReader(engine)
     collected: list[uuid.UUID] = []
     cursor = None
     while True:
-        page = await reader.page(None, 2, cursor)
+        page = await reader.page(TENANT, None, 2, cursor)
         collected += [row.id for row in page.rows]
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert collected == list(reversed(ids))
-    assert (await reader.page("SENT", 10, None)).rows == []  # type: ignore[arg-type]
+    assert (await reader.page(TENANT, "SENT", 10, None)).rows == []  # type: ignore[arg-type]
 
 
 async def test_the_inline_publish_skips_a_row_the_relay_holds(engine: AsyncEngine) -> None:
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     email_id = uuid.uuid4()
-    await writer.save_queued(email_id, parse_email(REQUEST), "{}")
+    await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}")
     async with writer.claim_due(10) as relay_batch:
         assert list(relay_batch.email_ids) == [email_id]
         async with writer.claim_ids([email_id]) as inline_batch:
             assert list(inline_batch.email_ids) == []
     async with writer.claim_ids([email_id]) as inline_batch:
         assert list(inline_batch.email_ids) == [email_id]
+
+
+async def test_a_tenant_reads_and_lists_only_its_own_emails(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(insert(tenants).values(id="globex"))
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    reader = EmailReader(engine)
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    await writer.save_queued(TENANT, ours, parse_email(REQUEST), "{}")
+    await writer.save_queued("globex", theirs, parse_email(REQUEST), "{}")
+
+    assert await reader.get(TENANT, theirs) is None
+    assert await reader.history(TENANT, theirs) is None
+    assert (await reader.get("globex", theirs)) is not None
+    assert [row.id for row in (await reader.page(TENANT, None, 10, None)).rows] == [ours]
+    assert [row.id for row in (await reader.page("globex", None, 10, None)).rows] == [theirs]
+
+
+async def test_an_email_cannot_belong_to_a_tenant_that_does_not_exist(engine: AsyncEngine) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    with pytest.raises(IntegrityError):
+        await writer.save_queued("nobody", uuid.uuid4(), parse_email(REQUEST), "{}")

@@ -12,13 +12,39 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from limits.aio.storage import MemoryStorage
 
 from mailstack_core.status import EmailStatus
 from mailstack_gateway import api
+from mailstack_gateway.auth import ALL_SCOPES, AuthenticationError, Principal, Scope, bearer_token
+from mailstack_gateway.middleware import GatewayMiddleware
+from mailstack_gateway.ratelimit import RateLimiter
 from mailstack_gateway.repository import Page, decode_cursor
 from mailstack_gateway.schemas import EmailCreate
 
 CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+TENANT = "acme"
+OTHER_TENANT = "globex"
+# Tokens the fake authenticator knows, and who each one is.
+PRINCIPALS = {
+    "send-read": Principal(TENANT, frozenset({Scope.SEND, Scope.READ}), "key:send-read"),
+    "send-only": Principal(TENANT, frozenset({Scope.SEND}), "key:send-only"),
+    "read-only": Principal(TENANT, frozenset({Scope.READ}), "key:read-only"),
+    "admin": Principal(TENANT, ALL_SCOPES, "key:admin"),
+    "other-tenant": Principal(OTHER_TENANT, frozenset({Scope.SEND, Scope.READ}), "key:other"),
+    "tight": Principal(TENANT, frozenset({Scope.SEND, Scope.READ}), "key:tight", 2, 2),
+}
+AUTH = {"Authorization": "Bearer send-read"}
+
+
+class FakeAuthenticator:
+    """Authenticator: the tokens of PRINCIPALS, parsed from the header as the real one does."""
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        principal = PRINCIPALS.get(bearer_token(authorization))
+        if principal is None:
+            raise AuthenticationError
+        return principal
 
 
 class FakeWriter:
@@ -31,11 +57,15 @@ class FakeWriter:
         self.save_error: Exception | None = None
         self.mark_error: Exception | None = None
         self.locked: set[uuid.UUID] = set()
+        self.tenants: dict[uuid.UUID, str] = {}
 
-    async def save_queued(self, email_id: uuid.UUID, email: EmailCreate, request_body: str) -> None:
+    async def save_queued(
+        self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
+    ) -> None:
         if self.save_error is not None:
             raise self.save_error
         self.saved[email_id] = (email, request_body)
+        self.tenants[email_id] = tenant_id
 
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["FakeBatch"]:
@@ -57,19 +87,27 @@ class FakeReader:
         self.page_rows: list[SimpleNamespace] = []
         self.next_cursor: str | None = None
         self.calls: list[tuple[Any, ...]] = []
+        self.page_tenants: list[str] = []
 
-    async def get(self, email_id: uuid.UUID) -> SimpleNamespace | None:
+    def _own(self, tenant_id: str, email_id: uuid.UUID) -> SimpleNamespace | None:
+        row = self.rows.get(email_id)
+        return row if row is not None and row.tenant_id == tenant_id else None
+
+    async def get(self, tenant_id: str, email_id: uuid.UUID) -> SimpleNamespace | None:
         self.calls.append(("get", email_id))
-        return self.rows.get(email_id)
+        return self._own(tenant_id, email_id)
 
-    async def history(self, email_id: uuid.UUID) -> list[SimpleNamespace] | None:
+    async def history(self, tenant_id: str, email_id: uuid.UUID) -> list[SimpleNamespace] | None:
         self.calls.append(("history", email_id))
-        if email_id not in self.rows:
+        if self._own(tenant_id, email_id) is None:
             return None
         return self.histories.get(email_id, [])
 
-    async def page(self, status: EmailStatus | None, limit: int, cursor: str | None) -> Page:
+    async def page(
+        self, tenant_id: str, status: EmailStatus | None, limit: int, cursor: str | None
+    ) -> Page:
         self.calls.append(("page", status, limit, cursor))
+        self.page_tenants.append(tenant_id)
         if cursor is not None:
             decode_cursor(cursor)  # the real cursor check: raises InvalidCursorError
         return Page(rows=self.page_rows, next_cursor=self.next_cursor)  # type: ignore[arg-type]
@@ -130,6 +168,7 @@ class FakeOutboxStore:
 def _email_row(email_id: uuid.UUID, **overrides: Any) -> SimpleNamespace:
     row: dict[str, Any] = {
         "id": email_id,
+        "tenant_id": TENANT,
         "status": "SENT",
         "provider": "elasticemail",
         "provider_message_id": "msg-1",
@@ -213,12 +252,15 @@ async def _client(services: api.Services) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.state.services = services
     api.install(app)
+    app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     # An unhandled error comes back as the 500 a real client would see, so tests can assert on it.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     # The inline publisher runs beside the app, as main.create_app's lifespan runs it.
     publishing = asyncio.create_task(services.inline.run())
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway.test", headers=AUTH
+        ) as http:
             yield http
     finally:
         publishing.cancel()
@@ -237,6 +279,8 @@ async def client(
         replica_reader=None,
         publisher=publisher,  # type: ignore[arg-type]
         max_request_bytes=MAX_REQUEST_BYTES,
+        authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
+        rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),
     )
     async with _client(services) as http:
         yield http
@@ -256,6 +300,8 @@ async def replica_client(
         replica_reader=replica_reader,  # type: ignore[arg-type]
         publisher=publisher,  # type: ignore[arg-type]
         max_request_bytes=MAX_REQUEST_BYTES,
+        authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
+        rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),
     )
     async with _client(services) as http:
         yield http

@@ -284,7 +284,7 @@ async def test_answers_422_never_500_for_a_malformed_id(
 async def test_answers_503_when_the_database_is_down_on_a_read(
     client: httpx.AsyncClient, primary_reader: Any
 ) -> None:
-    async def failing_get(_: uuid.UUID) -> None:
+    async def failing_get(*_: object) -> None:
         raise _database_down()
 
     primary_reader.get = failing_get

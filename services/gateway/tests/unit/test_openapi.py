@@ -1,28 +1,51 @@
 """The OpenAPI document the composed app serves (built by main.create_app; nothing connects)."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from mailstack_gateway.main import create_app
 from mailstack_gateway.settings import GatewaySettings
 
 
 @pytest.fixture
-async def document() -> AsyncIterator[dict[str, Any]]:
+def app() -> FastAPI:
     settings = GatewaySettings(
         database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
         email_queue_url="http://127.0.0.1:9/000000000000/emails",
         aws_endpoint_url="http://127.0.0.1:9",
     )
-    app = create_app(settings, run_relay=False)
+    return create_app(settings, run_relay=False)
+
+
+@pytest.fixture
+def document(app: FastAPI) -> dict[str, Any]:
+    return app.openapi()
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/metrics", "/readyz"])
+async def test_operational_endpoints_of_the_composed_app_need_a_credential(
+    app: FastAPI, path: str
+) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-        response = await client.get("/openapi.json")
-        assert response.status_code == 200
-        yield response.json()
+        response = await client.get(path)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert (await client.get("/healthz")).status_code == 200
+
+
+def test_every_operation_but_healthz_declares_bearer_security(document: dict[str, Any]) -> None:
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    unsecured = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") != [{"bearer": []}]
+    ]
+    assert unsecured == ["GET /healthz"]
 
 
 @pytest.mark.parametrize("path", ["/v1/emails", "/submitEmail"])

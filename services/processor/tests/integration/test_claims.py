@@ -6,15 +6,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
-from mailstack_core.tables import email_history, emails
+from mailstack_core.tables import email_history, emails, tenants
 from mailstack_processor.delivery import ClaimState, DeadLetterOutcome
 from mailstack_processor.providers.base import SendReceipt
 from mailstack_processor.repository import EmailDeliveryStore
 
 pytestmark = pytest.mark.integration
+
+TENANT = "tests"
 
 
 @pytest.fixture
@@ -27,9 +30,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def _queued_email(engine: AsyncEngine) -> uuid.UUID:
     email_id = uuid.uuid4()
     async with engine.begin() as connection:
+        await connection.execute(pg_insert(tenants).values(id=TENANT).on_conflict_do_nothing())
         await connection.execute(
             insert(emails).values(
                 id=email_id,
+                tenant_id=TENANT,
                 sender_email="app@example.com",
                 sender_name="App",
                 to_recipients=[{"email": "user@example.com", "name": "User"}],

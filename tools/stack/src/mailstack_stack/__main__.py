@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from mailstack_stack.compose import ComposeStack
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
+from mailstack_stack.credentials import issuer_token, new_tenant_key
 from mailstack_stack.modes import (
     MODE_ENV,
     StackMode,
@@ -27,9 +29,10 @@ from mailstack_stack.modes import (
     resolve_mode,
 )
 from mailstack_stack.profiles import DEFAULT, PROFILES, merge_env, profile_env
-from mailstack_stack.stack import ComponentStatus, Stack, StackUrls
+from mailstack_stack.stack import ComponentStatus, Stack, StackUrls, read_env_file
 
 LAUNCHER_MODES = (StackMode.AUTO, StackMode.DOCKER, StackMode.HOST)
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class StackModeConflictError(RuntimeError):
@@ -37,13 +40,17 @@ class StackModeConflictError(RuntimeError):
 
 
 CURL_EXAMPLE = """\
-Send an email:
-  curl -sS -X POST {gateway}/v1/emails -H 'content-type: application/json' \\
+Send an email (API_KEY, a development key with every scope, is in {env_file}):
+  source {env_file}
+  curl -sS -X POST {gateway}/v1/emails -H "Authorization: Bearer $API_KEY" \\
+    -H 'content-type: application/json' \\
     -d '{{"from":{{"email":"app@example.com"}},"to":[{{"email":"user@example.com"}}],\
 "subject":"Hello","text":"Hi there"}}'
 Then follow it (with the id from the answer):
-  curl -sS {gateway}/v1/emails/<id>/history
+  curl -sS -H "Authorization: Bearer $API_KEY" {gateway}/v1/emails/<id>/history
 """
+# Printed as where to find them, never as values: terminals and CI logs keep what they show.
+SECRET_KEYS = ("API_KEY", "ELASTICEMAIL_API_KEY", "SENDGRID_API_KEY")
 
 
 def parse_extra_env(items: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -60,7 +67,13 @@ def parse_extra_env(items: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailstack-stack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument(
+        "command",
+        choices=("up", "down", "status", "api-key", "token"),
+        help="api-key: a new sending+reading key for --tenant (created if needed); "
+        "token: a JWT for --tenant from the development issuer",
+    )
+    parser.add_argument("--tenant", help="for api-key and token")
     parser.add_argument(
         "--stack",
         type=lambda value: parse_mode(value, LAUNCHER_MODES),
@@ -78,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gateway-port", type=int, default=Ports.gateway)
     parser.add_argument("--elasticemail-port", type=int, default=Ports.elasticemail_stub)
     parser.add_argument("--sendgrid-port", type=int, default=Ports.sendgrid_stub)
+    parser.add_argument("--dev-issuer-port", type=int, default=Ports.dev_issuer)
     parser.add_argument("--processor-health-port", type=int, default=Ports.processor_health)
     parser.add_argument("--localstack-port", type=int, default=Ports.localstack)
     parser.add_argument(
@@ -114,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
         gateway=args.gateway_port,
         elasticemail_stub=args.elasticemail_port,
         sendgrid_stub=args.sendgrid_port,
+        dev_issuer=args.dev_issuer_port,
         processor_health=args.processor_health_port,
         localstack=args.localstack_port,
         private_postgres=args.postgres_port,
@@ -133,9 +148,35 @@ def print_urls(urls: StackUrls, env_file: Path) -> None:
     out = sys.stdout
     out.write("\nmailstack is up:\n")
     for key, value in urls.as_env().items():
-        out.write(f"  {key}={value}\n")
-    out.write(f"(also in {env_file})\n\n")
-    out.write(CURL_EXAMPLE.format(gateway=urls.gateway_url))
+        shown = f"(in {env_file.name})" if key in SECRET_KEYS else value
+        out.write(f"  {key}={shown}\n")
+    out.write(f"(all in {env_file})\n\n")
+    out.write(CURL_EXAMPLE.format(gateway=urls.gateway_url, env_file=env_file))
+
+
+def issue_credential(command: str, tenant: str | None, env_file: Path) -> int:
+    """`api-key` / `token` for a tenant of the running stack; the credential alone on the last
+    line of standard output."""
+    if not tenant or not TENANT_PATTERN.match(tenant):
+        sys.stderr.write(
+            f"mailstack-stack {command}: give --tenant (TENANT=...), lowercase letters, digits "
+            "and dashes\n"
+        )
+        return 2
+    if not env_file.is_file():
+        sys.stderr.write(f"mailstack-stack {command}: no {env_file}; run `make up` first\n")
+        return 1
+    values = read_env_file(env_file)
+    try:
+        if command == "api-key":
+            credential = new_tenant_key(values["DATABASE_URL"], tenant)
+        else:
+            credential = issuer_token(values["DATABASE_URL"], values["DEV_ISSUER_URL"], tenant)
+    except Exception as error:  # one clear line for `make api-key` / `make token`
+        sys.stderr.write(f"mailstack-stack {command} failed: {type(error).__name__}: {error}\n")
+        return 1
+    sys.stdout.write(f"{credential}\n")
+    return 0
 
 
 def choose_mode(
@@ -167,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = config_from_args(args)
+    if args.command in ("api-key", "token"):
+        return issue_credential(args.command, args.tenant, config.env_file)
     requested = args.stack or parse_mode(os.environ.get(MODE_ENV) or "auto", LAUNCHER_MODES)
     try:
         mode = choose_mode(

@@ -6,6 +6,7 @@ read off it (published ports, the services' own environment), never kept in a se
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import subprocess
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from mailstack_stack import localstack
+from mailstack_stack import credentials, localstack
 from mailstack_stack.config import LOCALHOST, StackConfig
 from mailstack_stack.modes import docker_daemon_answers
 from mailstack_stack.profiles import PROFILE_KEY
@@ -30,7 +31,9 @@ OVERRIDE_FILE = "compose.override.yml"
 HEALTH = {
     "elasticemail-stub": (8101, "/_stub/health"),
     "sendgrid-stub": (8102, "/_stub/health"),
-    "gateway": (8000, "/readyz"),
+    "dev-issuer": (8103, "/health"),
+    # /readyz needs the admin scope; compose checks the database and LocalStack itself.
+    "gateway": (8000, "/healthz"),
     "processor": (9101, "/healthz"),
 }
 
@@ -77,6 +80,7 @@ def compose_urls(document: Mapping[str, Any], archive_bucket: str) -> StackUrls:
         email_dlq_url=_on_host(processor_env["EMAIL_DLQ_URL"], services),
         archive_bucket=archive_bucket,
         database_url=_on_host(gateway_env["DATABASE_URL"], services),
+        dev_issuer_url=f"http://{LOCALHOST}:{published_port(services['dev-issuer'], 8103)}",
     )
 
 
@@ -159,6 +163,8 @@ class ComposeStack:
         self._run(self.command("up", "--detach", "--build", "--remove-orphans"))
         urls = self.urls()
         self._wait_healthy(urls)
+        api_key = credentials.ensure_dev_key(urls.database_url, self.config.dev_key_file)
+        urls = dataclasses.replace(urls, api_key=api_key)
         write_env_file(self.config.env_file, {**urls.as_env(), PROFILE_KEY: self.config.profile})
         return urls
 

@@ -19,6 +19,8 @@ ELASTICEMAIL_API_KEY = "local-elasticemail-key"
 SENDGRID_API_KEY = "local-sendgrid-key"
 AWS_ACCESS_KEY_ID = "test"
 AWS_SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack accepts any credentials
+# The machine's Redis (rate-limit counters) unless REDIS_URL names another.
+MACHINE_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def free_ports(count: int) -> list[int]:
@@ -60,6 +62,7 @@ class Ports:
     gateway: int = 8000
     elasticemail_stub: int = 8101
     sendgrid_stub: int = 8102
+    dev_issuer: int = 8103
     processor_health: int = 9101
     localstack: int = 4566
     private_postgres: int = 55432
@@ -67,11 +70,12 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Ports picked at random among free ones, for a second stack beside `make up`'s."""
-        gateway, elasticemail, sendgrid, health, localstack, postgres = free_ports(6)
+        gateway, elasticemail, sendgrid, issuer, health, localstack, postgres = free_ports(7)
         return cls(
             gateway=gateway,
             elasticemail_stub=elasticemail,
             sendgrid_stub=sendgrid,
+            dev_issuer=issuer,
             processor_health=health,
             localstack=localstack,
             private_postgres=postgres,
@@ -109,6 +113,8 @@ class StackConfig:
     stop_grace: float = 10.0
     processor_stop_grace: float = 30.0
     localstack_timeout: float = 120.0
+    # Rate-limit counters; the machine's Redis unless told otherwise.
+    redis_url: str = MACHINE_REDIS_URL
 
     @classmethod
     def default(cls, repo_root: Path | None = None) -> StackConfig:
@@ -135,6 +141,14 @@ class StackConfig:
     @property
     def localstack_volume_dir(self) -> Path:
         return self.state_dir / "localstack"
+
+    @property
+    def dev_key_file(self) -> Path:
+        return self.state_dir / "dev-api-key"
+
+    @property
+    def dev_issuer_dir(self) -> Path:
+        return self.state_dir / "dev-issuer"
 
     @property
     def postgres_dir(self) -> Path:

@@ -18,6 +18,7 @@ from mailstack_stack.config import REGION
 
 POSTGRES_IMAGE = "postgres:17.6-alpine"
 LOCALSTACK_IMAGE = "localstack/localstack:4.14.0"
+REDIS_IMAGE = "redis:7.4-alpine"
 LOCALSTACK_PORT = 4566
 HEALTH_PATH = "/_localstack/health"
 READY_STATES = ("available", "running")
@@ -53,6 +54,16 @@ def postgres_container(image: str = POSTGRES_IMAGE) -> Iterator[str]:
     with container:
         url: str = container.get_connection_url(driver=None)
         yield url.replace("localhost", "127.0.0.1")
+
+
+@contextlib.contextmanager
+def redis_container(image: str = REDIS_IMAGE) -> Iterator[str]:
+    """A Redis server in a container; yields its redis:// URL."""
+    from testcontainers.community.redis import RedisContainer
+
+    with RedisContainer(image) as container:
+        host = container.get_container_host_ip().replace("localhost", "127.0.0.1")
+        yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
 
 
 def localstack_container_spec(

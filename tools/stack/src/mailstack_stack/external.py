@@ -9,7 +9,8 @@ from pathlib import Path
 from mailstack_stack.profiles import DEFAULT, PROFILE_KEY
 from mailstack_stack.stack import read_env_file
 
-# What the contract suite can use of a running stack; only the gateway is indispensable.
+# What the contract suite can use of a running stack; only the gateway and a key are
+# indispensable.
 KEYS = (
     "GATEWAY_URL",
     "ELASTICEMAIL_STUB_URL",
@@ -18,6 +19,8 @@ KEYS = (
     "EMAIL_QUEUE_URL",
     "EMAIL_DLQ_URL",
     "DATABASE_URL",
+    "API_KEY",
+    "DEV_ISSUER_URL",
     PROFILE_KEY,
 )
 
@@ -81,6 +84,15 @@ class ExternalStack:
     @property
     def database_url(self) -> str:
         return self.require("DATABASE_URL")
+
+    @property
+    def api_key(self) -> str:
+        """A key with every scope (`make up` writes one); the gateway answers 401 without."""
+        return self.require("API_KEY")
+
+    @property
+    def dev_issuer_url(self) -> str:
+        return self.require("DEV_ISSUER_URL").rstrip("/")
 
 
 def load_external_stack(environ: Mapping[str, str], env_file: Path) -> ExternalStack:

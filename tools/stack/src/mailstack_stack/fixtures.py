@@ -21,7 +21,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from mailstack_stack import containers, localstack, migrations, postgres, resources, specs
-from mailstack_stack.config import Ports, StackConfig, find_repo_root, free_port
+from mailstack_stack.config import MACHINE_REDIS_URL, Ports, StackConfig, find_repo_root, free_port
 from mailstack_stack.external import ExternalStack, MissingStackSettingError, load_external_stack
 from mailstack_stack.modes import (
     MODE_ENV,
@@ -35,6 +35,7 @@ from mailstack_stack.resources import QueueResources
 from mailstack_stack.stack import RunningStack, run_stack
 
 POSTGRES_URL_ENV = "MAILSTACK_TEST_POSTGRES_URL"
+REDIS_URL_ENV = "MAILSTACK_TEST_REDIS_URL"
 AWS_ENDPOINT_ENV = "MAILSTACK_TEST_AWS_ENDPOINT_URL"
 STACK_ENV_FILE_ENV = "MAILSTACK_STACK_ENV_FILE"
 # CI and `make test` run host unless told otherwise: a verdict should not change with whether
@@ -189,6 +190,20 @@ def database_url(postgres_admin_url: str, migrated_template: str) -> Iterator[st
         yield url
     finally:
         postgres.drop_database(postgres_admin_url, postgres.database_name(url))
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack_mode: StackMode) -> Iterator[str]:
+    """A Redis for rate-limit counters: $MAILSTACK_TEST_REDIS_URL, a container in docker mode,
+    else the machine's (127.0.0.1:6379). Tests keep apart by key, never by flushing."""
+    explicit = os.environ.get(REDIS_URL_ENV)
+    if explicit:
+        yield explicit
+    elif stack_mode is StackMode.DOCKER:
+        with containers.redis_container() as url:
+            yield url
+    else:
+        yield MACHINE_REDIS_URL
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,13 @@ _CONTRACT_TESTS_ENV: dict[str, dict[str, str]] = {
         # The breaker has its own test on its own stack; here it must not carry one test's
         # provider failures into the next.
         "BREAKER_FAILURE_THRESHOLD": "1000",
-    }
+    },
+    "gateway": {
+        # The suite polls and posts far faster than a client would; the rate-limit test gives
+        # its own tenant a small limit of its own.
+        "RATE_LIMIT_SEND_PER_MINUTE": "100000",
+        "RATE_LIMIT_READ_PER_MINUTE": "100000",
+    },
 }
 
 PROFILES: Mapping[str, ExtraEnv] = {DEFAULT: {}, CONTRACT_TESTS: _CONTRACT_TESTS_ENV}

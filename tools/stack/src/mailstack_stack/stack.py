@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from mailstack_stack import localstack, migrations, resources
+from mailstack_stack import credentials, localstack, migrations, resources
 from mailstack_stack.config import (
     AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY,
@@ -41,12 +41,13 @@ log = logging.getLogger("mailstack_stack")
 LOCALSTACK = "localstack"
 ELASTICEMAIL_STUB = "elasticemail-stub"
 SENDGRID_STUB = "sendgrid-stub"
+DEV_ISSUER = "dev-issuer"
 GATEWAY = "gateway"
 PROCESSOR = "processor"
 # The stack's own Postgres cluster, which `stop`/`start` take by this name when it runs one.
 POSTGRES = "postgres"
 # Started in this order, stopped in the reverse one.
-COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, GATEWAY, PROCESSOR)
+COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER, GATEWAY, PROCESSOR)
 
 
 class PortTakenError(RuntimeError):
@@ -65,9 +66,17 @@ class StackUrls:
     email_dlq_url: str
     archive_bucket: str
     database_url: str
+    # A development key with every scope, for tenant `dev` (credentials.ensure_dev_key).
+    api_key: str = dataclasses.field(default="", kw_only=True)
+    dev_issuer_url: str = dataclasses.field(default="", kw_only=True)
 
     def as_env(self) -> dict[str, str]:
         return {
+            "API_KEY": self.api_key,
+            "DEV_ISSUER_URL": self.dev_issuer_url,
+            # The keys the stubs accept, so an official provider SDK can be pointed at them.
+            "ELASTICEMAIL_API_KEY": ELASTICEMAIL_API_KEY,
+            "SENDGRID_API_KEY": SENDGRID_API_KEY,
             "GATEWAY_URL": self.gateway_url,
             "ELASTICEMAIL_STUB_URL": self.elasticemail_stub_url,
             "SENDGRID_STUB_URL": self.sendgrid_stub_url,
@@ -237,6 +246,24 @@ class Stack:
                 key,
             )
             self._ensure_running(spec, self._health_check(name), port)
+        self.start_dev_issuer()
+
+    def start_dev_issuer(self) -> None:
+        """The development token issuer (`make token`); its JWKS is what the gateway trusts."""
+        port = self.config.ports.dev_issuer
+        spec = self._python_spec(
+            DEV_ISSUER,
+            "mailstack_stubs.issuer",
+            "--host",
+            LOCALHOST,
+            "--port",
+            str(port),
+            "--key-dir",
+            str(self.config.dev_issuer_dir),
+            "--audience",
+            credentials.DEV_AUDIENCE,
+        )
+        self._ensure_running(spec, self._health_check(DEV_ISSUER), port)
 
     def service_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
         """What both services read: database, queue, and AWS client settings for LocalStack."""
@@ -251,10 +278,17 @@ class Stack:
 
     def gateway_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
         """The gateway's environment (docker-compose.yml gives it the same names)."""
+        issuer = self.config.url(self.config.ports.dev_issuer)
         return {
             **self.service_env(database_url, queues),
             "GATEWAY_HOST": LOCALHOST,
             "GATEWAY_PORT": str(self.config.ports.gateway),
+            "REDIS_URL": self.config.redis_url,
+            # Tokens of the development issuer; a deployment configures its own identity provider.
+            "JWT_ISSUER": issuer,
+            "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
+            "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+            "JWT_ALGORITHMS": "RS256",
         }
 
     def processor_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
@@ -293,11 +327,12 @@ class Stack:
         self.start_localstack()
         queues = self.bootstrap()
         self.migrate(database.url)
+        api_key = credentials.ensure_dev_key(database.url, self.config.dev_key_file)
         self.start_stubs()
         self.start_gateway(database.url, queues)
         self.start_processor(database.url, queues)
         self._started = (database.url, queues)
-        urls = self.urls(database.url, queues)
+        urls = dataclasses.replace(self.urls(database.url, queues), api_key=api_key)
         write_env_file(self.config.env_file, {**urls.as_env(), PROFILE_KEY: self.config.profile})
         log.info("stack.up env_file=%s", self.config.env_file)
         return urls
@@ -338,6 +373,7 @@ class Stack:
             email_dlq_url=queues.email_dlq_url,
             archive_bucket=queues.archive_bucket,
             database_url=database_url,
+            dev_issuer_url=self.config.url(ports.dev_issuer),
         )
 
     # -- single components, for `up` and for fault-injection tests ----------------------------
@@ -361,6 +397,7 @@ class Stack:
             LOCALSTACK: self._restart_localstack,
             ELASTICEMAIL_STUB: self.start_stubs,
             SENDGRID_STUB: self.start_stubs,
+            DEV_ISSUER: self.start_dev_issuer,
             GATEWAY: lambda: self.start_gateway(database_url, queues),
             PROCESSOR: lambda: self.start_processor(database_url, queues),
         }
@@ -392,7 +429,9 @@ class Stack:
         urls = {
             ELASTICEMAIL_STUB: f"{self.config.url(ports.elasticemail_stub)}/_stub/health",
             SENDGRID_STUB: f"{self.config.url(ports.sendgrid_stub)}/_stub/health",
-            GATEWAY: f"{self.config.url(ports.gateway)}/readyz",
+            DEV_ISSUER: f"{self.config.url(ports.dev_issuer)}/health",
+            # /readyz needs the admin scope; the launcher checked the database and SQS itself.
+            GATEWAY: f"{self.config.url(ports.gateway)}/healthz",
             PROCESSOR: f"{self.config.url(ports.processor_health)}/healthz",
         }
         if name == LOCALSTACK:
