@@ -41,10 +41,11 @@ status: sync ## Show which parts of the local stack run
 	$(UV) run --frozen mailstack-stack status $(STACK_ARGS)
 
 .PHONY: test
-test: sync ## Run every test: unit, integration, infra on 2 xdist workers; then e2e, contract (one private stack), in order
+test: sync ## Run every test: unit, integration, infra; then the e2e and contract tests (2 xdist workers each)
 	@status=0; \
 	$(UV) run --frozen pytest -m "not e2e" -n 2 --durations=15 $(PYTEST_ARGS) || status=$$?; \
-	$(UV) run --frozen pytest -m e2e --durations=15 $(PYTEST_ARGS) || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
+	$(UV) run --frozen pytest -m e2e -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) \
+		|| { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
 	exit $$status
 
 .PHONY: test-unit
