@@ -41,16 +41,20 @@ status: sync ## Show which parts of the local stack run
 	$(UV) run --frozen mailstack-stack status $(STACK_ARGS)
 
 .PHONY: test
-test: sync ## Run every test: unit, integration, contract (starts its own private stack), infra
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+test: sync ## Run every test: unit, integration, infra; then the e2e and contract tests (2 xdist workers each)
+	@status=0; \
+	$(UV) run --frozen pytest -m "not e2e" -n 2 --durations=15 $(PYTEST_ARGS) || status=$$?; \
+	$(UV) run --frozen pytest -m e2e -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) \
+		|| { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
+	exit $$status
 
 .PHONY: test-unit
 test-unit: sync ## Run only the tests that need no database or LocalStack
-	$(UV) run --frozen pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m "not integration and not e2e" -n 2 $(PYTEST_ARGS)
 
 .PHONY: test-contract
 test-contract: sync ## Run the black-box contract suite (STACK=external: against the running stack)
-	$(UV) run --frozen pytest contract-tests $(STACK_ARGS) $(PYTEST_ARGS)
+	$(UV) run --frozen pytest contract-tests $(STACK_ARGS) --durations=15 $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: sync ## ruff, ruff format --check, mypy --strict, import-boundary contracts

@@ -1,11 +1,11 @@
 """What the contract tests do through the API: submit, wait for an outcome, read history, DLQ."""
 
 import json
-import time
 from typing import Any
 
 import httpx
-import pytest
+
+from mailstack_stack.waiting import eventually
 
 FINAL_STATUSES = {"SENT", "FAILED"}
 
@@ -37,16 +37,20 @@ def submit(gateway: httpx.Client, email: dict[str, Any] | None = None) -> str:
 
 def wait_for_final(gateway: httpx.Client, email_id: str, timeout: float = 60) -> dict[str, Any]:
     """Poll until the email is SENT or FAILED; fail the test with its last state otherwise."""
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def email() -> dict[str, Any]:
         response = gateway.get(f"/v1/emails/{email_id}")
         assert response.status_code == 200, response.text
-        body = response.json()
-        if body["status"] in FINAL_STATUSES:
-            return body
-        time.sleep(0.2)
-    pytest.fail(f"email {email_id} not final after {timeout} s; last seen {body}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    return eventually(
+        email,
+        timeout,
+        interval=0.2,
+        until=lambda body: body["status"] in FINAL_STATUSES,
+        what=f"email {email_id} SENT or FAILED",
+    )
 
 
 def history(gateway: httpx.Client, email_id: str) -> list[dict[str, Any]]:
@@ -62,16 +66,21 @@ def steps(entries: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
 
 def wait_for_dead_letter(sqs: Any, dlq_url: str, needle: str, timeout: float = 60) -> str:
     """Wait until a message containing `needle` is in the DLQ; return its body."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def dead_letters() -> list[str]:
         response = sqs.receive_message(
             QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
         )
-        for message in response.get("Messages", []):
-            if needle in message["Body"]:
-                body: str = message["Body"]
-                return body
-    pytest.fail(f"no message containing {needle!r} reached the DLQ within {timeout} s")
+        return [message["Body"] for message in response.get("Messages", [])]
+
+    bodies = eventually(
+        dead_letters,
+        timeout,
+        interval=0,  # each receive long-polls for a second
+        until=lambda bodies: any(needle in body for body in bodies),
+        what=f"a message containing {needle!r} in the DLQ",
+    )
+    return next(body for body in bodies if needle in body)
 
 
 def sends_for(stub: Any, email_id: str) -> list[dict[str, Any]]:

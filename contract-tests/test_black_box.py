@@ -1,4 +1,4 @@
-"""The contract suite stays black-box: it reaches the system only through HTTP and AWS APIs."""
+"""The contract suite stays black-box: it reaches the system only through HTTP, AWS APIs and SQL."""
 
 import ast
 from pathlib import Path

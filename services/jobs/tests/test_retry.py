@@ -15,6 +15,7 @@ from mailstack_jobs import retry
 from mailstack_jobs.queue import SqsEmailQueue
 from mailstack_jobs.repository import EmailRetryStore
 from mailstack_jobs.retry import RetryPolicy, requeue_failed
+from mailstack_stack.waiting import eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -57,17 +58,24 @@ def add_failed(rows: Any, failed_ago: timedelta, previous_rounds: int = 0) -> uu
 
 def received_email_ids(sqs: "SQSClient", queue_url: str, expected: int) -> list[uuid.UUID]:
     ids: list[uuid.UUID] = []
-    for _ in range(5):
+
+    def received() -> list[uuid.UUID]:
         response = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         )
-        ids += [
+        ids.extend(
             EmailQueuedMessage.from_json(message["Body"]).email_id
             for message in response.get("Messages", [])
-        ]
-        if len(ids) >= expected:
-            break
-    return ids
+        )
+        return ids
+
+    return eventually(
+        received,
+        5,
+        interval=0,  # each receive long-polls for a second
+        until=lambda ids: len(ids) >= expected,
+        what=f"{expected} messages received",
+    )
 
 
 @pytest.fixture

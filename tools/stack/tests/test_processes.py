@@ -24,6 +24,7 @@ from mailstack_stack.processes import (
     stop_processes,
     wait_healthy,
 )
+from mailstack_stack.waiting import eventually
 
 SLEEPER = "import time\nwhile True: time.sleep(0.1)"
 STUBBORN = (
@@ -56,15 +57,6 @@ def _state(pid: int) -> str:
     return raw[raw.rindex(")") + 2 :].split()[0]
 
 
-def _wait_for(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
 def dirs(tmp_path: Path) -> ProcessDirs:
     return ProcessDirs(tmp_path)
@@ -79,7 +71,7 @@ def test_start_records_pid_and_start_time_and_logs_output(dirs: ProcessDirs) -> 
         assert dirs.pid_file("talker").read_text().splitlines()[0] == str(record.pid)
         assert record.start_ticks == process_start_ticks(record.pid)
         assert os.getsid(record.pid) == record.pid  # its own session and process group
-        _wait_for(lambda: "hello from child" in dirs.log_file("talker").read_text())
+        eventually(lambda: "hello from child" in dirs.log_file("talker").read_text(), 5)
         assert running_record("talker", dirs) == record
     finally:
         stop_process(record)
@@ -95,7 +87,7 @@ def test_stop_terminates_the_process_and_removes_its_pid_file(dirs: ProcessDirs)
 
 def test_stop_kills_what_ignores_sigterm_after_the_grace_period(dirs: ProcessDirs) -> None:
     record = start_process(_spec("stubborn", STUBBORN), dirs)
-    _wait_for(lambda: "ignoring TERM" in dirs.log_file("stubborn").read_text())
+    eventually(lambda: "ignoring TERM" in dirs.log_file("stubborn").read_text(), 5)
     started = time.monotonic()
     assert stop_process(record, grace=0.5)
     assert time.monotonic() - started >= 0.5
@@ -105,11 +97,14 @@ def test_stop_kills_what_ignores_sigterm_after_the_grace_period(dirs: ProcessDir
 def test_stop_takes_down_the_whole_process_group(dirs: ProcessDirs) -> None:
     record = start_process(_spec("parent", PARENT_OF_GRANDCHILD), dirs)
     log = dirs.log_file("parent")
-    _wait_for(lambda: log.read_text().strip().splitlines()[-1].isdigit())
+    # The log is empty until the parent prints its child's pid.
+    eventually(
+        lambda: log.read_text().strip().splitlines()[-1].isdigit(), 5, ignoring=(IndexError,)
+    )
     grandchild = int(log.read_text().strip().splitlines()[-1])
     assert _alive(grandchild)
     stop_process(record, grace=5)
-    _wait_for(lambda: not _alive(grandchild))
+    eventually(lambda: not _alive(grandchild), 5)
 
 
 def test_a_reused_pid_is_never_signalled(dirs: ProcessDirs) -> None:
@@ -144,7 +139,7 @@ def test_a_process_that_never_gets_healthy_times_out(dirs: ProcessDirs) -> None:
 
 def test_health_from_another_process_does_not_count(dirs: ProcessDirs) -> None:
     record = start_process(_spec("quitter", "pass"), dirs)
-    _wait_for(lambda: not is_running(record))
+    eventually(lambda: not is_running(record), 5)
     # The check passes (say, someone else serves the port) but our process is gone.
     with pytest.raises(ProcessStartError, match="quitter exited"):
         wait_healthy("quitter", record, lambda: True, timeout=5, dirs=dirs)
@@ -154,7 +149,7 @@ def test_stopping_several_waits_for_them_together(dirs: ProcessDirs) -> None:
     stubborn = [start_process(_spec(f"stubborn{i}", STUBBORN), dirs) for i in range(3)]
     for i in range(3):
         log = dirs.log_file(f"stubborn{i}")
-        _wait_for(lambda log=log: "ignoring TERM" in log.read_text())
+        eventually(lambda log=log: "ignoring TERM" in log.read_text(), 5)
     started = time.monotonic()
     assert stop_processes(stubborn, grace=1.0) == [True, True, True]
     assert time.monotonic() - started < 2.5  # one grace period, not three

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mailstack_stack.stack import (
     read_env_file,
     write_env_file,
 )
+from mailstack_stack.waiting import eventually
 
 EMAIL = {
     "from": {"email": "app@example.com"},
@@ -79,18 +79,18 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
     response = httpx.post(f"{running.gateway_url}/v1/emails", json=EMAIL, headers=auth, timeout=10)
     assert response.status_code == 202, response.text
     email_id = response.json()["id"]
-    deadline = time.monotonic() + 30
-    statuses: list[str] = []
-    while time.monotonic() < deadline:
+
+    def statuses() -> list[str]:
         history = httpx.get(
             f"{running.gateway_url}/v1/emails/{email_id}/history", headers=auth, timeout=10
         ).json()["history"]
-        statuses = [entry["status"] for entry in history]
-        if "SENT" in statuses:
-            break
-        time.sleep(0.2)
-    assert statuses[0] == "QUEUED"
-    assert statuses[-1] == "SENT"
+        return [entry["status"] for entry in history]
+
+    seen = eventually(
+        statuses, 30, interval=0.2, until=lambda seen: "SENT" in seen, what="the email SENT"
+    )
+    assert seen[0] == "QUEUED"
+    assert seen[-1] == "SENT"
 
     written = read_env_file(running.stack.config.env_file)
     assert written["GATEWAY_URL"] == running.gateway_url

@@ -2,7 +2,6 @@
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 import pytest
 import uvicorn
 
+from mailstack_stack.waiting import eventually
 from mailstack_stubs.__main__ import StubServer
 from mailstack_stubs.app import create_app
 from mailstack_stubs.behaviour import StubState
@@ -107,10 +107,7 @@ def start_server(provider: str) -> ServerThread:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     running = ServerThread(server, thread, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, f"{provider} stub did not start"
-        time.sleep(0.01)
+    eventually(lambda: server.started, 10, interval=0.01, what=f"{provider} stub started")
     with StubControl(running.base_url) as control:
         assert control.health()["provider"] == provider
     return running

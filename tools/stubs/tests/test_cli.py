@@ -4,7 +4,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
 
 API_KEY = "cli-key"
@@ -48,15 +48,13 @@ def _start(provider: str) -> StubProcess:
         text=True,
     )
     stub = StubProcess(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + GENEROUS_S
-    while True:
+
+    def health() -> httpx.Response:
         assert process.poll() is None, "the stub process exited at start"
-        try:
-            httpx.get(f"{stub.base_url}/_stub/health", timeout=1).raise_for_status()
-            return stub
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "the stub process never answered"
-            time.sleep(0.05)
+        return httpx.get(f"{stub.base_url}/_stub/health", timeout=1).raise_for_status()
+
+    eventually(health, GENEROUS_S, ignoring=(httpx.TransportError,), what="the stub answering")
+    return stub
 
 
 @pytest.fixture(params=["elasticemail", "sendgrid"])

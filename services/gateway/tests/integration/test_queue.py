@@ -8,6 +8,7 @@ import pytest
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
 from mailstack_stack.resources import localstack_clients
+from mailstack_stack.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -15,14 +16,21 @@ pytestmark = pytest.mark.integration
 def _drain(endpoint: str, queue_url: str, expected: int) -> list[str]:
     client, _ = localstack_clients(endpoint)
     bodies: list[str] = []
-    for _ in range(10):
+
+    def received() -> list[str]:
         response = client.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         )
-        bodies += [message["Body"] for message in response.get("Messages", [])]
-        if len(bodies) >= expected:
-            break
-    return bodies
+        bodies.extend(message["Body"] for message in response.get("Messages", []))
+        return bodies
+
+    return eventually(
+        received,
+        10,
+        interval=0,  # each receive long-polls for a second
+        until=lambda bodies: len(bodies) >= expected,
+        what=f"{expected} messages received",
+    )
 
 
 async def test_publishes_one_versioned_message_per_email_in_batches(

@@ -1,7 +1,6 @@
 """The consumer's view of a real SQS queue on LocalStack: receive counts, visibility, delete."""
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +8,7 @@ import pytest
 
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
 from mailstack_stack.resources import localstack_clients
+from mailstack_stack.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,10 @@ async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
         assert message.receive_count == expected
         await queue.change_visibility(message, 0)
     assert await queue.receive(10) == []
-    deadline = time.monotonic() + 10
-    bodies: list[str] = []
-    while time.monotonic() < deadline and not bodies:
+
+    def dead_letters() -> list[str]:
         response = client.receive_message(QueueUrl=sqs_queues.email_dlq_url, WaitTimeSeconds=1)
-        bodies = [m["Body"] for m in response.get("Messages", [])]
+        return [m["Body"] for m in response.get("Messages", [])]
+
+    bodies = eventually(dead_letters, 10, interval=0, what="the message in the DLQ")
     assert bodies == ["spent"]

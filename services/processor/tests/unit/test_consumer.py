@@ -12,19 +12,15 @@ from sqlalchemy.exc import OperationalError
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.delivery import Action, Disposition
+from mailstack_stack.waiting import eventually_async
 
 POISON_BACKOFF = 7
 ERROR_BACKOFF = 11
 
 
-async def _until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
-    """Poll a condition the consumer's side effects will make true (about `seconds` at most)."""
-    step = 0.002
-    for _ in range(int(seconds / step)):
-        if condition():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not met within about {seconds} s")
+async def _until(condition: Callable[[], object], seconds: float = 2.0) -> None:
+    """Wait for a condition the consumer's side effects will make true; fail if they do not."""
+    await eventually_async(condition, seconds, interval=0.002)
 
 
 async def _healthy() -> None:
@@ -94,9 +90,11 @@ async def test_deletes_a_message_only_after_delivery_returned_delete(make: Any, 
     harness = Harness(queue, deliver)
     harness.start()
     await asyncio.wait_for(started.wait(), 2.0)
-    await asyncio.sleep(0.02)
+    # The consumer has gone on polling (a loop turn after handing the message over), and
+    # still nothing is deleted: delivery has not finished yet.
+    await _until(lambda: len(queue.receive_calls) >= 2)
 
-    assert queue.deleted == []  # delivery has not finished yet
+    assert queue.deleted == []
 
     release.set()
     await _until(lambda: queue.deleted == [message.message_id])
@@ -164,39 +162,42 @@ async def test_leaves_a_poison_message_for_the_dlq_without_delivering_it(
 async def test_pauses_receiving_after_a_database_error_until_the_health_check_passes(
     make: Any, queue: Any
 ) -> None:
-    failing = make.message(_body(uuid.uuid4()))
-    queue.put(failing)
+    failing, later = make.message(_body(uuid.uuid4())), make.message(_body(uuid.uuid4()))
+    queue.put(failing, later)  # one at a time: `later` is what the next receive would take
     database_back = asyncio.Event()
-    health_checks: list[float] = []
+    # What the consumer had done when it checked health, and when the check passed.
+    at_check: list[tuple[int, list[str]]] = []
     delivered: list[uuid.UUID] = []
 
     async def deliver(email_id: uuid.UUID, receive_count: int) -> Disposition:
-        if not delivered:
-            delivered.append(email_id)
-            raise OperationalError("SELECT ...", {}, ConnectionRefusedError("refused"))
         delivered.append(email_id)
+        if len(delivered) == 1:
+            raise OperationalError("SELECT ...", {}, ConnectionRefusedError("refused"))
         return Disposition(Action.DELETE)
 
+    def seen() -> tuple[int, list[str]]:
+        return len(queue.receive_calls), [message.message_id for message in queue.waiting]
+
     async def health_check() -> None:
-        health_checks.append(asyncio.get_running_loop().time())
+        at_check.append(seen())
         await database_back.wait()
+        at_check.append(seen())
 
-    harness = Harness(queue, deliver, health_check=health_check)
+    harness = Harness(queue, deliver, max_concurrency=1, health_check=health_check)
     harness.start()
-    await _until(lambda: bool(health_checks))
+    await _until(lambda: at_check)
 
+    # After the failure the consumer asked for health before receiving again.
+    assert at_check == [(1, [later.message_id])]
     assert queue.visibility == [(failing.message_id, ERROR_BACKOFF)]
     assert queue.deleted == []
-    later = make.message(_body(uuid.uuid4()))
-    queue.put(later)
-    receives = len(queue.receive_calls)
-    await asyncio.sleep(0.05)
-    assert len(queue.receive_calls) == receives  # paused: no receive while unhealthy
-    assert len(delivered) == 1
 
     database_back.set()
     await _until(lambda: queue.deleted == [later.message_id])
     await harness.finish()
+    # Nothing was received while the check was pending; `later` only once it passed.
+    assert at_check[1] == at_check[0]
+    assert delivered[1] == EmailQueuedMessage.from_json(later.body).email_id
     assert len(delivered) == 2
 
 
@@ -258,9 +259,9 @@ async def test_on_stop_finishes_in_flight_deliveries_and_releases_unstarted_mess
 
     harness.stop.set()
     await _until(lambda: len(queue.visibility) == 2)
-    await asyncio.sleep(0.02)
     assert harness.task is not None
-    assert not harness.task.done()  # still draining the in-flight delivery
+    # Released what it had not started, and still waits for the delivery it had started.
+    assert not harness.task.done()
     assert queue.deleted == []
 
     release.set()

@@ -7,6 +7,7 @@ from typing import Any
 
 from mailstack_processor.dead_letters import BUSY_RECHECK_SECONDS, DeadLetterWatcher
 from mailstack_processor.delivery import DeadLetterOutcome
+from mailstack_stack.waiting import eventually_async
 
 RECHECK = 3600
 
@@ -28,10 +29,12 @@ async def _watch(queue: Any, outcomes: dict[uuid.UUID, Any]) -> list[uuid.UUID]:
     stop = asyncio.Event()
     watcher = DeadLetterWatcher(queue, settle, recheck_seconds=RECHECK)
     task = asyncio.create_task(watcher.run(stop))
-    for _ in range(200):
-        if not queue.waiting and len(queue.visibility) >= len(outcomes):
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(
+        lambda: not queue.waiting and len(queue.visibility) >= len(outcomes),
+        2,
+        interval=0.01,
+        what="every dead letter looked at",
+    )
     stop.set()
     await asyncio.wait_for(task, 2)
     return settled

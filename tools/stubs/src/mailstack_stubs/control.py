@@ -76,9 +76,9 @@ class StubControl:
     def wait_for_held_requests(self, count: int = 1, timeout_s: float = 10.0) -> None:
         """Block until `count` send requests are held by `hang`: proof they reached the stub."""
         deadline = time.monotonic() + timeout_s
-        while self.behaviour()["held_requests"] < count:
+        while (held := self.behaviour()["held_requests"]) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {count} requests held after {timeout_s} s")
+                raise TimeoutError(f"{held} of {count} requests held after {timeout_s} s")
             time.sleep(0.02)
 
     def close(self) -> None:
