@@ -40,6 +40,16 @@ down: sync ## Stop the stack `make up` started, whichever kind it is (.stack/mod
 status: sync ## Show which parts of the local stack run
 	$(UV) run --frozen mailstack-stack status $(STACK_ARGS)
 
+TENANT ?=
+
+.PHONY: api-key
+api-key: sync ## Print a new sending+reading API key for TENANT=<name> (created if needed), alone on the last line
+	@$(UV) run --frozen mailstack-stack api-key --tenant "$(TENANT)"
+
+.PHONY: token
+token: sync ## Print a JWT for TENANT=<name> from the local development issuer (sending+reading)
+	@$(UV) run --frozen mailstack-stack token --tenant "$(TENANT)"
+
 .PHONY: test
 test: sync ## Run every test: unit, integration, infra; then the e2e and contract tests (2 xdist workers each)
 	@status=0; \

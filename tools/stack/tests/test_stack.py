@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +100,31 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
     assert written["EMAIL_QUEUE_URL"] == running.email_queue_url
     assert written["EMAIL_DLQ_URL"] == running.email_dlq_url
     assert written["AWS_ENDPOINT_URL"] == running.aws_endpoint_url
+
+    # `make api-key` and `make token`: a credential of a new tenant, alone on the last line.
+    for command in ("api-key", "token"):
+        issued = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailstack_stack",
+                command,
+                "--tenant",
+                f"cli-{command}",
+                "--state-dir",
+                str(running.stack.config.state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert issued.returncode == 0, issued.stderr
+        credential = issued.stdout.splitlines()[-1]
+        as_tenant = {"Authorization": f"Bearer {credential}"}
+        listed = httpx.get(f"{running.gateway_url}/v1/emails", headers=as_tenant, timeout=10)
+        assert listed.status_code == 200, (command, listed.text)
+        assert listed.json()["items"] == []  # a tenant of its own: the email above is not its
     assert written["DATABASE_URL"] == running.database_url
     assert written["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert set(written) >= {"ELASTICEMAIL_STUB_URL", "SENDGRID_STUB_URL"}
