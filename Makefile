@@ -82,7 +82,7 @@ fmt: sync ## Format and autofix
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: sync ## Measure a private stack: intake and delivery throughput, latency, memory, as ratios
+bench: sync ## Measure a private stack with wrk: intake, delivery, stop time, memory, against same-run baselines
 	@mkdir -p .stack
 	$(UV) run --frozen python -m mailstack_stack.bench --output .stack/bench.json $(BENCH_ARGS)
 

@@ -1,6 +1,7 @@
 """All of the gateway's SQL: storing accepted emails, the outbox, and the read-side queries."""
 
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Row, and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailstack_core.status import EmailStatus
@@ -26,6 +27,36 @@ def _address(address: Any) -> dict[str, Any]:
     return address.model_dump(mode="json", exclude_none=True)  # type: ignore[no-any-return]
 
 
+def _addresses(addresses: Sequence[Any]) -> str:
+    return json.dumps([_address(address) for address in addresses])
+
+
+# Data-modifying CTEs run as one statement: the history and outbox rows see the new email, and
+# their foreign keys are checked when the statement ends, with the email in place.
+_SAVE_QUEUED = text(
+    f"""
+    WITH new_email AS (
+        INSERT INTO emails (
+            id, tenant_id, sender_email, sender_name, to_recipients, cc_recipients,
+            bcc_recipients, reply_to, subject, text_body, html_body, status, request_body
+        ) VALUES (
+            :id, :tenant_id, :sender_email, :sender_name, CAST(:to_recipients AS jsonb),
+            CAST(:cc_recipients AS jsonb), CAST(:bcc_recipients AS jsonb),
+            CAST(:reply_to AS jsonb), :subject, :text_body, :html_body,
+            '{EmailStatus.QUEUED.value}', :request_body
+        )
+        RETURNING id
+    ), queued AS (
+        INSERT INTO email_history (email_id, status, detail)
+        SELECT id, '{EmailStatus.QUEUED.value}', '{{"outcome": "accepted"}}'::jsonb
+        FROM new_email
+    )
+    INSERT INTO email_outbox (email_id, next_attempt_at)
+    SELECT id, now() + make_interval(secs => :grace_seconds) FROM new_email
+    """
+)
+
+
 class EmailWriter:
     """Writes go to the primary only."""
 
@@ -33,42 +64,34 @@ class EmailWriter:
         self, engine: AsyncEngine, outbox_grace_seconds: float, outbox_max_backoff_seconds: float
     ) -> None:
         self._engine = engine
+        # The same pool; each statement commits on its own.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._grace = outbox_grace_seconds
         self._max_backoff = outbox_max_backoff_seconds
 
     async def save_queued(
         self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
     ) -> None:
-        async with self._engine.begin() as connection:
+        """The email, its QUEUED history row and its outbox row: one statement, so one round
+        trip, atomic on its own (autocommit)."""
+        async with self._autocommit.connect() as connection:
             await connection.execute(
-                insert(emails).values(
-                    id=email_id,
-                    tenant_id=tenant_id,
-                    sender_email=str(email.sender.email),
-                    sender_name=email.sender.name,
-                    to_recipients=[_address(a) for a in email.to],
-                    cc_recipients=[_address(a) for a in email.cc],
-                    bcc_recipients=[_address(a) for a in email.bcc],
-                    reply_to=_address(email.reply_to) if email.reply_to else None,
-                    subject=email.subject,
-                    text_body=email.text,
-                    html_body=email.html,
-                    status=EmailStatus.QUEUED,
-                    request_body=request_body,
-                )
-            )
-            await connection.execute(
-                insert(email_history).values(
-                    email_id=email_id,
-                    status=EmailStatus.QUEUED,
-                    detail={"outcome": "accepted"},
-                )
-            )
-            await connection.execute(
-                insert(email_outbox).values(
-                    email_id=email_id,
-                    next_attempt_at=func.now() + text(f"interval '{float(self._grace)} seconds'"),
-                )
+                _SAVE_QUEUED,
+                {
+                    "id": email_id,
+                    "tenant_id": tenant_id,
+                    "sender_email": str(email.sender.email),
+                    "sender_name": email.sender.name,
+                    "to_recipients": _addresses(email.to),
+                    "cc_recipients": _addresses(email.cc),
+                    "bcc_recipients": _addresses(email.bcc),
+                    "reply_to": json.dumps(_address(email.reply_to)) if email.reply_to else None,
+                    "subject": email.subject,
+                    "text_body": email.text,
+                    "html_body": email.html,
+                    "request_body": request_body,
+                    "grace_seconds": float(self._grace),
+                },
             )
 
     @asynccontextmanager
@@ -121,6 +144,26 @@ class OutboxBatch:
         )
 
 
+# What GET /v1/emails/{id} shows: never the bodies or the stored request, which can be large.
+_PUBLIC_COLUMNS = (
+    emails.c.id,
+    emails.c.status,
+    emails.c.provider,
+    emails.c.provider_message_id,
+    emails.c.sender_email,
+    emails.c.sender_name,
+    emails.c.to_recipients,
+    emails.c.cc_recipients,
+    emails.c.bcc_recipients,
+    emails.c.reply_to,
+    emails.c.subject,
+    emails.c.attempts,
+    emails.c.last_error,
+    emails.c.created_at,
+    emails.c.updated_at,
+)
+
+
 @dataclass(frozen=True)
 class Page:
     rows: list[AnyRow]
@@ -150,7 +193,9 @@ class EmailReader:
     async def get(self, tenant_id: str, email_id: uuid.UUID) -> AnyRow | None:
         async with self._engine.connect() as connection:
             result = await connection.execute(
-                select(emails).where(emails.c.id == email_id, emails.c.tenant_id == tenant_id)
+                select(*_PUBLIC_COLUMNS).where(
+                    emails.c.id == email_id, emails.c.tenant_id == tenant_id
+                )
             )
             return result.first()
 

@@ -52,9 +52,13 @@ async def test_stores_the_email_its_verbatim_request_a_queued_row_and_an_outbox_
     email_id = uuid.uuid4()
     await writer.save_queued(TENANT, email_id, parse_email(REQUEST), raw)
 
+    async with engine.connect() as connection:
+        stored = await connection.scalar(
+            select(emails.c.request_body).where(emails.c.id == email_id)
+        )
+    assert stored == raw
     row = await EmailReader(engine).get(TENANT, email_id)
     assert row is not None
-    assert row.request_body == raw
     assert row.status == "QUEUED"
     assert row.bcc_recipients == [{"email": "audit@example.com"}]
     history = await EmailReader(engine).history(TENANT, email_id)

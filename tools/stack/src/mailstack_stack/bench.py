@@ -1,146 +1,340 @@
-"""`make bench`: throughput, latency and memory of a private stack, as ratios to a baseline.
+"""`make bench`: the gateway's and the processor's speed and memory, as ratios to baselines
+measured in the same run on the same machine (load from wrk, over loopback).
 
-Every figure is measured in the same run as its baseline, on this machine, over loopback only:
-- intake: POST /v1/emails against GET /healthz (same server, same client, no database);
-- delivery: emails delivered per second end to end (POST until SENT) against intake per second;
-- memory: the gateway's and processor's resident set after the load against before it.
-Ratios travel between machines; absolute numbers are printed for context only.
+- intake: durable `POST /v1/emails` (with an API key) against a bare FastAPI app parsing the
+  same body (`bench_app`, same venv, one uvicorn process); p99 at half the maximum rate;
+  gateway CPU per accepted email;
+- delivery: the processor draining the backlog that intake left (processor stopped during
+  intake) against a baseline consumer doing only LocalStack receive + delete-batch;
+  processor CPU per delivered email;
+- stop: seconds from SIGTERM to exit for an idle processor in a 20 s long poll;
+- memory: each service's resident set after the load.
+
+Ratios travel between machines; absolute numbers are printed for context. Targets come from
+the speed issue; each row says whether it is met.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import statistics
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
+import psycopg
 
-from mailstack_stack import postgres
-from mailstack_stack.config import Ports, StackConfig, find_repo_root
+from mailstack_stack import postgres, wrk
+from mailstack_stack.config import LOCALHOST, Ports, StackConfig, find_repo_root, free_port
+from mailstack_stack.resources import localstack_clients
 from mailstack_stack.stack import GATEWAY, PROCESSOR, RunningStack, run_stack
+from mailstack_stack.waiting import eventually
 
 EMAIL = {
-    "from": {"email": "bench@example.com"},
+    "from": {"email": "bench@example.com", "name": "Bench"},
     "to": [{"email": "user@example.com"}],
     "subject": "bench",
     "text": "benchmark message",
 }
+BODY = json.dumps(EMAIL)
+
+# name: (what, target, how the measured value compares)
+TARGETS: dict[str, tuple[str, float, str]] = {
+    "intake_vs_bare_post": ("intake throughput / bare FastAPI POST", 0.5, ">="),
+    "intake_p99_ms_at_half_rate": ("intake p99 (ms) at half the maximum rate", 50.0, "<="),
+    "drain_vs_baseline_consumer": ("processor drain / baseline SQS consumer", 0.5, ">="),
+    "processor_cpu_ms_per_email": ("processor CPU (ms) per delivered email", 2.0, "<="),
+    "processor_stop_seconds": ("processor SIGTERM to exit mid long-poll (s)", 5.0, "<="),
+    "gateway_rss_mb": ("gateway RSS (MB) after load", 150.0, "<="),
+    "processor_rss_mb": ("processor RSS (MB) after load", 150.0, "<="),
+}
 
 
-@dataclass(frozen=True)
-class Load:
-    requests: int
-    seconds: float
-    p50_ms: float
-    p95_ms: float
-
-    @property
-    def per_second(self) -> float:
-        return self.requests / self.seconds
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
-async def _load(
-    call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
-    client: httpx.AsyncClient,
-    requests: int,
-    concurrency: int,
-    expected_status: int,
-) -> Load:
-    latencies: list[float] = []
-    remaining = iter(range(requests))
+def _rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
 
-    async def worker() -> None:
-        for _ in remaining:
-            started = time.perf_counter()
-            response = await call(client)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != expected_status:
-                raise RuntimeError(f"unexpected {response.status_code}: {response.text[:200]}")
 
+@contextmanager
+def bare_app(python: str) -> Iterator[str]:
+    """The baseline FastAPI app in a uvicorn process of its own; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "uvicorn",
+            "mailstack_stack.bench_app:app",
+            "--port",
+            str(port),
+            "--host",
+            LOCALHOST,
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+    )
+    url = f"http://{LOCALHOST}:{port}"
+    try:
+        eventually(
+            lambda: httpx.get(f"{url}/hello", timeout=1).status_code == 200,
+            30,
+            interval=0.2,
+            ignoring=(httpx.HTTPError,),
+            what="the bare FastAPI app to answer",
+        )
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _count(database_url: str, status: str | None = None) -> int:
+    query = "SELECT count(*) FROM emails" + (" WHERE status = %s" if status else "")
+    with psycopg.connect(postgres.libpq_url(database_url)) as connection:
+        row = connection.execute(query, (status,) if status else ()).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _baseline_consumer(endpoint: str, messages: int) -> float:
+    """Messages per second for receive(10) + delete_message_batch alone, on a queue of its own."""
+    sqs, _ = localstack_clients(endpoint)
+    queue_url = sqs.create_queue(QueueName=f"bench-baseline-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    try:
+        for start in range(0, messages, 10):
+            sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(n), "MessageBody": json.dumps({"email_id": str(uuid.uuid4())})}
+                    for n in range(start, min(start + 10, messages))
+                ],
+            )
+        consumed = 0
+        started = time.perf_counter()
+        while consumed < messages:
+            batch = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            if batch:
+                sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                        for n, m in enumerate(batch)
+                    ],
+                )
+                consumed += len(batch)
+        return messages / (time.perf_counter() - started)
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+
+
+def _timed(action: Callable[[], Any]) -> float:
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    quantiles = statistics.quantiles(latencies, n=20)
-    return Load(requests, elapsed, quantiles[9] * 1000, quantiles[18] * 1000)
-
-
-def _rss_kib(pid: int | None) -> int:
-    if pid is None:
-        return 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-async def _wait_all_sent(client: httpx.AsyncClient, ids: list[str], limit_s: float) -> float:
-    started = time.perf_counter()
-    pending = set(ids)
-    while pending:
-        if time.perf_counter() - started > limit_s:
-            raise TimeoutError(f"{len(pending)} of {len(ids)} emails not SENT after {limit_s} s")
-        page = (await client.get("/v1/emails", params={"status": "SENT", "limit": 200})).json()
-        pending -= {item["id"] for item in page["items"]}
-        await asyncio.sleep(0.2)
+    action()
     return time.perf_counter() - started
 
 
-async def measure(stack: RunningStack, requests: int, concurrency: int) -> dict[str, object]:
-    memory_before = {name: _rss_kib(stack.pid(name)) for name in (GATEWAY, PROCESSOR)}
-    limits = httpx.Limits(max_connections=concurrency)
-    headers = {"Authorization": f"Bearer {stack.api_key}"}
-    async with httpx.AsyncClient(
-        base_url=stack.gateway_url, limits=limits, timeout=30, headers=headers
-    ) as client:
-        # Warm both paths so the first requests' imports and connections do not count.
-        await _load(lambda c: c.get("/healthz"), client, 20, 4, 200)
-        baseline = await _load(lambda c: c.get("/healthz"), client, requests, concurrency, 200)
-        ids: list[str] = []
+@contextmanager
+def profiled(pid: int, output: Path | None, seconds: float) -> Iterator[None]:
+    """py-spy samples `pid` for `seconds` while the block runs (when `output` is given):
+    collapsed stacks (`--format raw`), for flame graphs or `top_frames`."""
+    if output is None:
+        yield
+        return
+    recorder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "py_spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=seconds + 30)
 
-        async def post(c: httpx.AsyncClient) -> httpx.Response:
-            response = await c.post("/v1/emails", json=EMAIL)
-            ids.append(response.json().get("id", ""))
-            return response
 
-        intake = await _load(post, client, requests, concurrency, 202)
-        drained = await _wait_all_sent(client, ids, limit_s=300)
-    delivery_seconds = intake.seconds + drained
-    memory_after = {name: _rss_kib(stack.pid(name)) for name in (GATEWAY, PROCESSOR)}
+def top_frames(collapsed: Path, count: int = 15) -> list[tuple[str, float]]:
+    """The functions most often on the stack (inclusive), as shares of all samples."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, weight = line.rpartition(" ")
+        samples += int(weight)
+        for frame in set(stack.split(";")):
+            totals[frame] = totals.get(frame, 0) + int(weight)
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
+    return [(frame, hits / max(1, samples)) for frame, hits in ranked]
+
+
+def measure(
+    stack: RunningStack,
+    python: str,
+    seconds: float,
+    connections: int,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
+    def load(url: str, post: bool = False, pace_ms: float = 0.0) -> wrk.WrkResult:
+        return wrk.run(
+            url,
+            seconds=seconds,
+            connections=connections,
+            method="POST" if post else "GET",
+            body=BODY if post else "",
+            api_key=stack.api_key,
+            pace_ms=pace_ms,
+        )
+
+    with bare_app(python) as bare:
+        bare_get = load(f"{bare}/hello")
+        bare_post = load(f"{bare}/emails", post=True)
+
+    gateway = stack.pid(GATEWAY)
+    assert gateway is not None
+    healthz = load(f"{stack.gateway_url}/healthz")
+
+    # Intake with the processor stopped: the gateway alone, and a backlog for the drain.
+    stack.stop_component(PROCESSOR)
+    cpu_before = _cpu_seconds(gateway)
+    gateway_profile = profile_dir / "gateway-intake.txt" if profile_dir else None
+    with profiled(gateway, gateway_profile, seconds):
+        intake = load(f"{stack.gateway_url}/v1/emails", post=True)
+    gateway_cpu_ms = (_cpu_seconds(gateway) - cpu_before) * 1000 / max(1, intake.requests)
+    # Half the maximum rate: each connection waits so that together they send rate/2.
+    pace_ms = 1000 * connections / max(1.0, intake.per_second / 2)
+    half = load(f"{stack.gateway_url}/v1/emails", post=True, pace_ms=pace_ms)
+    gateway_rss = _rss_mb(gateway)
+
+    backlog = _count(stack.database_url, "QUEUED")
+    stack.start_component(PROCESSOR)
+    processor = stack.pid(PROCESSOR)
+    assert processor is not None
+    processor_cpu_before = _cpu_seconds(processor)
+    processor_profile = profile_dir / "processor-drain.txt" if profile_dir else None
+    with profiled(processor, processor_profile, seconds):
+        drain_seconds = _timed(
+            lambda: eventually(
+                lambda: _count(stack.database_url, "SENT"),
+                600,
+                interval=0.5,
+                until=lambda sent: sent >= backlog,
+                what=f"all {backlog} queued emails SENT",
+            )
+        )
+    processor_cpu_ms = (_cpu_seconds(processor) - processor_cpu_before) * 1000 / max(1, backlog)
+    processor_rss = _rss_mb(processor)
+    baseline_rate = _baseline_consumer(stack.aws_endpoint_url, min(backlog, 2000))
+
+    # Stop mid long-poll: the queue is empty now, so the processor sits in its receive call.
+    stop_seconds = _stop_seconds(processor)
+
+    measured = {
+        "intake_vs_bare_post": intake.per_second / bare_post.per_second,
+        "intake_p99_ms_at_half_rate": half.p99_ms,
+        "drain_vs_baseline_consumer": (backlog / drain_seconds) / baseline_rate,
+        "processor_cpu_ms_per_email": processor_cpu_ms,
+        "processor_stop_seconds": stop_seconds,
+        "gateway_rss_mb": gateway_rss,
+        "processor_rss_mb": processor_rss,
+    }
     return {
-        "requests": requests,
-        "concurrency": concurrency,
-        "ratios": {
-            "intake_vs_healthz_throughput": intake.per_second / baseline.per_second,
-            "intake_vs_healthz_p95_latency": intake.p95_ms / baseline.p95_ms,
-            "delivered_vs_accepted_throughput": (requests / delivery_seconds) / intake.per_second,
-            "gateway_rss_after_vs_before": memory_after[GATEWAY] / max(1, memory_before[GATEWAY]),
-            "processor_rss_after_vs_before": memory_after[PROCESSOR]
-            / max(1, memory_before[PROCESSOR]),
+        "load": {"seconds": seconds, "connections": connections},
+        "targets": {
+            name: {
+                "what": what,
+                "target": f"{op} {target}",
+                "measured": round(measured[name], 3),
+                "met": measured[name] >= target if op == ">=" else measured[name] <= target,
+            }
+            for name, (what, target, op) in TARGETS.items()
         },
         "absolute": {
-            "healthz": asdict(baseline) | {"per_second": baseline.per_second},
-            "intake": asdict(intake) | {"per_second": intake.per_second},
-            "delivered_per_second": requests / delivery_seconds,
-            "rss_kib_before": memory_before,
-            "rss_kib_after": memory_after,
+            "bare_get": asdict(bare_get) | {"per_second": bare_get.per_second},
+            "bare_post": asdict(bare_post) | {"per_second": bare_post.per_second},
+            "gateway_healthz": asdict(healthz) | {"per_second": healthz.per_second},
+            "gateway_post": asdict(intake) | {"per_second": intake.per_second},
+            "gateway_post_half_rate": asdict(half) | {"per_second": half.per_second},
+            "gateway_cpu_ms_per_accept": gateway_cpu_ms,
+            "backlog": backlog,
+            "drain_per_second": backlog / drain_seconds,
+            "baseline_consumer_per_second": baseline_rate,
         },
     }
 
 
+def _stop_seconds(pid: int) -> float:
+    process = psutil.Process(pid)
+    started = time.perf_counter()
+    os.kill(pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except psutil.TimeoutExpired:
+        process.kill()
+        return 60.0
+    return time.perf_counter() - started
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [f"{'measure':<48} {'target':>10} {'measured':>10}  met", "-" * 76]
+    for row in result["targets"].values():
+        met = "yes" if row["met"] else "NO"
+        lines.append(f"{row['what']:<48} {row['target']:>10} {row['measured']:>10}  {met}")
+    absolute = result["absolute"]
+    lines.append("")
+    for name in ("bare_get", "bare_post", "gateway_healthz", "gateway_post"):
+        row = absolute[name]
+        lines.append(
+            f"{name:<24} {row['per_second']:>9.0f} req/s  p50 {row['p50_ms']:.1f} ms  "
+            f"p99 {row['p99_ms']:.1f} ms  statuses {row['statuses']}"
+        )
+    lines.append(
+        f"gateway CPU per accept {absolute['gateway_cpu_ms_per_accept']:.2f} ms; "
+        f"drain {absolute['drain_per_second']:.0f}/s of a {absolute['backlog']} backlog; "
+        f"baseline consumer {absolute['baseline_consumer_per_second']:.0f}/s"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--output", type=Path, help="also write the result as JSON here")
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy profiles of the gateway and processor here"
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    wrk.ensure_wrk()
 
     repo_root = find_repo_root()
     database = f"mailstack_bench_{uuid.uuid4().hex[:10]}"
@@ -152,25 +346,28 @@ def main(argv: list[str] | None = None) -> int:
             database_name=database,
             name_prefix=f"bench-{uuid.uuid4().hex[:8]}-",
             die_with_parent=True,
-            # The stubs answer at once; the processor is measured, not the providers.
             extra_env={
-                "processor": {"RECEIVE_WAIT_SECONDS": "1"},
                 # The load is one key's: measure the gateway, not its rate limit.
                 "gateway": {
-                    "RATE_LIMIT_SEND_PER_MINUTE": "10000000",
-                    "RATE_LIMIT_READ_PER_MINUTE": "10000000",
+                    "RATE_LIMIT_SEND_PER_MINUTE": "100000000",
+                    "RATE_LIMIT_READ_PER_MINUTE": "100000000",
                 },
             },
         )
         try:
             with run_stack(config) as stack:
-                result = asyncio.run(measure(stack, args.requests, args.concurrency))
+                result = measure(stack, config.python, args.seconds, args.connections, args.profile)
         finally:
             postgres.drop_database(config.postgres_probe_url, database)
-    text = json.dumps(result, indent=2)
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(render(result) + "\n")
+    for name in ("gateway-intake", "processor-drain"):
+        path = args.profile / f"{name}.txt" if args.profile else None
+        if path is not None and path.is_file():
+            sys.stdout.write(f"\nwhere {name} spends its time (share of samples):\n")
+            for frame, share in top_frames(path):
+                sys.stdout.write(f"  {share:6.1%}  {frame[:110]}\n")
     if args.output:
-        args.output.write_text(text + "\n")
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
