@@ -27,7 +27,7 @@ def base_config(stack: str) -> StackConfig:
     )
 
 
-DEV = replace(base_config("dev"), db_multi_az=False)
+DEV = replace(base_config("dev"), db_multi_az=False, cache_multi_az=False, cache_node_count=1)
 
 
 def prod_config() -> StackConfig:

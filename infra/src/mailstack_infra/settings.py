@@ -79,6 +79,10 @@ class StackConfig:
     db_multi_az: bool = True
     db_backup_retention_days: int = 7
     db_replica_count: int = 0
+    cache_node_type: str = "cache.t4g.micro"
+    cache_engine_version: str = "8.0"
+    cache_node_count: int = 2
+    cache_multi_az: bool = True
     log_retention_days: int = 30
     alarm_email: str | None = None
     jobs_archive_path: str = "build/jobs.zip"
@@ -108,6 +112,11 @@ class StackConfig:
             raise ConfigError("the gateway runs at least 2 tasks (one per AZ)")
         if self.retention_days < 1:
             raise ConfigError("mailstack:retentionDays must be positive")
+        # A replication group holds one primary and up to five replicas.
+        if not 1 <= self.cache_node_count <= 6:
+            raise ConfigError("mailstack:cacheNodeCount must be between 1 and 6")
+        if self.cache_multi_az and self.cache_node_count < 2:
+            raise ConfigError("mailstack:cacheMultiAz needs mailstack:cacheNodeCount of 2 or more")
 
     @property
     def is_localstack(self) -> bool:
@@ -206,6 +215,10 @@ def load_stack_config(
         db_multi_az=flag("dbMultiAz", defaults.db_multi_az),
         db_backup_retention_days=number("dbBackupRetentionDays", defaults.db_backup_retention_days),
         db_replica_count=number("dbReplicaCount", defaults.db_replica_count),
+        cache_node_type=text("cacheNodeType", defaults.cache_node_type),
+        cache_engine_version=text("cacheEngineVersion", defaults.cache_engine_version),
+        cache_node_count=number("cacheNodeCount", defaults.cache_node_count),
+        cache_multi_az=flag("cacheMultiAz", defaults.cache_multi_az),
         log_retention_days=number("logRetentionDays", defaults.log_retention_days),
         alarm_email=config.get("alarmEmail"),
         jobs_archive_path=text("jobsArchive", defaults.jobs_archive_path),
