@@ -129,6 +129,10 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
         "AWS_REGION": "eu-west-1",
         "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # the value under test, not a bind
         "GATEWAY_PORT": "8000",
+        "RATE_LIMIT_SEND_PER_MINUTE": "600",
+        "RATE_LIMIT_READ_PER_MINUTE": "1200",
+        "AUTH_CACHE_SECONDS": "10",
+        "API_KEY_LAST_USED_FLUSH_SECONDS": "60",
     }
     assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
         "DATABASE_URL": secret_arn(prod, "database-url"),

@@ -82,6 +82,12 @@ def test_a_multi_az_cache_needs_a_replica() -> None:
         load("dev", {"mailstack:cacheMultiAz": "true", "mailstack:cacheNodeCount": "1"})
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod", "localstack"])
+def test_no_stack_file_trusts_a_jwt_issuer_by_default(stack: str) -> None:
+    extra = {"mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x"}
+    assert load(stack, extra if stack == "prod" else None).jwt is None
+
+
 def test_prod_refuses_to_start_without_a_certificate() -> None:
     with pytest.raises(ConfigError, match="certificateArn"):
         load("prod")

@@ -31,7 +31,7 @@ from mailstack_infra.service import (
     TargetGroupAttachment,
     TrackingMetric,
 )
-from mailstack_infra.settings import StackConfig
+from mailstack_infra.settings import JwtSettings, RateLimitSettings, StackConfig
 
 PROCESSOR_HEALTH_PORT = 9101
 CLEANUP_HANDLER = "mailstack_jobs.cleanup.handler"
@@ -341,6 +341,8 @@ def _build_application(
             "AWS_REGION": config.region,
             "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # inside the task; the SG admits only the ALB
             "GATEWAY_PORT": str(GATEWAY_PORT),
+            **rate_limit_environment(config.rate_limits),
+            **jwt_environment(config.jwt),
         },
         secret_arns={
             "DATABASE_URL": secrets.database_url.arn,
@@ -429,6 +431,35 @@ def _build_application(
         "redis_url_secret_arn": cache.url_secret.arn,
     }
     return JobNetwork(network.app_subnet_ids, firewall.jobs.id), outputs
+
+
+def rate_limit_environment(limits: RateLimitSettings) -> dict[str, pulumi.Input[str]]:
+    """The gateway's per-credential defaults and API-key caching, as the gateway reads them."""
+    return {
+        "RATE_LIMIT_SEND_PER_MINUTE": str(limits.send_per_minute),
+        "RATE_LIMIT_READ_PER_MINUTE": str(limits.read_per_minute),
+        "AUTH_CACHE_SECONDS": str(limits.auth_cache_seconds),
+        "API_KEY_LAST_USED_FLUSH_SECONDS": str(limits.api_key_last_used_flush_seconds),
+    }
+
+
+def jwt_environment(jwt: JwtSettings | None) -> dict[str, pulumi.Input[str]]:
+    """The JWT variables, or none at all: without JWT_ISSUER the gateway accepts API keys only."""
+    if jwt is None:
+        return {}
+    environment: dict[str, pulumi.Input[str]] = {
+        "JWT_ISSUER": jwt.issuer,
+        "JWT_AUDIENCE": jwt.audience,
+        "JWT_ALGORITHMS": ",".join(jwt.algorithms),
+        "JWT_TENANT_CLAIM": jwt.tenant_claim,
+        "JWT_SCOPE_CLAIM": jwt.scope_claim,
+    }
+    if jwt.jwks_url is not None:
+        environment["JWT_JWKS_URL"] = jwt.jwks_url
+    if jwt.public_key is not None:
+        # A public key, not a secret: it only verifies signatures.
+        environment["JWT_PUBLIC_KEY"] = jwt.public_key
+    return environment
 
 
 def backlog_per_task(
