@@ -18,6 +18,7 @@ from mailstack_infra.policy_rules import (
     forbid_public_database,
     forbid_wildcard_iam_actions,
     require_bucket_encryption,
+    require_cache_encryption_in_transit,
     require_deletion_protection,
     require_encryption_at_rest,
     require_log_retention,
@@ -56,8 +57,13 @@ PolicyPack(
     policies=[
         _resource_policy(
             "encryption-at-rest",
-            "RDS, SQS, SNS and S3 encryption settings encrypt data at rest",
+            "RDS, ElastiCache, SQS, SNS and S3 encryption settings encrypt data at rest",
             require_encryption_at_rest,
+        ),
+        _resource_policy(
+            "cache-encryption-in-transit",
+            "ElastiCache replication groups accept TLS connections only",
+            require_cache_encryption_in_transit,
         ),
         StackValidationPolicy(
             name="buckets-encrypted",

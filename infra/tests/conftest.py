@@ -9,7 +9,13 @@ import pulumi
 import pytest
 
 from mailstack_infra.mocks import StackRecord, ensure_event_loop, record_stack
-from mailstack_infra.settings import ServiceSizing, StackConfig, load_resource_settings
+from mailstack_infra.settings import (
+    JwtSettings,
+    RateLimitSettings,
+    ServiceSizing,
+    StackConfig,
+    load_resource_settings,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESOURCES_FILE = REPO_ROOT / "config" / "resources.json"
@@ -27,7 +33,7 @@ def base_config(stack: str) -> StackConfig:
     )
 
 
-DEV = replace(base_config("dev"), db_multi_az=False)
+DEV = replace(base_config("dev"), db_multi_az=False, cache_multi_az=False, cache_node_count=1)
 
 
 def prod_config() -> StackConfig:
@@ -48,6 +54,25 @@ def prod_config() -> StackConfig:
         elasticemail_api_key=pulumi.Output.secret("ee-key"),
         sendgrid_api_key=pulumi.Output.secret("sg-key"),
     )
+
+
+# dev as a deployment that trusts its identity provider and tightens the rate limits.
+DEV_WITH_JWT = replace(
+    DEV,
+    jwt=JwtSettings(
+        issuer="https://login.example.com/",
+        audience="mailstack-api",
+        jwks_url="https://login.example.com/.well-known/jwks.json",
+        algorithms=("RS256",),
+        tenant_claim="org",
+    ),
+    rate_limits=RateLimitSettings(
+        send_per_minute=120,
+        read_per_minute=240,
+        auth_cache_seconds=5,
+        api_key_last_used_flush_seconds=30,
+    ),
+)
 
 
 LOCALSTACK = replace(
@@ -85,6 +110,11 @@ def dev() -> StackRecord:
 def prod() -> StackRecord:
     ensure_event_loop()
     return record(prod_config())
+
+
+@pytest.fixture(scope="session")
+def dev_with_jwt() -> StackRecord:
+    return record(DEV_WITH_JWT)
 
 
 @pytest.fixture(scope="session")

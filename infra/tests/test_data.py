@@ -255,12 +255,13 @@ def test_archive_bucket_enforces_owner_and_tls(dev: StackRecord) -> None:
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_one_secret_per_provider_key_and_for_the_database(dev: StackRecord) -> None:
+def test_one_secret_per_provider_key_and_for_the_database_and_cache(dev: StackRecord) -> None:
     names = sorted(s.inputs["name"] for s in dev.of_type("aws:secretsmanager/secret:Secret"))
     assert names == [
         "mailstack-dev/database-read-url",
         "mailstack-dev/database-url",
         "mailstack-dev/elasticemail-api-key",
+        "mailstack-dev/redis-url",
         "mailstack-dev/sendgrid-api-key",
     ]
 
@@ -272,6 +273,7 @@ def test_provider_key_values_come_only_from_secret_config(
     assert {v.name for v in dev.of_type(SECRET_VERSION)} == {
         "rds-database-url",
         "rds-database-read-url",
+        "cache-url",
     }
     for key in ("elasticemail-api-key", "sendgrid-api-key"):
         version = prod.one(SECRET_VERSION, f"secrets-{key}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,12 +15,14 @@ from mailstack_infra.policy_rules import (
     forbid_public_database,
     forbid_wildcard_iam_actions,
     require_bucket_encryption,
+    require_cache_encryption_in_transit,
     require_deletion_protection,
     require_encryption_at_rest,
     require_log_retention,
 )
 
 RDS = "aws:rds/instance:Instance"
+CACHE = "aws:elasticache/replicationGroup:ReplicationGroup"
 SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 
 
@@ -37,6 +40,7 @@ def policy(*actions: str) -> str:
     ("bad", "good"),
     [
         (resource(RDS, storageEncrypted=False), resource(RDS, storageEncrypted=True)),
+        (resource(CACHE), resource(CACHE, atRestEncryptionEnabled=True)),
         (
             resource("aws:sqs/queue:Queue"),
             resource("aws:sqs/queue:Queue", sqsManagedSseEnabled=True),
@@ -56,6 +60,34 @@ def policy(*actions: str) -> str:
 def test_encryption_rule(bad: Resource, good: Resource) -> None:
     assert require_encryption_at_rest(bad)
     assert require_encryption_at_rest(good) == []
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {},
+        {"transitEncryptionEnabled": False},
+        {"transitEncryptionEnabled": True, "transitEncryptionMode": "preferred"},
+    ],
+)
+def test_cache_transit_rule_fires_unless_tls_is_required(props: dict[str, Any]) -> None:
+    assert require_cache_encryption_in_transit(resource(CACHE, **props))
+
+
+def test_cache_transit_rule_passes_required_tls_and_ignores_other_types() -> None:
+    required = {"transitEncryptionEnabled": True, "transitEncryptionMode": "required"}
+    assert require_cache_encryption_in_transit(resource(CACHE, **required)) == []
+    assert require_cache_encryption_in_transit(resource(RDS)) == []
+
+
+def test_a_plain_text_cache_fails_the_stack_check(prod: StackRecord) -> None:
+    resources = [
+        replace(r, props={**r.props, "transitEncryptionEnabled": False}) if r.type == CACHE else r
+        for r in as_policy_resources(prod)
+    ]
+    assert check_stack(resources, production=True) == [
+        "cache-group: ElastiCache must encrypt in transit (TLS)"
+    ]
 
 
 def test_bucket_encryption_rule_fires_for_a_bucket_without_configuration() -> None:

@@ -26,7 +26,8 @@ def container(stack: StackRecord, service: str) -> dict[str, Any]:
 
 
 def secret_arn(stack: StackRecord, key: str) -> str:
-    return str(stack.one(SECRET, f"secrets-{key}").outputs["arn"])
+    logical = "cache-url" if key == "redis-url" else f"secrets-{key}"
+    return str(stack.one(SECRET, logical).outputs["arn"])
 
 
 def statements(stack: StackRecord, policy: str) -> list[dict[str, Any]]:
@@ -128,10 +129,15 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
         "AWS_REGION": "eu-west-1",
         "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # the value under test, not a bind
         "GATEWAY_PORT": "8000",
+        "RATE_LIMIT_SEND_PER_MINUTE": "600",
+        "RATE_LIMIT_READ_PER_MINUTE": "1200",
+        "AUTH_CACHE_SECONDS": "10",
+        "API_KEY_LAST_USED_FLUSH_SECONDS": "60",
     }
     assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
         "DATABASE_URL": secret_arn(prod, "database-url"),
         "DATABASE_READ_URL": secret_arn(prod, "database-read-url"),
+        "REDIS_URL": secret_arn(prod, "redis-url"),
     }
     assert definition["portMappings"] == [
         {"containerPort": 8000, "hostPort": 8000, "protocol": "tcp"}
@@ -160,7 +166,7 @@ def test_processor_environment_uses_the_names_the_processor_reads(prod: StackRec
 @pytest.mark.parametrize(
     ("service", "secrets"),
     [
-        ("gateway", {"database-url", "database-read-url"}),
+        ("gateway", {"database-url", "database-read-url", "redis-url"}),
         ("processor", {"database-url", "elasticemail-api-key", "sendgrid-api-key"}),
     ],
 )

@@ -68,6 +68,26 @@ def test_prod_stack_is_protected_redundant_and_replicated() -> None:
     assert config.processor.max_tasks == 20
 
 
+def test_dev_cache_is_one_small_node_and_prod_fails_over_across_zones() -> None:
+    dev = load("dev")
+    assert (dev.cache_node_count, dev.cache_multi_az) == (1, False)
+    prod = load("prod", {"mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x"})
+    assert prod.cache_multi_az is True
+    assert prod.cache_node_count >= 2
+    assert not prod.cache_node_type.startswith("cache.t")
+
+
+def test_a_multi_az_cache_needs_a_replica() -> None:
+    with pytest.raises(ConfigError, match="cacheNodeCount"):
+        load("dev", {"mailstack:cacheMultiAz": "true", "mailstack:cacheNodeCount": "1"})
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "localstack"])
+def test_no_stack_file_trusts_a_jwt_issuer_by_default(stack: str) -> None:
+    extra = {"mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x"}
+    assert load(stack, extra if stack == "prod" else None).jwt is None
+
+
 def test_prod_refuses_to_start_without_a_certificate() -> None:
     with pytest.raises(ConfigError, match="certificateArn"):
         load("prod")

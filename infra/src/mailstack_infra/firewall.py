@@ -1,4 +1,4 @@
-"""Security groups and every traffic rule between the ALB, the services, the jobs and Postgres."""
+"""Security groups and every traffic rule between the ALB, the services, the jobs and the stores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pulumi_aws as aws
 
 GATEWAY_PORT = 8000
 POSTGRES_PORT = 5432
+REDIS_PORT = 6379
 HTTPS_PORT = 443
 HTTP_PORT = 80
 ANYWHERE = "0.0.0.0/0"
@@ -31,6 +32,7 @@ class Firewall(pulumi.ComponentResource):
     processor: aws.ec2.SecurityGroup
     jobs: aws.ec2.SecurityGroup
     database: aws.ec2.SecurityGroup
+    cache: aws.ec2.SecurityGroup
 
     def __init__(
         self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
@@ -53,6 +55,7 @@ class Firewall(pulumi.ComponentResource):
         self.processor = group("processor", "mailstack processor tasks: no ingress")
         self.jobs = group("jobs", "mailstack cleanup and retry Lambdas: no ingress")
         self.database = group("database", "mailstack Postgres: only from the app and jobs")
+        self.cache = group("cache", "mailstack Redis rate-limit counters: only from the gateway")
 
         public_ports = [HTTP_PORT, HTTPS_PORT] if args.https_listener else [HTTP_PORT]
         for port in public_ports:
@@ -70,6 +73,10 @@ class Firewall(pulumi.ComponentResource):
             self._egress(f"{role}-to-database", sg, POSTGRES_PORT, peer=self.database)
             self._ingress(f"database-from-{role}", self.database, POSTGRES_PORT, peer=sg)
 
+        # Only the gateway counts rate limits; the processor and the jobs never talk to Redis.
+        self._egress("gateway-to-cache", self.gateway, REDIS_PORT, peer=self.cache)
+        self._ingress("cache-from-gateway", self.cache, REDIS_PORT, peer=self.gateway)
+
         self.register_outputs(
             {
                 "alb_security_group_id": self.alb.id,
@@ -77,6 +84,7 @@ class Firewall(pulumi.ComponentResource):
                 "processor_security_group_id": self.processor.id,
                 "jobs_security_group_id": self.jobs.id,
                 "database_security_group_id": self.database.id,
+                "cache_security_group_id": self.cache.id,
             }
         )
 

@@ -135,6 +135,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "endpoint": f"{inputs['identifier']}.abc.{region}.rds.amazonaws.com:5432",
                 "arn": f"arn:aws:rds:{region}:{account}:db:{inputs['identifier']}",
             },
+            "aws:elasticache/replicationGroup:ReplicationGroup": lambda: {
+                "arn": f"arn:aws:elasticache:{region}:{account}:replicationgroup:"
+                f"{inputs['replicationGroupId']}",
+                "primaryEndpointAddress": f"master.{inputs['replicationGroupId']}.abc.euw1"
+                ".cache.amazonaws.com",
+                "readerEndpointAddress": f"replica.{inputs['replicationGroupId']}.abc.euw1"
+                ".cache.amazonaws.com",
+                "memberClusters": [
+                    f"{inputs['replicationGroupId']}-{index:03d}"
+                    for index in range(1, int(inputs["numCacheClusters"]) + 1)
+                ],
+            },
             "aws:lb/loadBalancer:LoadBalancer": lambda: {
                 "arnSuffix": f"app/{name}/0123456789abcdef",
                 "dnsName": f"{name}-123.{region}.elb.amazonaws.com",

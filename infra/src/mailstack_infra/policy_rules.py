@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 RDS_INSTANCE = "aws:rds/instance:Instance"
+CACHE_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 SQS_QUEUE = "aws:sqs/queue:Queue"
 SNS_TOPIC = "aws:sns/topic:Topic"
 S3_BUCKET = "aws:s3/bucket:Bucket"
@@ -35,10 +36,12 @@ class Resource:
 
 
 def require_encryption_at_rest(resource: Resource) -> list[str]:
-    """Databases, queues, topics and bucket encryption rules must encrypt data at rest."""
+    """Databases, caches, queues, topics and bucket encryption rules must encrypt data at rest."""
     props = resource.props
     if resource.type == RDS_INSTANCE and not props.get("storageEncrypted"):
         return [f"{resource.name}: RDS storage must be encrypted (storage_encrypted=True)"]
+    if resource.type == CACHE_GROUP and not props.get("atRestEncryptionEnabled"):
+        return [f"{resource.name}: ElastiCache must encrypt at rest (at_rest_encryption_enabled)"]
     if (
         resource.type == SQS_QUEUE
         and not props.get("sqsManagedSseEnabled")
@@ -54,6 +57,19 @@ def require_encryption_at_rest(resource: Resource) -> list[str]:
         }
         if not algorithms or not algorithms <= ENCRYPTION_ALGORITHMS:
             return [f"{resource.name}: bucket encryption must use {sorted(ENCRYPTION_ALGORITHMS)}"]
+    return []
+
+
+def require_cache_encryption_in_transit(resource: Resource) -> list[str]:
+    """ElastiCache accepts TLS connections only: enabled, and not in the `preferred` mode that
+    still lets plain-text clients in."""
+    if resource.type != CACHE_GROUP:
+        return []
+    props = resource.props
+    if not props.get("transitEncryptionEnabled"):
+        return [f"{resource.name}: ElastiCache must encrypt in transit (TLS)"]
+    if props.get("transitEncryptionMode", "required") != "required":
+        return [f"{resource.name}: ElastiCache must require TLS (transit_encryption_mode)"]
     return []
 
 
@@ -126,6 +142,7 @@ def require_deletion_protection(resource: Resource, *, production: bool) -> list
 
 RESOURCE_RULES = (
     require_encryption_at_rest,
+    require_cache_encryption_in_transit,
     forbid_public_database,
     forbid_wildcard_iam_actions,
     require_log_retention,

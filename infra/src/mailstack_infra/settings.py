@@ -12,6 +12,23 @@ import pulumi
 
 Target = Literal["aws", "localstack"]
 
+# Signature algorithms the gateway may accept: public-key ones only, so a token can never be
+# forged with a secret that sits in the gateway's own configuration (HS*) or with none at all.
+ASYMMETRIC_JWT_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
+)
+
 
 class ConfigError(ValueError):
     """A stack's configuration is missing a value or holds an impossible one."""
@@ -49,6 +66,60 @@ class ServiceSizing:
 
 
 @dataclass(frozen=True)
+class JwtSettings:
+    """How the gateway verifies bearer tokens from the deployment's identity provider."""
+
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    public_key: str | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    tenant_claim: str = "tenant"
+    scope_claim: str = "scope"
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            raise ConfigError("mailstack:jwtIssuer must not be empty")
+        if not self.audience:
+            raise ConfigError("mailstack:jwtIssuer needs mailstack:jwtAudience")
+        if (self.jwks_url is None) == (self.public_key is None):
+            raise ConfigError(
+                "mailstack:jwtIssuer needs exactly one of mailstack:jwtJwksUrl and "
+                "mailstack:jwtPublicKey"
+            )
+        if not self.algorithms:
+            raise ConfigError("mailstack:jwtAlgorithms must list at least one algorithm")
+        refused = [alg for alg in self.algorithms if alg not in ASYMMETRIC_JWT_ALGORITHMS]
+        if refused:
+            raise ConfigError(
+                f"mailstack:jwtAlgorithms may list asymmetric algorithms only "
+                f"({', '.join(sorted(ASYMMETRIC_JWT_ALGORITHMS))}), not {', '.join(refused)}"
+            )
+        if not self.tenant_claim or not self.scope_claim:
+            raise ConfigError("mailstack:jwtTenantClaim and mailstack:jwtScopeClaim must be set")
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """The gateway's per-credential defaults (tenants may override them in the database)."""
+
+    send_per_minute: int = 600
+    read_per_minute: int = 1200
+    auth_cache_seconds: int = 10
+    api_key_last_used_flush_seconds: int = 60
+
+    def __post_init__(self) -> None:
+        if self.send_per_minute < 1 or self.read_per_minute < 1:
+            raise ConfigError(
+                "mailstack:rateLimitSendPerMinute and rateLimitReadPerMinute must be positive"
+            )
+        if self.auth_cache_seconds < 0:
+            raise ConfigError("mailstack:authCacheSeconds must not be negative")
+        if self.api_key_last_used_flush_seconds < 1:
+            raise ConfigError("mailstack:apiKeyLastUsedFlushSeconds must be positive")
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Everything `build_stack` needs; no Pulumi config is read past this point."""
 
@@ -79,6 +150,10 @@ class StackConfig:
     db_multi_az: bool = True
     db_backup_retention_days: int = 7
     db_replica_count: int = 0
+    cache_node_type: str = "cache.t4g.micro"
+    cache_engine_version: str = "8.0"
+    cache_node_count: int = 2
+    cache_multi_az: bool = True
     log_retention_days: int = 30
     alarm_email: str | None = None
     jobs_archive_path: str = "build/jobs.zip"
@@ -90,6 +165,8 @@ class StackConfig:
     retry_schedule: str = "cron(0/15 * * * ? *)"
     elasticemail_api_key: pulumi.Input[str] | None = None
     sendgrid_api_key: pulumi.Input[str] | None = None
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    jwt: JwtSettings | None = None
 
     def __post_init__(self) -> None:
         if self.target not in ("aws", "localstack"):
@@ -108,6 +185,17 @@ class StackConfig:
             raise ConfigError("the gateway runs at least 2 tasks (one per AZ)")
         if self.retention_days < 1:
             raise ConfigError("mailstack:retentionDays must be positive")
+        # A replication group holds one primary and up to five replicas.
+        if not 1 <= self.cache_node_count <= 6:
+            raise ConfigError("mailstack:cacheNodeCount must be between 1 and 6")
+        if self.cache_multi_az and self.cache_node_count < 2:
+            raise ConfigError("mailstack:cacheMultiAz needs mailstack:cacheNodeCount of 2 or more")
+        if self.jwt is not None and self.target == "aws":
+            # A deployment trusts its identity provider over TLS only; this also keeps out the
+            # local harness's development issuer, which speaks plain HTTP.
+            for key, url in (("jwtIssuer", self.jwt.issuer), ("jwtJwksUrl", self.jwt.jwks_url)):
+                if url is not None and not url.startswith("https://"):
+                    raise ConfigError(f"mailstack:{key} must be an https:// URL, not {url!r}")
 
     @property
     def is_localstack(self) -> bool:
@@ -150,6 +238,39 @@ def _sizing(raw: Mapping[str, Any] | None, default: ServiceSizing) -> ServiceSiz
     )
 
 
+JWT_KEYS = (
+    "jwtAudience",
+    "jwtJwksUrl",
+    "jwtPublicKey",
+    "jwtAlgorithms",
+    "jwtTenantClaim",
+    "jwtScopeClaim",
+)
+
+
+def _jwt(config: pulumi.Config) -> JwtSettings | None:
+    """JWT verification when mailstack:jwtIssuer is set; none (API keys only) otherwise."""
+    issuer = config.get("jwtIssuer")
+    if issuer is None:
+        stray = [f"mailstack:{key}" for key in JWT_KEYS if config.get(key) is not None]
+        if stray:
+            raise ConfigError(f"{', '.join(stray)} set without mailstack:jwtIssuer")
+        return None
+    defaults = JwtSettings(issuer="unused", audience="unused", jwks_url="unused")
+    algorithms = config.get("jwtAlgorithms")
+    return JwtSettings(
+        issuer=issuer,
+        audience=config.get("jwtAudience") or "",
+        jwks_url=config.get("jwtJwksUrl"),
+        public_key=config.get("jwtPublicKey"),
+        algorithms=defaults.algorithms
+        if algorithms is None
+        else tuple(part.strip() for part in algorithms.split(",") if part.strip()),
+        tenant_claim=config.get("jwtTenantClaim") or defaults.tenant_claim,
+        scope_claim=config.get("jwtScopeClaim") or defaults.scope_claim,
+    )
+
+
 def load_stack_config(
     config: pulumi.Config, *, project: str, stack: str, region: str, resources: ResourceSettings
 ) -> StackConfig:
@@ -162,6 +283,7 @@ def load_stack_config(
         resources=resources,
         local_database_url="unused",
     )
+    limits = defaults.rate_limits
 
     def text(key: str, default: str) -> str:
         return config.get(key) or default
@@ -206,6 +328,10 @@ def load_stack_config(
         db_multi_az=flag("dbMultiAz", defaults.db_multi_az),
         db_backup_retention_days=number("dbBackupRetentionDays", defaults.db_backup_retention_days),
         db_replica_count=number("dbReplicaCount", defaults.db_replica_count),
+        cache_node_type=text("cacheNodeType", defaults.cache_node_type),
+        cache_engine_version=text("cacheEngineVersion", defaults.cache_engine_version),
+        cache_node_count=number("cacheNodeCount", defaults.cache_node_count),
+        cache_multi_az=flag("cacheMultiAz", defaults.cache_multi_az),
         log_retention_days=number("logRetentionDays", defaults.log_retention_days),
         alarm_email=config.get("alarmEmail"),
         jobs_archive_path=text("jobsArchive", defaults.jobs_archive_path),
@@ -221,4 +347,13 @@ def load_stack_config(
         retry_schedule=text("retrySchedule", defaults.retry_schedule),
         elasticemail_api_key=config.get_secret("elasticEmailApiKey"),
         sendgrid_api_key=config.get_secret("sendGridApiKey"),
+        rate_limits=RateLimitSettings(
+            send_per_minute=number("rateLimitSendPerMinute", limits.send_per_minute),
+            read_per_minute=number("rateLimitReadPerMinute", limits.read_per_minute),
+            auth_cache_seconds=number("authCacheSeconds", limits.auth_cache_seconds),
+            api_key_last_used_flush_seconds=number(
+                "apiKeyLastUsedFlushSeconds", limits.api_key_last_used_flush_seconds
+            ),
+        ),
+        jwt=_jwt(config),
     )

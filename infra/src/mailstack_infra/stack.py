@@ -11,6 +11,7 @@ from pulumi_aws.appautoscaling import (
 )
 
 from mailstack_infra.buckets import PrivateBucket, PrivateBucketArgs, archive_to_glacier
+from mailstack_infra.cache import Cache, CacheArgs
 from mailstack_infra.cluster import Cluster
 from mailstack_infra.database import Database, DatabaseArgs
 from mailstack_infra.firewall import GATEWAY_PORT, Firewall, FirewallArgs
@@ -30,7 +31,7 @@ from mailstack_infra.service import (
     TargetGroupAttachment,
     TrackingMetric,
 )
-from mailstack_infra.settings import StackConfig
+from mailstack_infra.settings import JwtSettings, RateLimitSettings, StackConfig
 
 PROCESSOR_HEALTH_PORT = 9101
 CLEANUP_HANDLER = "mailstack_jobs.cleanup.handler"
@@ -267,6 +268,23 @@ def _build_application(
         top,
     )
     secrets.set_database_urls("rds", database.url, database.read_url)
+    cache = Cache(
+        "cache",
+        CacheArgs(
+            prefix=prefix,
+            engine_version=config.cache_engine_version,
+            node_type=config.cache_node_type,
+            node_count=config.cache_node_count,
+            multi_az=config.cache_multi_az,
+            subnet_ids=network.database_subnet_ids,
+            security_group_id=firewall.cache.id,
+            availability_zones=zones,
+            log_retention_days=config.log_retention_days,
+            secret_recovery_window_days=30 if config.deletion_protection else 7,
+            alarm_topic_arn=alarms.topic.arn,
+        ),
+        top,
+    )
 
     registry = ImageRegistry(
         "images", ImageRegistryArgs(prefix=prefix, images=["gateway", "processor"]), top
@@ -285,6 +303,7 @@ def _build_application(
         scaling_policies: list[ScalingPolicy],
         port: int | None = None,
         target_group: TargetGroupAttachment | None = None,
+        depends_on: list[pulumi.Resource] | None = None,
     ) -> FargateService:
         return FargateService(
             name,
@@ -308,7 +327,7 @@ def _build_application(
                 port=port,
                 target_group=target_group,
                 scaling_policies=scaling_policies,
-                depends_on=[database],
+                depends_on=[database, *(depends_on or [])],
             ),
             top,
         )
@@ -322,10 +341,14 @@ def _build_application(
             "AWS_REGION": config.region,
             "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # inside the task; the SG admits only the ALB
             "GATEWAY_PORT": str(GATEWAY_PORT),
+            **rate_limit_environment(config.rate_limits),
+            **jwt_environment(config.jwt),
         },
         secret_arns={
             "DATABASE_URL": secrets.database_url.arn,
             "DATABASE_READ_URL": secrets.database_read_url.arn,
+            # The URL carries the AUTH token, so the whole URL is a secret.
+            "REDIS_URL": cache.url_secret.arn,
         },
         health_check_url=f"http://127.0.0.1:{GATEWAY_PORT}/healthz",
         statements=[Statement(actions=["sqs:SendMessage"], resources=[queue.queue.arn])],
@@ -335,6 +358,9 @@ def _build_application(
             container_port=GATEWAY_PORT,
             listeners=load_balancer.listeners,
         ),
+        # Tasks start once the URL is in its secret (the gateway fails open without Redis, but
+        # ECS cannot start a task whose secret has no value).
+        depends_on=[cache],
         scaling_policies=[
             ScalingPolicy(
                 name="requests-per-target",
@@ -401,8 +427,39 @@ def _build_application(
         "processor_service": processor.service.name,
         "database_endpoint": database.primary.endpoint,
         "database_replica_endpoints": [replica.endpoint for replica in database.replicas],
+        "cache_endpoint": cache.replication_group.primary_endpoint_address,
+        "redis_url_secret_arn": cache.url_secret.arn,
     }
     return JobNetwork(network.app_subnet_ids, firewall.jobs.id), outputs
+
+
+def rate_limit_environment(limits: RateLimitSettings) -> dict[str, pulumi.Input[str]]:
+    """The gateway's per-credential defaults and API-key caching, as the gateway reads them."""
+    return {
+        "RATE_LIMIT_SEND_PER_MINUTE": str(limits.send_per_minute),
+        "RATE_LIMIT_READ_PER_MINUTE": str(limits.read_per_minute),
+        "AUTH_CACHE_SECONDS": str(limits.auth_cache_seconds),
+        "API_KEY_LAST_USED_FLUSH_SECONDS": str(limits.api_key_last_used_flush_seconds),
+    }
+
+
+def jwt_environment(jwt: JwtSettings | None) -> dict[str, pulumi.Input[str]]:
+    """The JWT variables, or none at all: without JWT_ISSUER the gateway accepts API keys only."""
+    if jwt is None:
+        return {}
+    environment: dict[str, pulumi.Input[str]] = {
+        "JWT_ISSUER": jwt.issuer,
+        "JWT_AUDIENCE": jwt.audience,
+        "JWT_ALGORITHMS": ",".join(jwt.algorithms),
+        "JWT_TENANT_CLAIM": jwt.tenant_claim,
+        "JWT_SCOPE_CLAIM": jwt.scope_claim,
+    }
+    if jwt.jwks_url is not None:
+        environment["JWT_JWKS_URL"] = jwt.jwks_url
+    if jwt.public_key is not None:
+        # A public key, not a secret: it only verifies signatures.
+        environment["JWT_PUBLIC_KEY"] = jwt.public_key
+    return environment
 
 
 def backlog_per_task(
