@@ -39,6 +39,7 @@ def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
     return create_async_engine(
         normalize_database_url(url),
         pool_size=settings.database_pool_size,
+        max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},

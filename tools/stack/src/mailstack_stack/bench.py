@@ -159,9 +159,7 @@ def profiled(pid: int, output: Path | None, seconds: float) -> Iterator[None]:
         return
     recorder = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "py_spy",
+            str(Path(sys.executable).parent / "py-spy"),
             "record",
             "--pid",
             str(pid),
@@ -174,7 +172,7 @@ def profiled(pid: int, output: Path | None, seconds: float) -> Iterator[None]:
             "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=output.with_suffix(".log").open("w"),
     )
     try:
         yield
