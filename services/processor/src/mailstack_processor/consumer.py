@@ -1,7 +1,8 @@
 """The SQS consumer: long-polls, hands messages to delivery with bounded concurrency, settles them.
 
 A message is deleted only after its outcome is committed. While the database is unreachable the
-consumer stops receiving, so messages do not burn their receive count towards the DLQ.
+consumer stops receiving, so messages do not burn their receive count towards the DLQ. A stop
+cancels the long poll in progress rather than waiting it out.
 """
 
 import asyncio
@@ -23,7 +24,7 @@ from mailstack_processor.observability import (
     MESSAGES_POISON,
     MESSAGES_RECEIVED,
 )
-from mailstack_processor.queue import ReceivedMessage
+from mailstack_processor.queue import SQS_BATCH_LIMIT, ReceivedMessage
 
 log = structlog.get_logger(__name__)
 
@@ -59,20 +60,25 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish what was started."""
         log.info("consumer.started", max_concurrency=self._max_concurrency)
+        # A receive for the one slot that just freed costs as much as one for ten: wait until
+        # half the slots are free, so one batch is received while the other is delivered.
+        batch = min(SQS_BATCH_LIMIT, max(1, self._max_concurrency // 2))
         while not stop.is_set():
             if self._unhealthy.is_set():
                 await self._wait_until_healthy(stop)
                 continue
             free = self._max_concurrency - len(self._tasks)
-            if free <= 0:
+            if free < batch:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                messages = await self._queue.receive(min(free, 10))
+                messages = await receive_unless(stop, self._queue, min(free, SQS_BATCH_LIMIT))
             except Exception as error:
                 log.warning("consumer.receive_failed", error=str(error))
                 await sleep_unless(stop, 2.0)
                 continue
+            if messages is None:
+                break
             LAST_POLL.set(time.time())
             MESSAGES_RECEIVED.inc(len(messages))
             if stop.is_set():
@@ -89,12 +95,14 @@ class Consumer:
 
     async def _release(self, messages: list[ReceivedMessage]) -> None:
         """Received but not started: make them visible again at once for another consumer."""
-        for message in messages:
-            try:
-                await self._queue.change_visibility(message, 0)
-            except Exception as error:
+        results = await asyncio.gather(
+            *(self._queue.change_visibility(message, 0) for message in messages),
+            return_exceptions=True,
+        )
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, Exception):
                 log.warning(
-                    "consumer.release_failed", message_id=message.message_id, error=str(error)
+                    "consumer.release_failed", message_id=message.message_id, error=str(result)
                 )
 
     async def _wait_until_healthy(self, stop: asyncio.Event) -> None:
@@ -153,6 +161,30 @@ class Consumer:
             log.warning(
                 "message.visibility_failed", message_id=message.message_id, error=str(error)
             )
+
+
+async def receive_unless(
+    stop: asyncio.Event, queue: EmailQueue, max_messages: int
+) -> list[ReceivedMessage] | None:
+    """One receive, or None when `stop` is set first: the long poll is cancelled, not awaited.
+
+    SQS may have handed messages to a poll cancelled mid-flight; they are not lost, they become
+    visible again when their visibility timeout ends."""
+    if stop.is_set():
+        return None
+    receive = asyncio.ensure_future(queue.receive(max_messages))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({receive, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        # Not done: the stop came first (or this coroutine itself was cancelled).
+        receive.cancel()
+    try:
+        # Done despite the stop (both at once): the caller gets, and releases, what it received.
+        return await receive
+    except asyncio.CancelledError:
+        return None
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:

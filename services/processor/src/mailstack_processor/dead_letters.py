@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
-from mailstack_processor.consumer import EmailQueue, sleep_unless
+from mailstack_processor.consumer import EmailQueue, receive_unless, sleep_unless
 from mailstack_processor.delivery import DeadLetterOutcome
 from mailstack_processor.observability import DEAD_LETTERS
 
@@ -31,11 +31,13 @@ class DeadLetterWatcher:
         log.info("dead_letters.watching")
         while not stop.is_set():
             try:
-                messages = await self._queue.receive(10)
+                messages = await receive_unless(stop, self._queue, 10)
             except Exception as error:  # the DLQ unreachable: try again shortly
                 log.warning("dead_letters.receive_failed", error=str(error))
                 await sleep_unless(stop, 2.0)
                 continue
+            if messages is None:
+                break
             for message in messages:
                 delay = await self._look_at(message.body)
                 try:

@@ -1,12 +1,14 @@
 """Composition root of the processor: builds settings, engine, clients; runs the consumer."""
 
 import asyncio
+import contextlib
 import functools
 import signal
 import uuid
 
 import httpx
 import structlog
+import uvloop
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -54,13 +56,17 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
     breakers = PostgresCircuitBreakers(
         engine, settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
     )
-    queue = SqsEmailQueue(
-        sqs_client(settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds),
-        settings.email_queue_url,
-        settings.receive_wait_seconds,
-    )
     limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
-    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+    async with contextlib.AsyncExitStack() as clients:
+        sqs = await clients.enter_async_context(
+            sqs_client(
+                settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds
+            )
+        )
+        queue = SqsEmailQueue(sqs, settings.email_queue_url, settings.receive_wait_seconds)
+        client = await clients.enter_async_context(
+            httpx.AsyncClient(limits=limits, follow_redirects=False)
+        )
         senders = build_senders(settings, client)
         policy = delivery.RetryPolicy(
             max_attempts=settings.max_attempts,
@@ -83,11 +89,7 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         tasks = []
         if settings.email_dlq_url:
             dead_letter_queue = SqsEmailQueue(
-                sqs_client(
-                    settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds
-                ),
-                settings.email_dlq_url,
-                settings.receive_wait_seconds,
+                sqs, settings.email_dlq_url, settings.receive_wait_seconds
             )
             watcher = DeadLetterWatcher(
                 dead_letter_queue,
@@ -131,4 +133,4 @@ def run() -> None:
     if settings.processor_health_port:
         # /healthz and /metrics (any path answers with the metrics while the process lives).
         start_http_server(settings.processor_health_port, addr=settings.processor_health_host)
-    asyncio.run(_main(settings))
+    uvloop.run(_main(settings))

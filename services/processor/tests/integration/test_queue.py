@@ -1,6 +1,8 @@
 """The consumer's view of a real SQS queue on LocalStack: receive counts, visibility, delete."""
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,10 @@ def _max_receive_count() -> int:
     return int(settings["email_queue"]["max_receive_count"])
 
 
-def _queue(endpoint: str, queue_url: str) -> SqsEmailQueue:
-    return SqsEmailQueue(sqs_client(endpoint, "us-east-1", 1), queue_url, 1)
+@contextlib.asynccontextmanager
+async def _queue(endpoint: str, queue_url: str) -> AsyncIterator[SqsEmailQueue]:
+    async with sqs_client(endpoint, "us-east-1", 1) as client:
+        yield SqsEmailQueue(client, queue_url, 1)
 
 
 async def test_receives_with_the_receive_count_and_deletes(
@@ -29,15 +33,15 @@ async def test_receives_with_the_receive_count_and_deletes(
     localstack_clients(localstack_endpoint)[0].send_message(
         QueueUrl=sqs_queues.email_queue_url, MessageBody="hello"
     )
-    queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
-    [message] = await queue.receive(10)
-    assert (message.body, message.receive_count) == ("hello", 1)
+    async with _queue(localstack_endpoint, sqs_queues.email_queue_url) as queue:
+        [message] = await queue.receive(10)
+        assert (message.body, message.receive_count) == ("hello", 1)
 
-    await queue.change_visibility(message, 0)
-    [again] = await queue.receive(10)
-    assert again.receive_count == 2
-    await queue.delete(again)
-    assert await queue.receive(10) == []
+        await queue.change_visibility(message, 0)
+        [again] = await queue.receive(10)
+        assert again.receive_count == 2
+        await queue.delete(again)
+        assert await queue.receive(10) == []
 
 
 async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
@@ -45,13 +49,13 @@ async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
 ) -> None:
     client, _ = localstack_clients(localstack_endpoint)
     client.send_message(QueueUrl=sqs_queues.email_queue_url, MessageBody="spent")
-    queue = _queue(localstack_endpoint, sqs_queues.email_queue_url)
     max_receive_count = _max_receive_count()
-    for expected in range(1, max_receive_count + 1):
-        [message] = await queue.receive(10)
-        assert message.receive_count == expected
-        await queue.change_visibility(message, 0)
-    assert await queue.receive(10) == []
+    async with _queue(localstack_endpoint, sqs_queues.email_queue_url) as queue:
+        for expected in range(1, max_receive_count + 1):
+            [message] = await queue.receive(10)
+            assert message.receive_count == expected
+            await queue.change_visibility(message, 0)
+        assert await queue.receive(10) == []
 
     def dead_letters() -> list[str]:
         response = client.receive_message(QueueUrl=sqs_queues.email_dlq_url, WaitTimeSeconds=1)

@@ -270,3 +270,20 @@ async def test_on_stop_finishes_in_flight_deliveries_and_releases_unstarted_mess
     assert queue.deleted == [in_flight.message_id]
     assert sorted(queue.visibility) == sorted((m.message_id, 0) for m in late)
     assert len(calls) == 1
+
+
+async def test_a_stop_cancels_a_long_poll_in_progress_instead_of_waiting_it_out(
+    queue: Any,
+) -> None:
+    never = asyncio.Event()  # a long poll that would outlast the test if it were awaited
+    queue.hold_until = never
+    deliver = _answering(Disposition(Action.DELETE))
+    harness = Harness(queue, deliver)
+    harness.start()
+    await _until(lambda: len(queue.receive_calls) == 1)
+
+    await harness.finish()  # fails if the consumer is still in the poll after 2 s
+
+    assert not never.is_set()
+    assert deliver.calls == []
+    assert queue.visibility == []

@@ -77,3 +77,25 @@ async def test_a_poison_message_is_left_alone_in_the_dlq(queue: Any, make: Any) 
     assert settled == []
     assert queue.visibility == [("m-poison", RECHECK)]
     assert queue.deleted == []
+
+
+async def test_a_stop_cancels_the_watchers_long_poll(queue: Any) -> None:
+    never = asyncio.Event()
+    queue.hold_until = never
+    stop = asyncio.Event()
+    watcher = DeadLetterWatcher(queue, _never_settles, recheck_seconds=RECHECK)
+    task = asyncio.create_task(watcher.run(stop))
+    for _ in range(200):
+        if queue.receive_calls:
+            break
+        await asyncio.sleep(0.01)
+    assert queue.receive_calls == [10]
+
+    stop.set()
+    await asyncio.wait_for(task, 2)  # times out if the poll is waited out
+
+    assert not never.is_set()
+
+
+async def _never_settles(email_id: uuid.UUID) -> DeadLetterOutcome:
+    raise AssertionError("nothing was received")
