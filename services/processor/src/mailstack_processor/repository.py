@@ -4,7 +4,22 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -14,7 +29,7 @@ from mailstack_processor.delivery import BreakerState, Claim, ClaimState, DeadLe
 from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
 
 
-def _seconds(seconds: int) -> Any:
+def _seconds(seconds: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
@@ -36,52 +51,147 @@ async def _append(
     )
 
 
+# What delivery reads of an email: not the stored request body, which can be large.
+_OUTGOING_COLUMNS = (
+    emails.c.sender_email,
+    emails.c.sender_name,
+    emails.c.to_recipients,
+    emails.c.cc_recipients,
+    emails.c.bcc_recipients,
+    emails.c.reply_to,
+    emails.c.subject,
+    emails.c.text_body,
+    emails.c.html_body,
+)
+_RECLAIMED_DETAIL = {"reclaimed": True, "previous_attempt_outcome": "unknown"}
+
+
+def _build_claim() -> Any:
+    """Lock, claim and append PROCESSING to the history in one statement (one round trip).
+
+    The row lock of `target` serialises concurrent claims; the UPDATE re-checks its condition
+    against the row the lock returned, so exactly one of them moves it to PROCESSING. Built
+    once: constructing a statement costs more CPU than running it."""
+    target = (
+        select(
+            emails.c.id,
+            emails.c.status,
+            (emails.c.lease_expires_at < func.now()).label("lease_lapsed"),
+            func.extract("epoch", emails.c.lease_expires_at - func.now()).label("lease_remaining"),
+        )
+        .where(emails.c.id == bindparam("email_id"))
+        .with_for_update()
+        .cte("target")
+    )
+    reclaimed = target.c.status == EmailStatus.PROCESSING
+    claimed = (
+        update(emails)
+        .where(
+            emails.c.id == target.c.id,
+            or_(target.c.status == EmailStatus.QUEUED, and_(reclaimed, target.c.lease_lapsed)),
+        )
+        .values(
+            status=EmailStatus.PROCESSING,
+            attempts=emails.c.attempts + 1,
+            lease_expires_at=func.now() + _seconds(bindparam("lease_seconds")),
+            updated_at=func.now(),
+        )
+        .returning(emails.c.id, emails.c.attempts, reclaimed.label("reclaimed"), *_OUTGOING_COLUMNS)
+        .cte("claimed")
+    )
+    detail = func.jsonb_build_object(
+        "attempt", claimed.c.attempts, "receive_count", bindparam("receive_count", type_=Integer)
+    ).op("||")(
+        case(
+            (claimed.c.reclaimed, literal(_RECLAIMED_DETAIL, JSONB)),
+            else_=literal({}, JSONB),
+        )
+    )
+    history = insert(email_history).from_select(
+        ["email_id", "status", "provider", "detail"],
+        select(claimed.c.id, literal(EmailStatus.PROCESSING.value), null(), detail),
+    )
+    return (
+        select(
+            target.c.status.label("previous_status"),
+            target.c.lease_remaining,
+            claimed.c.attempts,
+            *(claimed.c[column.name] for column in _OUTGOING_COLUMNS),
+        )
+        .select_from(target.outerjoin(claimed, true()))
+        .add_cte(history.cte("history"))
+    )
+
+
+def _build_change(status: EmailStatus, *columns: str) -> Any:
+    """Set the email's status and `columns`, and append its history row, in one statement.
+
+    Parameters: email_id, history_provider, history_detail, and set_<column> per column (none
+    named like a column of `emails`, which SQLAlchemy would add to the SET clause)."""
+    changed = (
+        update(emails)
+        .where(emails.c.id == bindparam("email_id"))
+        .values(
+            status=status,
+            updated_at=func.now(),
+            lease_expires_at=None,
+            **{column: bindparam(f"set_{column}") for column in columns},
+        )
+        .returning(emails.c.id)
+        .cte("changed")
+    )
+    return insert(email_history).from_select(
+        ["email_id", "status", "provider", "detail"],
+        select(
+            changed.c.id,
+            literal(status.value),
+            bindparam("history_provider", type_=Text),
+            bindparam("history_detail", type_=JSONB),
+        ),
+    )
+
+
+_CLAIM = _build_claim()
+_MARK_SENT = _build_change(
+    EmailStatus.SENT,
+    "provider",
+    "provider_message_id",
+    "provider_transaction_id",
+    "last_error",
+)
+_MARK_FAILED = _build_change(EmailStatus.FAILED, "provider", "last_error")
+_RELEASE = _build_change(EmailStatus.QUEUED, "last_error")
+# Its VALUES come from the parameters' names.
+_APPEND = insert(email_history)
+
+
 class EmailDeliveryStore:
+    """Single-statement writes run without BEGIN/COMMIT: each statement is its own transaction."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def _run(self, statement: Any, parameters: dict[str, Any]) -> None:
+        async with self._autocommit.connect() as connection:
+            await connection.execute(statement, parameters)
 
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    select(
-                        emails,
-                        (emails.c.lease_expires_at < func.now()).label("lease_lapsed"),
-                        func.extract("epoch", emails.c.lease_expires_at - func.now()).label(
-                            "lease_remaining"
-                        ),
-                    )
-                    .where(emails.c.id == email_id)
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
-                return Claim(ClaimState.MISSING)
-            status = EmailStatus(row.status)
-            if status.is_terminal:
+        parameters = {
+            "email_id": email_id,
+            "lease_seconds": lease_seconds,
+            "receive_count": receive_count,
+        }
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(_CLAIM, parameters)).first()
+        if row is None:
+            return Claim(ClaimState.MISSING)
+        if row.attempts is None:
+            if EmailStatus(row.previous_status).is_terminal:
                 return Claim(ClaimState.FINAL)
-            reclaimed = status is EmailStatus.PROCESSING
-            if reclaimed and not row.lease_lapsed:
-                return Claim(ClaimState.BUSY, lease_remaining_seconds=float(row.lease_remaining))
-            attempt = row.attempts + 1
-            await connection.execute(
-                update(emails)
-                .where(emails.c.id == email_id)
-                .values(
-                    status=EmailStatus.PROCESSING,
-                    attempts=attempt,
-                    lease_expires_at=func.now() + _seconds(lease_seconds),
-                    updated_at=func.now(),
-                )
-            )
-            detail: dict[str, Any] = {"attempt": attempt, "receive_count": receive_count}
-            if reclaimed:
-                # The previous holder died mid-send: the provider may have accepted it already.
-                detail["reclaimed"] = True
-                detail["previous_attempt_outcome"] = "unknown"
-            await _append(connection, email_id, EmailStatus.PROCESSING, None, detail)
+            return Claim(ClaimState.BUSY, lease_remaining_seconds=float(row.lease_remaining or 0))
         email = OutgoingEmail(
-            id=row.id,
+            id=email_id,
             sender=Mailbox(row.sender_email, row.sender_name),
             to=tuple(_mailbox(m) for m in row.to_recipients),
             cc=tuple(_mailbox(m) for m in row.cc_recipients),
@@ -91,71 +201,69 @@ class EmailDeliveryStore:
             text=row.text_body,
             html=row.html_body,
         )
-        return Claim(ClaimState.CLAIMED, email=email, attempt=attempt)
+        return Claim(ClaimState.CLAIMED, email=email, attempt=row.attempts)
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
     ) -> None:
-        async with self._engine.begin() as connection:
-            await _append(connection, email_id, EmailStatus.FAILED, provider, detail)
+        await self._run(
+            _APPEND,
+            {
+                "email_id": email_id,
+                "status": EmailStatus.FAILED,
+                "provider": provider,
+                "detail": detail,
+            },
+        )
 
     async def mark_sent(
         self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
     ) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(emails)
-                .where(emails.c.id == email_id)
-                .values(
-                    status=EmailStatus.SENT,
-                    provider=receipt.provider,
-                    provider_message_id=receipt.message_id,
-                    provider_transaction_id=receipt.transaction_id,
-                    lease_expires_at=None,
-                    last_error=None,
-                    updated_at=func.now(),
-                )
-            )
-            detail: dict[str, Any] = {
-                "outcome": "accepted",
-                "message_id": receipt.message_id,
-                "transaction_id": receipt.transaction_id,
-                "http_status": receipt.http_status,
-            }
-            if skipped:
-                detail["skipped"] = list(skipped)
-            await _append(connection, email_id, EmailStatus.SENT, receipt.provider, detail)
+        detail: dict[str, Any] = {
+            "outcome": "accepted",
+            "message_id": receipt.message_id,
+            "transaction_id": receipt.transaction_id,
+            "http_status": receipt.http_status,
+        }
+        if skipped:
+            detail["skipped"] = list(skipped)
+        await self._run(
+            _MARK_SENT,
+            {
+                "email_id": email_id,
+                "history_provider": receipt.provider,
+                "history_detail": detail,
+                "set_provider": receipt.provider,
+                "set_provider_message_id": receipt.message_id,
+                "set_provider_transaction_id": receipt.transaction_id,
+                "set_last_error": None,
+            },
+        )
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]
     ) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(emails)
-                .where(emails.c.id == email_id)
-                .values(
-                    status=EmailStatus.FAILED,
-                    provider=provider,
-                    last_error=str(detail.get("error") or detail.get("last_error"))[:2000],
-                    lease_expires_at=None,
-                    updated_at=func.now(),
-                )
-            )
-            await _append(connection, email_id, EmailStatus.FAILED, provider, detail)
+        await self._run(
+            _MARK_FAILED,
+            {
+                "email_id": email_id,
+                "history_provider": provider,
+                "history_detail": detail,
+                "set_provider": provider,
+                "set_last_error": str(detail.get("error") or detail.get("last_error"))[:2000],
+            },
+        )
 
     async def release_for_retry(self, email_id: uuid.UUID, detail: dict[str, Any]) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(emails)
-                .where(emails.c.id == email_id)
-                .values(
-                    status=EmailStatus.QUEUED,
-                    last_error=str(detail.get("last_error"))[:2000],
-                    lease_expires_at=None,
-                    updated_at=func.now(),
-                )
-            )
-            await _append(connection, email_id, EmailStatus.QUEUED, None, detail)
+        await self._run(
+            _RELEASE,
+            {
+                "email_id": email_id,
+                "history_provider": None,
+                "history_detail": detail,
+                "set_last_error": str(detail.get("last_error"))[:2000],
+            },
+        )
 
     async def fail_dead_lettered(self, email_id: uuid.UUID) -> DeadLetterOutcome:
         async with self._engine.begin() as connection:
