@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_processor import delivery
+from mailstack_processor.breakers import CachedCircuitBreakers
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.dead_letters import DeadLetterWatcher
 from mailstack_processor.providers.base import EmailSender
@@ -53,8 +54,11 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         connect_args={"connect_timeout": 3},
     )
     store = EmailDeliveryStore(engine)
-    breakers = PostgresCircuitBreakers(
-        engine, settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
+    breakers = CachedCircuitBreakers(
+        PostgresCircuitBreakers(
+            engine, settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
+        ),
+        settings.breaker_cache_seconds,
     )
     limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
     async with contextlib.AsyncExitStack() as clients:

@@ -32,6 +32,8 @@ class ProcessorSettings(BaseSettings):
     # long it then stays open before a probe.
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_seconds: int = Field(default=30, ge=1)
+    # How stale this processor's view of another processor's breaker transition may be.
+    breaker_cache_seconds: float = Field(default=1.0, ge=0, le=10)
 
     max_concurrency: int = Field(default=20, ge=1, le=500)
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
