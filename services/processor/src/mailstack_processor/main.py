@@ -59,6 +59,9 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
             engine, settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
         ),
         settings.breaker_cache_seconds,
+        threshold=settings.breaker_failure_threshold,
+        # A probe ends within one provider deadline; then another delivery may probe.
+        probe_seconds=settings.provider_timeout_seconds + 1,
     )
     limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
     async with contextlib.AsyncExitStack() as clients:

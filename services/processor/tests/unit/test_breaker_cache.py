@@ -9,6 +9,7 @@ from mailstack_processor.delivery import BreakerState
 
 EE = "elasticemail"
 TTL = 1.0
+PROBE = 4.0
 
 
 class SharedBreakers:
@@ -58,7 +59,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def cached(shared: SharedBreakers, clock: Clock) -> CachedCircuitBreakers:
-    return CachedCircuitBreakers(shared, TTL, clock)
+    return CachedCircuitBreakers(shared, TTL, threshold=2, probe_seconds=PROBE, clock=clock)
 
 
 async def test_reads_the_shared_state_once_per_ttl(
@@ -101,7 +102,9 @@ async def test_an_open_circuit_closes_for_a_probe_when_its_cooldown_ends_without
     shared: SharedBreakers, clock: Clock
 ) -> None:
     shared.states[EE] = BreakerState(2, 30.0)
-    cached = CachedCircuitBreakers(shared, ttl_seconds=60.0, clock=clock)
+    cached = CachedCircuitBreakers(
+        shared, ttl_seconds=60.0, threshold=2, probe_seconds=PROBE, clock=clock
+    )
     assert (await cached.snapshot())[EE].open_for_seconds == 30.0
 
     clock.now += 20
@@ -135,3 +138,56 @@ async def test_a_read_that_raced_a_write_is_not_trusted_for_the_ttl(
 
     assert (await cached.snapshot())[EE].consecutive_failures == 1
     assert shared.reads == 2
+
+
+async def test_only_one_delivery_probes_a_cooled_down_provider_until_its_outcome_is_recorded(
+    shared: SharedBreakers, clock: Clock, cached: CachedCircuitBreakers
+) -> None:
+    shared.states[EE] = BreakerState(2, 30.0)
+    await cached.snapshot()
+    clock.now += 30
+    shared.states[EE] = BreakerState(2, 0.0)  # what the shared store says after the cool-down
+
+    assert (await cached.snapshot())[EE].open_for_seconds == 0.0  # this delivery probes
+    for _ in range(3):  # the others keep skipping it while the probe is out
+        assert (await cached.snapshot())[EE].open_for_seconds > 0
+
+    await cached.record_success(EE)
+    assert (await cached.snapshot())[EE] == BreakerState(0, 0.0)
+    assert (await cached.snapshot())[EE] == BreakerState(0, 0.0)
+
+
+async def test_a_failed_probe_opens_the_circuit_again_for_every_delivery(
+    shared: SharedBreakers, clock: Clock, cached: CachedCircuitBreakers
+) -> None:
+    shared.states[EE] = BreakerState(2, 30.0)
+    await cached.snapshot()
+    clock.now += 30
+    shared.states[EE] = BreakerState(2, 0.0)  # what the shared store says after the cool-down
+    assert (await cached.snapshot())[EE].open_for_seconds == 0.0
+
+    assert await cached.record_failure(EE, "timeout") is True
+
+    assert (await cached.snapshot())[EE] == BreakerState(3, 30.0)
+
+
+async def test_another_delivery_probes_when_the_first_probe_records_nothing_in_time(
+    shared: SharedBreakers, clock: Clock, cached: CachedCircuitBreakers
+) -> None:
+    shared.states[EE] = BreakerState(2, 30.0)
+    await cached.snapshot()
+    clock.now += 30
+    shared.states[EE] = BreakerState(2, 0.0)  # what the shared store says after the cool-down
+    assert (await cached.snapshot())[EE].open_for_seconds == 0.0  # e.g. it was rejected (400)
+
+    clock.now += PROBE
+    assert (await cached.snapshot())[EE].open_for_seconds == 0.0
+    assert (await cached.snapshot())[EE].open_for_seconds > 0
+
+
+async def test_failures_below_the_threshold_never_hold_deliveries_back(
+    shared: SharedBreakers, cached: CachedCircuitBreakers
+) -> None:
+    shared.states[EE] = BreakerState(1, 0.0)
+    for _ in range(3):
+        assert (await cached.snapshot())[EE].open_for_seconds == 0.0
