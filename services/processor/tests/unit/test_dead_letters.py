@@ -85,10 +85,7 @@ async def test_a_stop_cancels_the_watchers_long_poll(queue: Any) -> None:
     stop = asyncio.Event()
     watcher = DeadLetterWatcher(queue, _never_settles, recheck_seconds=RECHECK)
     task = asyncio.create_task(watcher.run(stop))
-    for _ in range(200):
-        if queue.receive_calls:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: queue.receive_calls, 2, interval=0.01, what="a long poll")
     assert queue.receive_calls == [10]
 
     stop.set()
