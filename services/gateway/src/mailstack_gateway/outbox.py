@@ -8,9 +8,11 @@ from typing import Protocol
 
 import structlog
 
+from mailstack_core.queueing import SQS_BATCH_LIMIT
+
 log = structlog.get_logger(__name__)
 
-BATCH_SIZE = 10  # the SQS batch limit
+BATCH_SIZE = SQS_BATCH_LIMIT
 
 
 class DueBatch(Protocol):

@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from mailstack_core.messages import EmailQueuedMessage
+from mailstack_core.queueing import publish_queued
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
-
-SQS_BATCH_LIMIT = 10
 
 
 def sqs_client(endpoint_url: str | None, region: str) -> "SQSClient":
@@ -32,22 +30,7 @@ class SqsEmailPublisher:
         self._queue_url = queue_url
 
     async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        failed: set[uuid.UUID] = set()
-        for start in range(0, len(email_ids), SQS_BATCH_LIMIT):
-            chunk = email_ids[start : start + SQS_BATCH_LIMIT]
-            failed |= await asyncio.to_thread(self._send_batch, chunk)
-        return failed
-
-    def _send_batch(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        by_entry = {str(index): email_id for index, email_id in enumerate(email_ids)}
-        response = self._client.send_message_batch(
-            QueueUrl=self._queue_url,
-            Entries=[
-                {"Id": entry, "MessageBody": EmailQueuedMessage(email_id=email_id).to_json()}
-                for entry, email_id in by_entry.items()
-            ],
-        )
-        return {by_entry[item["Id"]] for item in response.get("Failed", [])}
+        return await asyncio.to_thread(publish_queued, self._client, self._queue_url, email_ids)
 
     async def ping(self) -> None:
         await asyncio.to_thread(

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway.schemas import EmailCreate
@@ -48,7 +49,7 @@ _SAVE_QUEUED = text(
         RETURNING id
     ), queued AS (
         INSERT INTO email_history (email_id, status, detail)
-        SELECT id, '{EmailStatus.QUEUED.value}', '{{"outcome": "accepted"}}'::jsonb
+        SELECT id, '{EmailStatus.QUEUED.value}', '{{"outcome": "{Outcome.ACCEPTED.value}"}}'::jsonb
         FROM new_email
     )
     INSERT INTO email_outbox (email_id, next_attempt_at)

@@ -1,6 +1,7 @@
 """The one place the jobs are wired: logging, the database engine and the AWS clients."""
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
@@ -9,6 +10,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from mailstack_core.database import normalize_database_url
+from mailstack_core.logs import configure_logging
 from mailstack_jobs.settings import JobSettings
 
 if TYPE_CHECKING:
@@ -78,3 +80,20 @@ def database_engine(url: str, timeout_seconds: float) -> Engine:
         poolclass=NullPool,
         connect_args={"connect_timeout": max(1, int(timeout_seconds))},
     )
+
+
+class JobSummary(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+def run_job(settings: JobSettings, work: Callable[[Engine], JobSummary]) -> dict[str, Any]:
+    """What each Lambda handler does around its job: logging, an engine for the run, the
+    summary with the run's duration."""
+    started = time.monotonic()
+    configure_logging(settings.log_level, settings.log_format, cache_loggers=False)
+    engine = database_engine(resolve_database_url(settings), settings.database_timeout_seconds)
+    try:
+        summary = work(engine)
+    finally:
+        engine.dispose()
+    return {**summary.as_dict(), "duration_seconds": round(time.monotonic() - started, 3)}

@@ -1,6 +1,5 @@
 """The retention job: archive emails past the retention window to S3, then delete them."""
 
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -10,13 +9,8 @@ from typing import IO, Any, Protocol
 
 import structlog
 
-from mailstack_core.logs import configure_logging
 from mailstack_jobs.archive import ArchiveFile, S3Archive
-from mailstack_jobs.bootstrap import (
-    database_engine,
-    resolve_database_url,
-    s3_client,
-)
+from mailstack_jobs.bootstrap import run_job, s3_client
 from mailstack_jobs.repository import BatchKey, EmailCleanupStore, ExpiredEmail
 from mailstack_jobs.settings import CleanupSettings
 
@@ -185,12 +179,10 @@ def _seconds_left(context: Any) -> Callable[[], float] | None:
 
 def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     """Lambda entry point (EventBridge schedule); the event carries nothing the job needs."""
-    started = time.monotonic()
     settings = CleanupSettings()
-    configure_logging(settings.log_level, settings.log_format, cache_loggers=False)
-    engine = database_engine(resolve_database_url(settings), settings.database_timeout_seconds)
-    try:
-        summary = clean_up(
+    return run_job(
+        settings,
+        lambda engine: clean_up(
             EmailCleanupStore(engine),
             S3Archive(s3_client(settings), settings.archive_bucket),
             CleanupPolicy(
@@ -199,7 +191,5 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
                 stop_margin_seconds=settings.cleanup_stop_margin_seconds,
             ),
             seconds_left=_seconds_left(context),
-        )
-    finally:
-        engine.dispose()
-    return {**summary.as_dict(), "duration_seconds": round(time.monotonic() - started, 3)}
+        ),
+    )

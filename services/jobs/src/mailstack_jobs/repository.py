@@ -25,18 +25,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from mailstack_core.outcomes import TRANSIENT_FINAL_OUTCOMES, Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails, retention_policy
 
 # What the history trigger assumes when retention_policy has no row.
 DEFAULT_HISTORY_RETENTION_DAYS = 183
 RETRY_JOB = "retry-job"
-# Final outcomes the processor records when every provider failed transiently; a permanent
-# rejection ("rejected") is never retried.
-# Both end an email whose providers failed transiently; "rejected" is permanent.
-TRANSIENT_FAILURE_OUTCOMES = ("out_of_attempts", "dead_lettered")
-OUTCOME_REQUEUED = "requeued"
-OUTCOME_RETRIES_EXHAUSTED = "retries_exhausted"
+# Final outcomes of emails whose providers failed transiently; a rejection is never retried.
+TRANSIENT_FAILURE_OUTCOMES = tuple(outcome.value for outcome in TRANSIENT_FINAL_OUTCOMES)
+OUTCOME_REQUEUED = Outcome.REQUEUED.value
+OUTCOME_RETRIES_EXHAUSTED = Outcome.RETRIES_EXHAUSTED.value
 # Rows fetched at a time while streaming emails (bodies may be up to a megabyte each).
 STREAM_ROWS = 50
 

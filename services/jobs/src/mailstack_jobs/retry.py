@@ -1,6 +1,5 @@
 """The retry job: re-queue FAILED emails whose last failure was transient, in bounded rounds."""
 
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -8,12 +7,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from mailstack_core.logs import configure_logging
-from mailstack_jobs.bootstrap import (
-    database_engine,
-    resolve_database_url,
-    sqs_client,
-)
+from mailstack_jobs.bootstrap import run_job, sqs_client
 from mailstack_jobs.queue import SqsEmailQueue
 from mailstack_jobs.repository import EmailRetryStore, Exhausted, Requeued
 from mailstack_jobs.settings import RetrySettings
@@ -119,12 +113,10 @@ def requeue_failed(store: RetryStore, queue: EmailQueue, policy: RetryPolicy) ->
 
 def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
     """Lambda entry point (EventBridge schedule); the event carries nothing the job needs."""
-    started = time.monotonic()
     settings = RetrySettings()
-    configure_logging(settings.log_level, settings.log_format, cache_loggers=False)
-    engine = database_engine(resolve_database_url(settings), settings.database_timeout_seconds)
-    try:
-        summary = requeue_failed(
+    return run_job(
+        settings,
+        lambda engine: requeue_failed(
             EmailRetryStore(engine),
             SqsEmailQueue(sqs_client(settings), settings.email_queue_url),
             RetryPolicy(
@@ -133,7 +125,5 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
                 batch_size=settings.retry_job_batch_size,
                 outbox_grace_seconds=settings.retry_job_outbox_grace_seconds,
             ),
-        )
-    finally:
-        engine.dispose()
-    return {**summary.as_dict(), "duration_seconds": round(time.monotonic() - started, 3)}
+        ),
+    )

@@ -15,6 +15,7 @@ from typing import Protocol
 import structlog
 
 from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
+from mailstack_core.queueing import SQS_BATCH_LIMIT
 from mailstack_processor.delivery import Action, Disposition
 from mailstack_processor.observability import (
     DISPOSITIONS,
@@ -24,7 +25,7 @@ from mailstack_processor.observability import (
     MESSAGES_POISON,
     MESSAGES_RECEIVED,
 )
-from mailstack_processor.queue import SQS_BATCH_LIMIT, ReceivedMessage
+from mailstack_processor.queue import ReceivedMessage
 
 log = structlog.get_logger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_processor.providers.base import (
     EmailSender,
@@ -120,7 +121,7 @@ class RetryPolicy:
 
 def attempt_detail(error: ProviderError, attempt: int) -> dict[str, Any]:
     return {
-        "outcome": "unknown" if error.outcome_unknown else "failed",
+        "outcome": Outcome.UNKNOWN if error.outcome_unknown else Outcome.FAILED,
         "class": error.kind,
         "error": error.reason,
         "http_status": error.http_status,
@@ -161,7 +162,7 @@ async def deliver(
         try:
             receipt = await sender.send(claim.email)
         except ProviderRejectedError as error:
-            detail = {**attempt_detail(error, claim.attempt), "outcome": "rejected"}
+            detail = {**attempt_detail(error, claim.attempt), "outcome": Outcome.REJECTED}
             await store.mark_failed(email_id, error.provider, detail)
             bound.warning("delivery.rejected", provider=error.provider, error=error.reason)
             return Disposition(Action.DELETE, status=EmailStatus.FAILED)
@@ -197,13 +198,13 @@ async def deliver(
     summary = {"last_error": str(last_error), "attempt": claim.attempt}
     if receive_count >= policy.max_attempts:
         await store.mark_failed(
-            email_id, last_error.provider, {**summary, "outcome": "out_of_attempts"}
+            email_id, last_error.provider, {**summary, "outcome": Outcome.OUT_OF_ATTEMPTS}
         )
         bound.error("delivery.gave_up", error=str(last_error))
         return Disposition(Action.DEAD_LETTER, status=EmailStatus.FAILED)
     delay = policy.backoff(receive_count, last_error.retry_after_seconds)
     await store.release_for_retry(
-        email_id, {**summary, "outcome": "retry_scheduled", "retry_in_seconds": delay}
+        email_id, {**summary, "outcome": Outcome.RETRY_SCHEDULED, "retry_in_seconds": delay}
     )
     return Disposition(Action.RETRY, delay, status=EmailStatus.QUEUED)
 

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from mailstack_core.queueing import SQS_BATCH_LIMIT
+
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
     from types_aiobotocore_sqs.type_defs import BatchResultErrorEntryTypeDef
 
-SQS_BATCH_LIMIT = 10
 # Long enough for the deliveries of one receive, which finish close together, to share a call;
 # short against the ~ms a delivery takes.
 FLUSH_SECONDS = 0.005

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, emails, provider_breakers
 from mailstack_processor.delivery import BreakerState, Claim, ClaimState, DeadLetterOutcome
@@ -220,7 +221,7 @@ class EmailDeliveryStore:
         self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
     ) -> None:
         detail: dict[str, Any] = {
-            "outcome": "accepted",
+            "outcome": Outcome.ACCEPTED,
             "message_id": receipt.message_id,
             "transaction_id": receipt.transaction_id,
             "http_status": receipt.http_status,
@@ -296,7 +297,7 @@ class EmailDeliveryStore:
                     updated_at=func.now(),
                 )
             )
-            detail = {"outcome": "dead_lettered", "last_error": last_error}
+            detail = {"outcome": Outcome.DEAD_LETTERED, "last_error": last_error}
             await _append(connection, email_id, EmailStatus.FAILED, None, detail)
             return DeadLetterOutcome.FAILED
 

@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 
 from mailstack_processor.providers.base import OutgoingEmail, SendReceipt
-from mailstack_processor.providers.http import classify_status, post_json, retry_after
+from mailstack_processor.providers.http import HttpSender
 
 NAME = "elasticemail"
 PATH = "/v4/emails/transactional"
@@ -44,36 +44,25 @@ def error_reason(response: httpx.Response) -> str:
     return response.text
 
 
-class ElasticEmailSender:
+class ElasticEmailSender(HttpSender):
     name = NAME
+    path = PATH
+    success_status = httpx.codes.OK
 
-    def __init__(
-        self, client: httpx.AsyncClient, base_url: str, api_key: str, timeout_seconds: float
-    ) -> None:
-        self._client = client
-        self._url = base_url.rstrip("/") + PATH
-        self._api_key = api_key
-        self._timeout = timeout_seconds
+    def request(self, email: OutgoingEmail) -> tuple[dict[str, Any], dict[str, str]]:
+        # The same key on every attempt: ElasticEmail replays instead of sending twice.
+        headers = {"X-ElasticEmail-ApiKey": self._api_key, "Idempotency-Key": str(email.id)}
+        return build_request(email), headers
 
-    async def send(self, email: OutgoingEmail) -> SendReceipt:
-        response = await post_json(
-            self._client,
-            NAME,
-            self._url,
-            body=build_request(email),
-            # The same key on every attempt: ElasticEmail replays instead of sending twice.
-            headers={"X-ElasticEmail-ApiKey": self._api_key, "Idempotency-Key": str(email.id)},
-            timeout_seconds=self._timeout,
-        )
-        if response.status_code == httpx.codes.OK:
-            try:
-                payload = response.json()
-                message_id = str(payload["MessageID"])
-                transaction_id = str(payload["TransactionID"])
-            except (ValueError, KeyError, TypeError):
-                # Accepted but unreadable: record it as sent with the raw answer, never resend.
-                return SendReceipt(NAME, message_id=response.text[:200], http_status=200)
-            return SendReceipt(NAME, message_id, transaction_id, http_status=200)
-        error = classify_status(NAME, response.status_code, error_reason(response))
-        error.retry_after_seconds = retry_after(response)
-        raise error
+    def receipt(self, response: httpx.Response) -> SendReceipt:
+        try:
+            payload = response.json()
+            message_id = str(payload["MessageID"])
+            transaction_id = str(payload["TransactionID"])
+        except (ValueError, KeyError, TypeError):
+            # Accepted but unreadable: record it as sent with the raw answer, never resend.
+            return SendReceipt(NAME, message_id=response.text[:200], http_status=200)
+        return SendReceipt(NAME, message_id, transaction_id, http_status=200)
+
+    def error_reason(self, response: httpx.Response) -> str:
+        return error_reason(response)

@@ -1,15 +1,18 @@
 """What both HTTP adapters share: one bounded POST, and the table that classifies its outcome."""
 
 import asyncio
+from abc import ABC, abstractmethod
 from typing import Any
 
 import httpx
 
 from mailstack_processor.providers.base import (
+    OutgoingEmail,
     ProviderError,
     ProviderMisconfiguredError,
     ProviderRejectedError,
     ProviderUnavailableError,
+    SendReceipt,
 )
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -63,3 +66,51 @@ async def post_json(
         raise ProviderUnavailableError(
             provider, f"transport error: {error!r}", outcome_unknown=True
         ) from error
+
+
+class HttpSender(ABC):
+    """One provider's HTTP send: build the body and headers, POST with the deadline, read the
+    receipt of a success, classify anything else. Subclasses say what differs."""
+
+    name: str
+    path: str
+    success_status: int
+
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, api_key: str, timeout_seconds: float
+    ) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + self.path
+        self._api_key = api_key
+        self._timeout = timeout_seconds
+
+    @abstractmethod
+    def request(self, email: OutgoingEmail) -> tuple[dict[str, Any], dict[str, str]]:
+        """The JSON body and the headers of the send request."""
+
+    @abstractmethod
+    def receipt(self, response: httpx.Response) -> SendReceipt:
+        """What a successful answer says."""
+
+    @abstractmethod
+    def error_reason(self, response: httpx.Response) -> str:
+        """The provider's own words for a failure."""
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        return retry_after(response)
+
+    async def send(self, email: OutgoingEmail) -> SendReceipt:
+        body, headers = self.request(email)
+        response = await post_json(
+            self._client,
+            self.name,
+            self._url,
+            body=body,
+            headers=headers,
+            timeout_seconds=self._timeout,
+        )
+        if response.status_code == self.success_status:
+            return self.receipt(response)
+        error = classify_status(self.name, response.status_code, self.error_reason(response))
+        error.retry_after_seconds = self.retry_after(response)
+        raise error

@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 
 from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
-from mailstack_processor.providers.http import classify_status, post_json, retry_after
+from mailstack_processor.providers.http import HttpSender, retry_after
 
 NAME = "sendgrid"
 PATH = "/v3/mail/send"
@@ -71,29 +71,19 @@ def error_reason(response: httpx.Response) -> str:
     return response.text
 
 
-class SendGridSender:
+class SendGridSender(HttpSender):
     name = NAME
+    path = PATH
+    success_status = httpx.codes.ACCEPTED
 
-    def __init__(
-        self, client: httpx.AsyncClient, base_url: str, api_key: str, timeout_seconds: float
-    ) -> None:
-        self._client = client
-        self._url = base_url.rstrip("/") + PATH
-        self._api_key = api_key
-        self._timeout = timeout_seconds
+    def request(self, email: OutgoingEmail) -> tuple[dict[str, Any], dict[str, str]]:
+        return build_request(email), {"Authorization": f"Bearer {self._api_key}"}
 
-    async def send(self, email: OutgoingEmail) -> SendReceipt:
-        response = await post_json(
-            self._client,
-            NAME,
-            self._url,
-            body=build_request(email),
-            headers={"Authorization": f"Bearer {self._api_key}"},
-            timeout_seconds=self._timeout,
-        )
-        if response.status_code == httpx.codes.ACCEPTED:
-            message_id = response.headers.get("x-message-id") or ""
-            return SendReceipt(NAME, message_id, http_status=202)
-        error = classify_status(NAME, response.status_code, error_reason(response))
-        error.retry_after_seconds = retry_after(response) or rate_limit_reset(response)
-        raise error
+    def receipt(self, response: httpx.Response) -> SendReceipt:
+        return SendReceipt(NAME, response.headers.get("x-message-id") or "", http_status=202)
+
+    def error_reason(self, response: httpx.Response) -> str:
+        return error_reason(response)
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        return retry_after(response) or rate_limit_reset(response)

@@ -1,0 +1,29 @@
+"""The outcome words written into history rows (`detail.outcome`) and read back by the jobs.
+
+One vocabulary for every writer and reader: the gateway writes `accepted`, the processor the
+attempt and final outcomes, the retry job reads the transient finals and writes its own.
+"""
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    # The gateway accepted the email (QUEUED).
+    ACCEPTED = "accepted"
+    # One provider attempt (the history row names the provider).
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # a timeout: the provider may or may not have sent it
+    # Final, by the processor.
+    REJECTED = "rejected"  # permanent: a provider refused the email itself
+    OUT_OF_ATTEMPTS = "out_of_attempts"
+    DEAD_LETTERED = "dead_lettered"
+    # Not final: the message comes back after a backoff.
+    RETRY_SCHEDULED = "retry_scheduled"
+    # By the retry job.
+    REQUEUED = "requeued"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+# Final outcomes whose cause may pass (every provider failed transiently): the retry job may
+# queue such an email again. REJECTED is permanent and never retried.
+TRANSIENT_FINAL_OUTCOMES = (Outcome.OUT_OF_ATTEMPTS, Outcome.DEAD_LETTERED)
