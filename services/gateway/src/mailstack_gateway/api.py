@@ -3,7 +3,7 @@
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -72,6 +72,9 @@ class Services:
     @property
     def reader(self) -> EmailReader:
         return self.replica_reader or self.primary_reader
+
+
+T = TypeVar("T")
 
 
 def get_services(request: Request) -> Services:
@@ -190,6 +193,17 @@ for _path, _name in (("/v1/emails", "submit_email"), ("/submitEmail", "submit_em
     )
 
 
+async def _read(
+    services: Services, query: Callable[[EmailReader], Awaitable[T | None]]
+) -> T | None:
+    """From the replica if there is one; from the primary when the replica has nothing yet
+    (read-your-writes: a lagging replica may not have an email accepted a moment ago)."""
+    found = await query(services.reader)
+    if found is None and services.replica_reader is not None:
+        found = await query(services.primary_reader)
+    return found
+
+
 def _email_public(row: AnyRow) -> EmailPublic:
     return EmailPublic(
         id=row.id,
@@ -223,10 +237,7 @@ async def get_email(
     email_id: uuid.UUID, services: ServicesDep, principal: Reader
 ) -> EmailPublic | JSONResponse:
     # Another tenant's email is not found, never forbidden: its existence is not revealed.
-    row = await services.reader.get(principal.tenant_id, email_id)
-    if row is None and services.replica_reader is not None:
-        # Read-your-writes: a lagging replica may not have an email accepted a moment ago.
-        row = await services.primary_reader.get(principal.tenant_id, email_id)
+    row = await _read(services, lambda reader: reader.get(principal.tenant_id, email_id))
     return _not_found(email_id) if row is None else _email_public(row)
 
 
@@ -241,9 +252,7 @@ async def get_email(
 async def get_history(
     email_id: uuid.UUID, services: ServicesDep, principal: Reader
 ) -> EmailHistory | JSONResponse:
-    rows = await services.reader.history(principal.tenant_id, email_id)
-    if rows is None and services.replica_reader is not None:
-        rows = await services.primary_reader.history(principal.tenant_id, email_id)
+    rows = await _read(services, lambda reader: reader.history(principal.tenant_id, email_id))
     if rows is None:
         return _not_found(email_id)
     return EmailHistory(
