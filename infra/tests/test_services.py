@@ -289,3 +289,24 @@ def test_processor_scales_on_queue_backlog_per_task(dev: StackRecord) -> None:
     assert metrics["backlog_per_task"]["returnData"] is True
     assert "visible" in metrics["backlog_per_task"]["expression"]
     assert config["targetValue"] == 100
+
+
+def test_an_alarm_fires_on_any_email_republished_after_its_message_was_lost(
+    prod: StackRecord,
+) -> None:
+    gateway_logs = prod.one("aws:cloudwatch/logGroup:LogGroup", "gateway-logs").outputs["name"]
+    counted = prod.one("aws:cloudwatch/logMetricFilter:LogMetricFilter", "gateway-republished")
+    transformation = counted.inputs["metricTransformation"]
+    assert counted.inputs["logGroupName"] == gateway_logs
+    assert '$.event = "outbox.republished"' in counted.inputs["pattern"]
+    assert transformation["value"] == "$.count"
+
+    alarm = prod.one("aws:cloudwatch/metricAlarm:MetricAlarm", "gateway-republished").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == (
+        transformation["namespace"],
+        transformation["name"],
+    )
+    assert alarm["statistic"] == "Sum"
+    assert alarm["threshold"] == 0
+    assert alarm["comparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["alarmActions"]

@@ -19,7 +19,7 @@ from mailstack_infra.iam import Statement
 from mailstack_infra.jobs import JobNetwork, ScheduledJob, ScheduledJobArgs
 from mailstack_infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from mailstack_infra.network import Network, NetworkArgs
-from mailstack_infra.observability import AlarmTopic, AlarmTopicArgs
+from mailstack_infra.observability import AlarmTopic, AlarmTopicArgs, Threshold, alarm
 from mailstack_infra.provider import aws_provider
 from mailstack_infra.queue import EmailQueue, EmailQueueArgs
 from mailstack_infra.registry import ImageRegistry, ImageRegistryArgs
@@ -32,6 +32,9 @@ from mailstack_infra.service import (
     TrackingMetric,
 )
 from mailstack_infra.settings import JwtSettings, RateLimitSettings, StackConfig
+
+# The gateway's count of republished (stranded) emails, from its `outbox.republished` events.
+REPUBLISHED_METRIC = "EmailsRepublished"
 
 PROCESSOR_HEALTH_PORT = 9101
 CLEANUP_HANDLER = "mailstack_jobs.cleanup.handler"
@@ -372,6 +375,30 @@ def _build_application(
                 name="cpu", target_value=60, predefined_metric="ECSServiceAverageCPUUtilization"
             ),
         ],
+    )
+    # Emails whose queue message was lost and that the gateway's reconciler published again,
+    # counted from its log events: any at all means a queue lost messages.
+    aws.cloudwatch.LogMetricFilter(
+        "gateway-republished",
+        log_group_name=gateway.log_group.name,
+        pattern='{ $.event = "outbox.republished" }',
+        metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+            name=REPUBLISHED_METRIC,
+            namespace=f"mailstack/{prefix}",
+            value="$.count",
+            default_value="0",
+        ),
+        opts=pulumi.ResourceOptions(parent=gateway),
+    )
+    alarm(
+        "gateway-republished",
+        description="The gateway republished emails whose queue message was lost",
+        namespace=f"mailstack/{prefix}",
+        metric=REPUBLISHED_METRIC,
+        dimensions={},
+        when=Threshold(0, statistic="Sum", period=300, evaluation_periods=1),
+        topic_arn=alarms.topic.arn,
+        parent=gateway,
     )
     processor_name = f"{prefix}-processor"
     processor = service(

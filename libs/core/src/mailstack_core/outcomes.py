@@ -19,6 +19,8 @@ class Outcome(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     # Not final: the message comes back after a backoff.
     RETRY_SCHEDULED = "retry_scheduled"
+    # By the gateway's reconciler: the email's queue message was presumed lost and sent again.
+    REPUBLISHED = "republished"
     # By the retry job.
     REQUEUED = "requeued"
     RETRIES_EXHAUSTED = "retries_exhausted"

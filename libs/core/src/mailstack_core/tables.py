@@ -87,6 +87,13 @@ emails = Table(
     # A tenant's list, newest first, with or without a status filter.
     Index("emails_tenant_created_at_id_idx", "tenant_id", "created_at", "id"),
     Index("emails_tenant_status_created_at_idx", "tenant_id", "status", "created_at"),
+    # The reconciler's search for stranded emails.
+    Index("emails_queued_updated_at_idx", "updated_at", postgresql_where=text("status = 'QUEUED'")),
+    Index(
+        "emails_processing_lease_idx",
+        "lease_expires_at",
+        postgresql_where=text("status = 'PROCESSING'"),
+    ),
 )
 
 # Transactional outbox: a row means "accepted, not yet published to the queue".

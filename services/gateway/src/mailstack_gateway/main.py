@@ -120,6 +120,14 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
         if run_relay:
             tasks.append(
                 asyncio.create_task(
+                    outbox.run_reconciler(
+                        writer, settings.stranded_after_seconds, settings.stranded_check_seconds
+                    ),
+                    name="outbox-reconciler",
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
                     outbox.run_relay(writer, publisher, settings.outbox_poll_seconds),
                     name="outbox-relay",
                 )

@@ -21,3 +21,7 @@ RATE_LIMIT_UNAVAILABLE = Counter(
     "mailstack_gateway_rate_limit_unavailable_total",
     "Requests let through without a rate-limit check because Redis was unreachable (fail open)",
 )
+EMAILS_REPUBLISHED = Counter(
+    "mailstack_gateway_emails_republished_total",
+    "Stranded emails (no sign of life past STRANDED_AFTER_SECONDS) put back in the outbox",
+)

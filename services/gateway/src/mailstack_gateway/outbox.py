@@ -9,6 +9,7 @@ from typing import Protocol
 import structlog
 
 from mailstack_core.queueing import SQS_BATCH_LIMIT
+from mailstack_gateway.observability import EMAILS_REPUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +33,11 @@ class OutboxStore(Protocol):
         self, email_ids: Sequence[uuid.UUID]
     ) -> AbstractAsyncContextManager[DueBatch, bool | None]:
         """Lock these emails' outbox rows, skipping any another publisher holds."""
+
+
+class StrandedEmails(Protocol):
+    async def republish_stranded(self, after_seconds: float, limit: int) -> list[uuid.UUID]:
+        """Give emails whose queue message seems lost an outbox row again; return their ids."""
 
 
 class EmailPublisher(Protocol):
@@ -128,3 +134,33 @@ async def run_relay(store: OutboxStore, publisher: EmailPublisher, poll_seconds:
         except Exception as error:
             log.warning("outbox.relay_error", error=str(error))
         await asyncio.sleep(poll_seconds)
+
+
+async def reconcile_once(store: StrandedEmails, after_seconds: float, limit: int) -> int:
+    """One round of the reconciler; the relay publishes what it put back in the outbox."""
+    republished = await store.republish_stranded(after_seconds, limit)
+    if republished:
+        EMAILS_REPUBLISHED.inc(len(republished))
+        log.warning(
+            "outbox.republished",
+            count=len(republished),
+            email_ids=[str(email_id) for email_id in republished],
+            stranded_after_seconds=after_seconds,
+        )
+    return len(republished)
+
+
+async def run_reconciler(
+    store: StrandedEmails, after_seconds: float, check_seconds: float, limit: int = 500
+) -> None:
+    """Forever: put emails whose queue message was lost back in the outbox (a queue purged
+    or re-created, messages past retention, a message deleted before its outcome)."""
+    while True:
+        try:
+            while await reconcile_once(store, after_seconds, limit) == limit:
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("outbox.reconcile_error", error=str(error))
+        await asyncio.sleep(check_seconds)

@@ -58,6 +58,54 @@ _SAVE_QUEUED = text(
 )
 
 
+# Emails nothing has touched for `stranded_after` seconds, with no outbox row (so nothing will
+# publish them) and not waiting out a retry backoff, are locked (skipping rows a processor or
+# another gateway holds), touched, given an outbox row due now and a history row. One statement.
+_REPUBLISH_STRANDED = text(
+    f"""
+    WITH stranded AS (
+        SELECT e.id, e.status
+        FROM emails e
+        LEFT JOIN LATERAL (
+            SELECT h.at, h.detail FROM email_history h
+            WHERE h.email_id = e.id ORDER BY h.id DESC LIMIT 1
+        ) last ON true
+        WHERE (
+            (e.status = '{EmailStatus.QUEUED.value}'
+             AND e.updated_at < now() - make_interval(secs => :after))
+            OR (e.status = '{EmailStatus.PROCESSING.value}'
+                AND e.lease_expires_at < now() - make_interval(secs => :after))
+        )
+        AND NOT EXISTS (SELECT 1 FROM email_outbox o WHERE o.email_id = e.id)
+        AND NOT (
+            coalesce(last.detail ->> 'outcome', '') = '{Outcome.RETRY_SCHEDULED.value}'
+            AND last.at + make_interval(
+                secs => coalesce((last.detail ->> 'retry_in_seconds')::float, 0) + :after
+            ) > now()
+        )
+        ORDER BY e.updated_at
+        LIMIT :limit
+        FOR UPDATE OF e SKIP LOCKED
+    ), touched AS (
+        UPDATE emails SET updated_at = now()
+        FROM stranded WHERE emails.id = stranded.id
+        RETURNING emails.id, emails.status
+    ), queued AS (
+        INSERT INTO email_outbox (email_id, next_attempt_at)
+        SELECT id, now() FROM touched
+        ON CONFLICT (email_id) DO NOTHING
+    )
+    INSERT INTO email_history (email_id, status, detail)
+    SELECT id, status, jsonb_build_object(
+        'outcome', '{Outcome.REPUBLISHED.value}',
+        'reason', 'no sign of life for ' || :after || ' s: its queue message is presumed lost'
+    )
+    FROM touched
+    RETURNING email_id
+    """
+)
+
+
 class EmailWriter:
     """Writes go to the primary only."""
 
@@ -94,6 +142,14 @@ class EmailWriter:
                     "grace_seconds": float(self._grace),
                 },
             )
+
+    async def republish_stranded(self, after_seconds: float, limit: int) -> list[uuid.UUID]:
+        """Give emails whose queue message seems lost an outbox row again; return their ids."""
+        async with self._autocommit.connect() as connection:
+            rows = await connection.execute(
+                _REPUBLISH_STRANDED, {"after": float(after_seconds), "limit": limit}
+            )
+            return [row.email_id for row in rows]
 
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["OutboxBatch"]:

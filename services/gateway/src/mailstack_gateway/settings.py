@@ -30,6 +30,10 @@ class GatewaySettings(BaseSettings):
     outbox_grace_seconds: float = Field(default=5.0, ge=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     outbox_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    # An email QUEUED (or PROCESSING with a lapsed claim) this long with no sign of life is
+    # presumed to have lost its queue message, and is published again.
+    stranded_after_seconds: float = Field(default=900.0, gt=0)
+    stranded_check_seconds: float = Field(default=30.0, gt=0)
 
     # Rate limits (per credential, per minute) are counted in Redis, shared by every instance.
     # Without REDIS_URL they are counted in this process only (development and tests).

@@ -289,6 +289,9 @@ class Stack:
             "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
             "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
             "JWT_ALGORITHMS": "RS256",
+            # A purged or restarted local queue loses its messages: recover within a minute.
+            "STRANDED_AFTER_SECONDS": "60",
+            "STRANDED_CHECK_SECONDS": "5",
         }
 
     def processor_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:

@@ -1,0 +1,66 @@
+"""No accepted email is stranded: when the queue loses its messages, every email is still sent,
+once."""
+
+from typing import Any
+
+import pytest
+
+from email_flows import gateway_client, history, sends_for, submit, wait_for_final
+from mailstack_stack.resources import localstack_clients
+from mailstack_stack.waiting import eventually
+from mailstack_stubs.control import StubControl
+
+pytestmark = pytest.mark.e2e
+
+EMAILS = 10
+STRANDED_AFTER_SECONDS = 5
+
+
+def _visible(sqs: Any, queue_url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def test_emails_whose_messages_were_purged_are_all_sent_once(stack_factory: Any) -> None:
+    stack = stack_factory(
+        {
+            "gateway": {
+                "STRANDED_AFTER_SECONDS": str(STRANDED_AFTER_SECONDS),
+                "STRANDED_CHECK_SECONDS": "1",
+            },
+            "processor": {"RECEIVE_WAIT_SECONDS": "1"},
+        }
+    )
+    sqs, _ = localstack_clients(stack.aws_endpoint_url)
+    stack.stop_component("processor")
+    with gateway_client(stack) as gateway:
+        ids = [submit(gateway) for _ in range(EMAILS)]
+        # Published (the outbox is done with them), then lost: the queue is purged.
+        eventually(
+            lambda: _visible(sqs, stack.email_queue_url),
+            30,
+            interval=0.2,
+            until=lambda visible: visible == EMAILS,
+            what=f"all {EMAILS} messages in the queue",
+        )
+        sqs.purge_queue(QueueUrl=stack.email_queue_url)
+        eventually(
+            lambda: _visible(sqs, stack.email_queue_url),
+            30,
+            interval=0.2,
+            until=lambda visible: visible == 0,
+            what="the purged queue empty",
+        )
+        stack.start_component("processor")
+
+        finals = [wait_for_final(gateway, email_id, timeout=90) for email_id in ids]
+        histories = [history(gateway, email_id) for email_id in ids]
+
+    assert [final["status"] for final in finals] == ["SENT"] * EMAILS
+    for entries in histories:
+        outcomes = [entry["detail"].get("outcome") for entry in entries]
+        assert outcomes.count("republished") == 1, outcomes
+    elasticemail = StubControl(stack.elasticemail_stub_url)
+    assert [len(sends_for(elasticemail, email_id)) for email_id in ids] == [1] * EMAILS
