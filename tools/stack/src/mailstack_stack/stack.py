@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from dotenv import dotenv_values
 
 from mailstack_stack import credentials, localstack, migrations, resources
 from mailstack_stack.config import (
@@ -39,6 +40,15 @@ POSTGRES = "postgres"
 # Started in this order, stopped in the reverse one (supervisord's priorities).
 COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER, GATEWAY, PROCESSOR)
 PRIORITY = {name: 10 * (index + 1) for index, name in enumerate(COMPONENTS)}
+# The port (a `Ports` field) and health path of each component but LocalStack. The gateway's
+# /readyz needs the admin scope; the launcher checked the database and SQS itself.
+HEALTH = {
+    ELASTICEMAIL_STUB: ("elasticemail_stub", "/_stub/health"),
+    SENDGRID_STUB: ("sendgrid_stub", "/_stub/health"),
+    DEV_ISSUER: ("dev_issuer", "/health"),
+    GATEWAY: ("gateway", "/healthz"),
+    PROCESSOR: ("processor_health", "/healthz"),
+}
 
 
 class PortTakenError(RuntimeError):
@@ -125,12 +135,7 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            values[key.strip()] = value
-    return values
+    return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -310,7 +315,8 @@ class Stack:
     def down(self) -> list[str]:
         """Stop everything (the processor first and alone: it may still need SQS and the stubs
         to drain) and the supervisord; returns what was running."""
-        stopped = self.supervisor.shutdown()
+        order = [PROCESSOR, *reversed(COMPONENTS[:-1]), POSTGRES]
+        stopped = sorted(self.supervisor.shutdown(), key=order.index)
         for name in stopped:
             log.info("stack.component.stopped name=%s", name)
         self.config.env_file.unlink(missing_ok=True)
@@ -367,32 +373,16 @@ class Stack:
     def log_file(self, name: str) -> Path:
         return self.supervisor.log_file(name)
 
+    def _port(self, name: str) -> int:
+        return int(getattr(self.config.ports, HEALTH[name][0] if name in HEALTH else name))
+
     def _health_check(self, name: str) -> Callable[[], bool]:
-        ports = self.config.ports
         if name == LOCALSTACK:
             return lambda: localstack.services_ready(
                 self.config.endpoint_url, self.config.localstack_services
             )
-        url = {
-            ELASTICEMAIL_STUB: f"{self.config.url(ports.elasticemail_stub)}/_stub/health",
-            SENDGRID_STUB: f"{self.config.url(ports.sendgrid_stub)}/_stub/health",
-            DEV_ISSUER: f"{self.config.url(ports.dev_issuer)}/health",
-            # /readyz needs the admin scope; the launcher checked the database and SQS itself.
-            GATEWAY: f"{self.config.url(ports.gateway)}/healthz",
-            PROCESSOR: f"{self.config.url(ports.processor_health)}/healthz",
-        }[name]
+        url = f"{self.config.url(self._port(name))}{HEALTH[name][1]}"
         return lambda: http_ok(url)
-
-    def _port(self, name: str) -> int:
-        ports = self.config.ports
-        return {
-            LOCALSTACK: ports.localstack,
-            ELASTICEMAIL_STUB: ports.elasticemail_stub,
-            SENDGRID_STUB: ports.sendgrid_stub,
-            DEV_ISSUER: ports.dev_issuer,
-            GATEWAY: ports.gateway,
-            PROCESSOR: ports.processor_health,
-        }[name]
 
     def _ensure_running(self, name: str) -> None:
         """Leave a running component alone, start a stopped one, and wait until it is healthy;
