@@ -323,7 +323,6 @@ def _plain(env: ExtraEnv) -> dict[str, dict[str, str]]:
 def running_stack(
     request: pytest.FixtureRequest,
     repo_root: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     stack_mode: StackMode,
     running_stack_env: ExtraEnv,
 ) -> Iterator[RunningStack | ExternalStack]:
@@ -367,7 +366,6 @@ def _running_stack_env_is_the_one_it_was_started_with(request: pytest.FixtureReq
 def stack_factory(
     request: pytest.FixtureRequest,
     repo_root: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     stack_mode: StackMode,
 ) -> Iterator[StackFactory]:
     """`stack_factory(extra_env={...})` starts another private stack just for this test (for

@@ -30,19 +30,15 @@ class RuntimePin:
     """A LocalStack version known to run on one Python version, with its constraints file."""
 
     localstack_version: str
-    python_version: tuple[int, int]
+    python_tag: str
     constraints: Path
-
-    @property
-    def python_tag(self) -> str:
-        return f"{self.python_version[0]}.{self.python_version[1]}"
 
 
 def runtime_pins(localstack_dir: Path) -> list[RuntimePin]:
     """The pinned runtimes in the repo's `localstack/` directory, preferred first."""
     return [
-        RuntimePin("4.8.1", (3, 11), localstack_dir / "host-runtime-4.8.1-py3.11.txt"),
-        RuntimePin("4.14.0", (3, 13), localstack_dir / "host-runtime-4.14.0-py3.13.txt"),
+        RuntimePin("4.8.1", "3.11", localstack_dir / "host-runtime-4.8.1-py3.11.txt"),
+        RuntimePin("4.14.0", "3.13", localstack_dir / "host-runtime-4.14.0-py3.13.txt"),
     ]
 
 
