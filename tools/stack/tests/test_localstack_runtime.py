@@ -58,7 +58,7 @@ def test_a_failed_install_leaves_no_half_built_runtime(pins_dir: Path, tmp_path:
 
 
 def test_localstack_listens_on_loopback_only_with_path_style_queue_urls(tmp_path: Path) -> None:
-    spec = localstack.process_spec(Path("/venv/bin/python"), 4999, tmp_path, ("sqs", "s3"))
+    spec = localstack.program(Path("/venv/bin/python"), 4999, tmp_path, ("sqs", "s3"))
     assert spec.argv == ("/venv/bin/python", "-m", "localstack.runtime.main")
     assert spec.env["GATEWAY_LISTEN"] == "127.0.0.1:4999"
     assert spec.env["GATEWAY_SERVER"] == "hypercorn"

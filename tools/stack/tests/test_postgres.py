@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from mailstack_stack import postgres
-from mailstack_stack.config import free_port
+from mailstack_stack.config import Ports, StackConfig, free_port
+from mailstack_stack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +34,8 @@ def cluster_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _cluster(root: Path) -> postgres.PrivateCluster:
-    return postgres.PrivateCluster(root=root, port=free_port(), log_file=root / "server.log")
+def _no_cluster() -> str:
+    raise AssertionError("no private cluster may be started here")
 
 
 def test_urls_are_converted_between_libpq_and_sqlalchemy_forms() -> None:
@@ -53,11 +54,9 @@ def test_an_explicit_database_url_wins_and_is_handed_on_in_sqlalchemy_form(
     choice = postgres.select_database(
         explicit_url="postgresql://someone@db.example:6543/app",
         probe_url=postgres.server_url(),
-        cluster=_cluster(cluster_root),
+        start_cluster=_no_cluster,
     )
     assert choice.url == "postgresql+psycopg://someone@db.example:6543/app"
-    assert choice.cluster is None
-    assert not (cluster_root / "data").exists()
 
 
 def test_a_server_that_answers_gets_a_database_of_our_own(
@@ -66,7 +65,7 @@ def test_a_server_that_answers_gets_a_database_of_our_own(
     choice = postgres.select_database(
         explicit_url=None,
         probe_url=postgres_admin_url,
-        cluster=_cluster(cluster_root),
+        start_cluster=_no_cluster,
         dbname=dbname,
     )
     assert choice.source == "server"
@@ -77,32 +76,39 @@ def test_a_server_that_answers_gets_a_database_of_our_own(
         assert conn.execute("SELECT current_database()").fetchone() == (dbname,)
 
 
-def test_selecting_twice_reuses_the_database(
-    postgres_admin_url: str, dbname: str, cluster_root: Path
-) -> None:
-    cluster = _cluster(cluster_root)
-    first = postgres.select_database(None, postgres_admin_url, cluster, dbname)
-    second = postgres.select_database(None, postgres_admin_url, cluster, dbname)
+def test_selecting_twice_reuses_the_database(postgres_admin_url: str, dbname: str) -> None:
+    first = postgres.select_database(None, postgres_admin_url, _no_cluster, dbname)
+    second = postgres.select_database(None, postgres_admin_url, _no_cluster, dbname)
     assert first == second
 
 
-def test_without_a_server_a_private_cluster_is_started(cluster_root: Path) -> None:
-    closed = postgres.server_url(port=free_port())
-    cluster = _cluster(cluster_root)
+def test_without_a_server_a_supervised_private_cluster_is_started_stopped_and_started(
+    repo_root: Path, cluster_root: Path
+) -> None:
+    config = StackConfig(
+        repo_root=repo_root,
+        state_dir=cluster_root,
+        ports=Ports(private_postgres=free_port()),
+        postgres_probe_url=postgres.server_url(port=free_port()),
+        die_with_parent=True,
+    )
+    stack = Stack(config)
+    stack.supervisor.ensure_started()
     try:
-        choice = postgres.select_database(None, closed, cluster, "mailstack")
+        choice = stack.select_database()
         assert choice.source == "private cluster"
-        assert choice.cluster == cluster
-        assert choice.url == (f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/mailstack")
+        port = config.ports.private_postgres
+        assert choice.url == f"postgresql+psycopg://postgres@127.0.0.1:{port}/mailstack"
         with psycopg.connect(postgres.libpq_url(choice.url)) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
-        # Started again: already running, left alone.
-        cluster.start()
-        assert cluster.is_running()
+        assert stack.stop("postgres")
+        assert not postgres.server_answers(stack.cluster.admin_url)
+        stack.start("postgres")
+        # Selected again: the same database on the running cluster.
+        assert stack.select_database() == choice
     finally:
-        assert cluster.stop()
-    assert not cluster.is_running()
-    assert not postgres.server_answers(cluster.admin_url)
+        assert "postgres" in stack.down()
+    assert not postgres.server_answers(stack.cluster.admin_url)
 
 
 def test_drop_disconnects_sessions_still_using_the_database(

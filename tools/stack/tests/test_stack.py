@@ -1,4 +1,4 @@
-"""The whole stack: stack.env, re-running up, restarting the dead, down stopping only ours."""
+"""The whole stack: stack.env, re-running up, crashes restarted by supervisord, down."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from mailstack_stack.__main__ import parse_extra_env
 from mailstack_stack.config import Ports, StackConfig
 from mailstack_stack.fixtures import StackFactory
-from mailstack_stack.processes import process_start_ticks
 from mailstack_stack.stack import (
     COMPONENTS,
+    ELASTICEMAIL_STUB,
     PROCESSOR,
     PortTakenError,
     Stack,
@@ -65,9 +65,16 @@ def test_a_port_held_by_another_process_is_an_error_not_a_healthy_stub(
         repo_root=repo_root,
         state_dir=tmp_path,
         ports=Ports(elasticemail_stub=occupied_port),
+        die_with_parent=True,
     )
-    with pytest.raises(PortTakenError, match=str(occupied_port)):
-        Stack(config).start_stubs()
+    stack = Stack(config)
+    stack.supervisor.ensure_started()
+    try:
+        with pytest.raises(PortTakenError, match=str(occupied_port)):
+            stack.start(ELASTICEMAIL_STUB)
+        assert stack.pid(ELASTICEMAIL_STUB) is None
+    finally:
+        stack.down()
     assert not (tmp_path / "pids" / "elasticemail-stub.pid").exists()
 
 
@@ -131,7 +138,7 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
 
 
 @pytest.mark.e2e
-def test_up_again_leaves_healthy_components_alone_and_restarts_dead_ones(
+def test_a_killed_processor_is_restarted_by_the_supervisor_and_up_again_changes_nothing(
     stack_factory: StackFactory,
 ) -> None:
     running = stack_factory(extra_env={"processor": {"RECEIVE_WAIT_SECONDS": "1"}})
@@ -140,17 +147,20 @@ def test_up_again_leaves_healthy_components_alone_and_restarts_dead_ones(
     assert own_localstack is None  # it uses the session's LocalStack
     assert all(pids.values()), pids
 
-    processor = pids[PROCESSOR]
-    assert processor is not None
-    os.kill(processor, signal.SIGKILL)
-    again = Stack(running.stack.config)
-    again.up()
+    killed = pids[PROCESSOR]
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    restarted = eventually(
+        lambda: running.pid(PROCESSOR) not in (None, killed) and running.pid(PROCESSOR),
+        30,
+        what="the processor restarted by supervisord",
+    )
+    pid_file = running.stack.config.state_dir / "pids" / f"{PROCESSOR}.pid"
+    eventually(lambda: pid_file.read_text().split()[0] == str(restarted), 10)
 
-    for name, pid in pids.items():
-        if name == PROCESSOR:
-            assert running.pid(name) not in (None, processor)
-        else:
-            assert running.pid(name) == pid, name
+    Stack(running.stack.config).up()
+
+    assert {name: running.pid(name) for name in pids} == {**pids, PROCESSOR: restarted}
     auth = {"Authorization": f"Bearer {running.api_key}"}
     ready = httpx.get(f"{running.gateway_url}/readyz", headers=auth, timeout=5)
     assert ready.status_code == 200
@@ -160,13 +170,14 @@ def test_up_again_leaves_healthy_components_alone_and_restarts_dead_ones(
 def test_down_stops_exactly_what_up_started(stack_factory: StackFactory) -> None:
     running = stack_factory(extra_env={"processor": {"RECEIVE_WAIT_SECONDS": "1"}})
     started = {name: running.pid(name) for name in COMPONENTS if running.pid(name)}
-    ticks = {name: process_start_ticks(pid) for name, pid in started.items() if pid}
+    pid_files = running.stack.config.state_dir / "pids"
+    for name, pid in started.items():
+        assert (pid_files / f"{name}.pid").read_text().split()[0] == str(pid), name
 
     stopped = Stack(running.stack.config).down()
 
     assert sorted(stopped) == sorted(started)
     for name, pid in started.items():
-        assert pid is not None
-        assert process_start_ticks(pid) != ticks[name], name
+        assert not Path(f"/proc/{pid}").exists(), name
     assert not list((running.stack.config.state_dir / "pids").iterdir())
     assert not running.stack.config.env_file.exists()

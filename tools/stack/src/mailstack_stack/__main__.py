@@ -32,6 +32,17 @@ from mailstack_stack.profiles import DEFAULT, PROFILES, merge_env, profile_env
 from mailstack_stack.stack import ComponentStatus, Stack, StackUrls, read_env_file
 
 LAUNCHER_MODES = (StackMode.AUTO, StackMode.DOCKER, StackMode.HOST)
+# --<flag> for each field of Ports; the private cluster's is used only when no other Postgres
+# is found.
+PORT_FLAGS = {
+    "gateway-port": "gateway",
+    "elasticemail-port": "elasticemail_stub",
+    "sendgrid-port": "sendgrid_stub",
+    "dev-issuer-port": "dev_issuer",
+    "processor-health-port": "processor_health",
+    "localstack-port": "localstack",
+    "postgres-port": "private_postgres",
+}
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -88,18 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         "contract suite's own stack does (default: %(default)s)",
     )
     parser.add_argument("--state-dir", type=Path, help="default: <repo>/.stack")
-    parser.add_argument("--gateway-port", type=int, default=Ports.gateway)
-    parser.add_argument("--elasticemail-port", type=int, default=Ports.elasticemail_stub)
-    parser.add_argument("--sendgrid-port", type=int, default=Ports.sendgrid_stub)
-    parser.add_argument("--dev-issuer-port", type=int, default=Ports.dev_issuer)
-    parser.add_argument("--processor-health-port", type=int, default=Ports.processor_health)
-    parser.add_argument("--localstack-port", type=int, default=Ports.localstack)
-    parser.add_argument(
-        "--postgres-port",
-        type=int,
-        default=Ports.private_postgres,
-        help="port of the private cluster, used only when no other Postgres is found",
-    )
+    for flag, field_name in PORT_FLAGS.items():
+        parser.add_argument(
+            f"--{flag}", type=int, dest=field_name, default=getattr(Ports, field_name)
+        )
     parser.add_argument(
         "--localstack-services",
         default="sqs,s3",
@@ -124,15 +127,7 @@ def _repo_root() -> Path:
 
 def config_from_args(args: argparse.Namespace) -> StackConfig:
     root = _repo_root()
-    ports = Ports(
-        gateway=args.gateway_port,
-        elasticemail_stub=args.elasticemail_port,
-        sendgrid_stub=args.sendgrid_port,
-        dev_issuer=args.dev_issuer_port,
-        processor_health=args.processor_health_port,
-        localstack=args.localstack_port,
-        private_postgres=args.postgres_port,
-    )
+    ports = Ports(**{name: getattr(args, name) for name in PORT_FLAGS.values()})
     return StackConfig(
         repo_root=root,
         state_dir=(args.state_dir or root / ".stack").resolve(),

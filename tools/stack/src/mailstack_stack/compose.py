@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from mailstack_stack.config import LOCALHOST, StackConfig
 from mailstack_stack.modes import docker_daemon_answers
 from mailstack_stack.profiles import PROFILE_KEY
 from mailstack_stack.stack import ComponentStatus, StackUrls, http_ok, write_env_file
+from mailstack_stack.supervision import ProcessStartError, wait_until
 
 COMPOSE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "compose.override.yml"
@@ -196,12 +196,15 @@ class ComposeStack:
         return checks
 
     def _wait_healthy(self, urls: StackUrls) -> None:
-        deadline = time.monotonic() + self.health_timeout
-        for name, check in self._checks(urls).items():
-            while not check():
-                if time.monotonic() > deadline:
-                    raise ComposeError(
-                        f"{name} not healthy after {self.health_timeout:.0f} s; "
-                        f"see `{' '.join(self.command('logs', name))}`"
-                    )
-                time.sleep(1.0)
+        checks = self._checks(urls)
+
+        def unhealthy() -> list[str]:
+            return [name for name, check in checks.items() if not check()]
+
+        try:
+            wait_until(lambda: not unhealthy(), self.health_timeout, lambda: " ".join(unhealthy()))
+        except ProcessStartError as error:
+            raise ComposeError(
+                f"{error} not healthy after {self.health_timeout:.0f} s; "
+                f"see `{' '.join(self.command('logs', *str(error).split()))}`"
+            ) from None

@@ -7,7 +7,7 @@ import json
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mailstack_stack.localstack import DEFAULT_SERVICES
@@ -70,16 +70,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Ports picked at random among free ones, for a second stack beside `make up`'s."""
-        gateway, elasticemail, sendgrid, issuer, health, localstack, postgres = free_ports(7)
-        return cls(
-            gateway=gateway,
-            elasticemail_stub=elasticemail,
-            sendgrid_stub=sendgrid,
-            dev_issuer=issuer,
-            processor_health=health,
-            localstack=localstack,
-            private_postgres=postgres,
-        )
+        return cls(*free_ports(len(fields(cls))))
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from mailstack_stack.modes import (
     requested_mode,
     resolve_mode,
 )
-from mailstack_stack.processes import ProcessDirs, start_process, stop_process, wait_healthy
 from mailstack_stack.resources import QueueResources
 from mailstack_stack.stack import RunningStack, run_stack
+from mailstack_stack.supervision import Supervisor
 
 POSTGRES_URL_ENV = "MAILSTACK_TEST_POSTGRES_URL"
 REDIS_URL_ENV = "MAILSTACK_TEST_REDIS_URL"
@@ -151,12 +151,14 @@ def postgres_admin_url(
     # Not under pytest's tmp dir: that one is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="mailstack-test-pg-"))
     root.chmod(0o755)
-    cluster = postgres.PrivateCluster(root=root, port=free_port(), log_file=root / "server.log")
+    cluster = postgres.PrivateCluster(root=root / "postgres", port=free_port())
     try:
-        cluster.start()
-        yield cluster.admin_url
+        with Supervisor(root, attached=True).running() as supervisor:
+            cluster.initialize()
+            url = cluster.admin_url
+            supervisor.run(cluster.program(), lambda: postgres.server_answers(url), 60)
+            yield url
     finally:
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -237,25 +239,17 @@ def localstack_endpoint(
         yield external.aws_endpoint_url
         return
     state_dir = tmp_path_factory.mktemp("localstack")
-    dirs = ProcessDirs(state_dir)
     python = localstack.ensure_runtime(repo_root / "localstack")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     volume = state_dir / "volume"
     volume.mkdir()
-    spec = localstack.process_spec(python, port, volume, localstack_services, die_with_parent=True)
-    record = start_process(spec, dirs)
-    try:
-        wait_healthy(
-            "localstack",
-            record,
-            lambda: localstack.services_ready(endpoint, localstack_services),
-            timeout=120,
-            dirs=dirs,
+    program = localstack.program(python, port, volume, localstack_services)
+    with Supervisor(state_dir, attached=True).running() as supervisor:
+        supervisor.run(
+            program, lambda: localstack.services_ready(endpoint, localstack_services), 120
         )
         yield endpoint
-    finally:
-        stop_process(record)
 
 
 @pytest.fixture
@@ -277,100 +271,13 @@ def running_stack_env() -> ExtraEnv:
 
 def _private_stack(
     repo_root: Path,
-    state_dir: Path,
-    admin_url: str,
-    template: str,
-    endpoint: str,
-    extra_env: ExtraEnv,
-) -> Iterator[RunningStack]:
-    database = clone_database(admin_url, template)
-    config = StackConfig(
-        repo_root=repo_root,
-        state_dir=state_dir,
-        ports=Ports.free(),
-        database_url=database,
-        aws_endpoint_url=endpoint,
-        name_prefix=_unique_prefix(),
-        extra_env=extra_env,
-        die_with_parent=True,
-    )
-    try:
-        with run_stack(config) as stack:
-            try:
-                yield stack
-            finally:
-                queues = QueueResources(
-                    stack.email_queue_url, stack.email_dlq_url, stack.archive_bucket
-                )
-                resources.delete_resources(queues, endpoint)
-    finally:
-        postgres.drop_database(admin_url, postgres.database_name(database))
-
-
-_RUNNING_STACK_ENV = pytest.StashKey[dict[str, dict[str, str]]]()
-
-
-def _plain(env: ExtraEnv) -> dict[str, dict[str, str]]:
-    return {component: dict(values) for component, values in env.items()}
-
-
-@pytest.fixture(scope="session")
-def running_stack(
-    request: pytest.FixtureRequest,
-    repo_root: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    stack_mode: StackMode,
-    running_stack_env: ExtraEnv,
-) -> Iterator[RunningStack | ExternalStack]:
-    """A complete private stack (own database and queues; stubs, gateway and processor on
-    free ports; state in a temp dir), shared by the session. Logs: `.log_file(name)`.
-
-    There is one per session, started with the `running_stack_env` of the first test that
-    asks for it; tests needing other settings use `stack_factory`. With --stack=external it
-    is the external stack (an `ExternalStack`), and nothing is started.
-    """
-    if stack_mode is StackMode.EXTERNAL:
-        external: ExternalStackUnderTest = request.getfixturevalue("external_stack")
-        if external.get("GATEWAY_URL") is None:
-            pytest.fail(f"--stack=external needs GATEWAY_URL (environment or {external.source})")
-        yield external
-        return
-    postgres_admin_url: str = request.getfixturevalue("postgres_admin_url")
-    request.config.stash[_RUNNING_STACK_ENV] = _plain(running_stack_env)
-    yield from _private_stack(
-        repo_root,
-        tmp_path_factory.mktemp("stack"),
-        postgres_admin_url,
-        request.getfixturevalue("migrated_template"),
-        request.getfixturevalue("localstack_endpoint"),
-        running_stack_env,
-    )
-
-
-@pytest.fixture(autouse=True)
-def _running_stack_env_is_the_one_it_was_started_with(request: pytest.FixtureRequest) -> None:
-    """Pytest reuses a session fixture even where a conftest overrides what it depends on:
-    fail clearly instead of running a test against a stack with other settings."""
-    if "running_stack" not in request.fixturenames:
-        return
-    started_with = request.config.stash.get(_RUNNING_STACK_ENV, None)
-    wanted = _plain(request.getfixturevalue("running_stack_env"))
-    if started_with is not None and started_with != wanted:
-        pytest.fail(
-            f"running_stack was started with running_stack_env={started_with}, but this test's "
-            f"running_stack_env is {wanted}: pytest shares one running_stack per session. Give "
-            "every suite the same running_stack_env, or use stack_factory(extra_env=...)."
-        )
-
-
-def _own_infrastructure_stack(
-    repo_root: Path,
     database: tuple[str, str] | None,
     endpoint: str | None,
     extra_env: ExtraEnv,
 ) -> Iterator[RunningStack]:
-    """A stack running its own Postgres cluster (`database` None) and/or its own LocalStack
-    (`endpoint` None), which the test may stop and start; all of it is removed afterwards."""
+    """A stack on a database cloned from `database` (admin URL, template) and the LocalStack
+    at `endpoint`; with `database` None on a Postgres cluster of its own, with `endpoint` None
+    on a LocalStack of its own, which the test may stop and start. All is removed afterwards."""
     # Not under pytest's tmp dir: that one is private to root, and the server runs as postgres.
     state_dir = Path(tempfile.mkdtemp(prefix="mailstack-test-stack-"))
     state_dir.chmod(0o755)
@@ -405,11 +312,60 @@ def _own_infrastructure_stack(
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
+_RUNNING_STACK_ENV = pytest.StashKey[dict[str, dict[str, str]]]()
+
+
+def _plain(env: ExtraEnv) -> dict[str, dict[str, str]]:
+    return {component: dict(values) for component, values in env.items()}
+
+
+@pytest.fixture(scope="session")
+def running_stack(
+    request: pytest.FixtureRequest,
+    repo_root: Path,
+    stack_mode: StackMode,
+    running_stack_env: ExtraEnv,
+) -> Iterator[RunningStack | ExternalStack]:
+    """A complete private stack (own database and queues; stubs, gateway and processor on
+    free ports; state in a temp dir), shared by the session. Logs: `.log_file(name)`.
+
+    There is one per session, started with the `running_stack_env` of the first test that
+    asks for it; tests needing other settings use `stack_factory`. With --stack=external it
+    is the external stack (an `ExternalStack`), and nothing is started.
+    """
+    if stack_mode is StackMode.EXTERNAL:
+        external: ExternalStackUnderTest = request.getfixturevalue("external_stack")
+        if external.get("GATEWAY_URL") is None:
+            pytest.fail(f"--stack=external needs GATEWAY_URL (environment or {external.source})")
+        yield external
+        return
+    postgres_admin_url: str = request.getfixturevalue("postgres_admin_url")
+    request.config.stash[_RUNNING_STACK_ENV] = _plain(running_stack_env)
+    database = (postgres_admin_url, request.getfixturevalue("migrated_template"))
+    endpoint = request.getfixturevalue("localstack_endpoint")
+    yield from _private_stack(repo_root, database, endpoint, running_stack_env)
+
+
+@pytest.fixture(autouse=True)
+def _running_stack_env_is_the_one_it_was_started_with(request: pytest.FixtureRequest) -> None:
+    """Pytest reuses a session fixture even where a conftest overrides what it depends on:
+    fail clearly instead of running a test against a stack with other settings."""
+    if "running_stack" not in request.fixturenames:
+        return
+    started_with = request.config.stash.get(_RUNNING_STACK_ENV, None)
+    wanted = _plain(request.getfixturevalue("running_stack_env"))
+    if started_with is not None and started_with != wanted:
+        pytest.fail(
+            f"running_stack was started with running_stack_env={started_with}, but this test's "
+            f"running_stack_env is {wanted}: pytest shares one running_stack per session. Give "
+            "every suite the same running_stack_env, or use stack_factory(extra_env=...)."
+        )
+
+
 @pytest.fixture
 def stack_factory(
     request: pytest.FixtureRequest,
     repo_root: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     stack_mode: StackMode,
 ) -> Iterator[StackFactory]:
     """`stack_factory(extra_env={...})` starts another private stack just for this test (for
@@ -430,41 +386,27 @@ def stack_factory(
         own_postgres: bool = False,
         own_localstack: bool = False,
     ) -> RunningStack:
-        if not (own_postgres or own_localstack):
-            stack = _private_stack(
-                repo_root,
-                tmp_path_factory.mktemp("stack"),
+        if (own_postgres or own_localstack) and stack_mode is StackMode.EXTERNAL:
+            pytest.skip(
+                "--stack=external: this test stops and starts the stack's own "
+                f"{'Postgres' if own_postgres else 'LocalStack'}, which it cannot do to an "
+                "external stack; run it with --stack=host"
+            )
+        if own_postgres:
+            try:
+                postgres.postgres_bin_dir()
+            except postgres.PostgresError as error:
+                pytest.skip(f"a private Postgres cluster needs the server binaries: {error}")
+        database = (
+            None
+            if own_postgres
+            else (
                 request.getfixturevalue("postgres_admin_url"),
                 request.getfixturevalue("migrated_template"),
-                request.getfixturevalue("localstack_endpoint"),
-                extra_env or {},
             )
-        else:
-            if stack_mode is StackMode.EXTERNAL:
-                pytest.skip(
-                    "--stack=external: this test stops and starts the stack's own "
-                    f"{'Postgres' if own_postgres else 'LocalStack'}, which it cannot do to an "
-                    "external stack; run it with --stack=host"
-                )
-            if own_postgres:
-                try:
-                    postgres.postgres_bin_dir()
-                except postgres.PostgresError as error:
-                    pytest.skip(f"a private Postgres cluster needs the server binaries: {error}")
-            shared_database = (
-                None
-                if own_postgres
-                else (
-                    request.getfixturevalue("postgres_admin_url"),
-                    request.getfixturevalue("migrated_template"),
-                )
-            )
-            shared_endpoint = (
-                None if own_localstack else request.getfixturevalue("localstack_endpoint")
-            )
-            stack = _own_infrastructure_stack(
-                repo_root, shared_database, shared_endpoint, extra_env or {}
-            )
+        )
+        endpoint = None if own_localstack else request.getfixturevalue("localstack_endpoint")
+        stack = _private_stack(repo_root, database, endpoint, extra_env or {})
         stacks.append(stack)
         return next(stack)
 

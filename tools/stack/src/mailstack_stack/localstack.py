@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from mailstack_stack.processes import ProcessSpec
+from mailstack_stack.supervision import Program
 
 DEFAULT_SERVICES: tuple[str, ...] = ("sqs", "s3")
 READY_STATES = frozenset({"available", "running"})
@@ -31,19 +30,15 @@ class RuntimePin:
     """A LocalStack version known to run on one Python version, with its constraints file."""
 
     localstack_version: str
-    python_version: tuple[int, int]
+    python_tag: str
     constraints: Path
-
-    @property
-    def python_tag(self) -> str:
-        return f"{self.python_version[0]}.{self.python_version[1]}"
 
 
 def runtime_pins(localstack_dir: Path) -> list[RuntimePin]:
     """The pinned runtimes in the repo's `localstack/` directory, preferred first."""
     return [
-        RuntimePin("4.8.1", (3, 11), localstack_dir / "host-runtime-4.8.1-py3.11.txt"),
-        RuntimePin("4.14.0", (3, 13), localstack_dir / "host-runtime-4.14.0-py3.13.txt"),
+        RuntimePin("4.8.1", "3.11", localstack_dir / "host-runtime-4.8.1-py3.11.txt"),
+        RuntimePin("4.14.0", "3.13", localstack_dir / "host-runtime-4.14.0-py3.13.txt"),
     ]
 
 
@@ -53,41 +48,24 @@ def default_cache_dir() -> Path:
     return Path(base) / "mailstack"
 
 
-def _interpreter_candidates(version: tuple[int, int]) -> Iterator[str]:
-    tag = f"{version[0]}.{version[1]}"
-    if sys.version_info[:2] == version:
-        yield str(Path(sys.base_prefix) / "bin" / f"python{tag}")
-    found = shutil.which(f"python{tag}")
-    if found:
-        yield found
-    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    yield from sorted(
-        (str(p) for p in pyenv_root.glob(f"versions/{tag}.*/bin/python{tag}")), reverse=True
-    )
-    yield f"/usr/bin/python{tag}"
-
-
-def _can_make_venvs(python: str, version: tuple[int, int]) -> bool:
-    probe = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
-    try:
-        result = subprocess.run(
-            [python, "-c", probe], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and result.stdout.strip() == f"{version[0]}.{version[1]}"
+def _uv() -> str:
+    # `uv run` tells its children where it is; else the one on PATH.
+    return os.environ.get("UV") or shutil.which("uv") or "uv"
 
 
 def find_interpreter(pins: Sequence[RuntimePin]) -> tuple[RuntimePin, str]:
-    """The first pin whose Python version is installed here (able to create venvs)."""
+    """The first pin whose Python version is installed here (as uv finds it, never fetched)."""
     for pin in pins:
-        for candidate in _interpreter_candidates(pin.python_version):
-            if Path(candidate).exists() and _can_make_venvs(candidate, pin.python_version):
-                return pin, candidate
+        found = subprocess.run(
+            [_uv(), "python", "find", "--system", "--no-python-downloads", pin.python_tag],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode == 0:
+            return pin, found.stdout.strip()
     wanted = ", ".join(f"python{pin.python_tag}" for pin in pins)
-    raise LocalStackInstallError(
-        f"no interpreter for LocalStack's runtime found: need one of {wanted} (with venv)"
-    )
+    raise LocalStackInstallError(f"no interpreter for LocalStack's runtime found: need {wanted}")
 
 
 def runtime_dir(cache_dir: Path, pin: RuntimePin) -> Path:
@@ -143,21 +121,14 @@ def ensure_runtime(
         install_log.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
         try:
-            _run_install_step([interpreter, "-m", "venv", str(staging)], install_log)
-            python = str(_venv_python(staging))
             _run_install_step(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "-c",
-                    str(pin.constraints),
-                    f"localstack-core[runtime]=={pin.localstack_version}",
-                ],
+                [_uv(), "venv", "--quiet", "--seed", "--python", interpreter, str(staging)],
                 install_log,
             )
+            python = str(_venv_python(staging))
+            package = f"localstack-core[runtime]=={pin.localstack_version}"
+            install = [_uv(), "pip", "install", "--quiet", "--python", python]
+            _run_install_step([*install, "-c", str(pin.constraints), package], install_log)
             _run_install_step([python, "-c", "import localstack.runtime.main"], install_log)
             staging.rename(target)
         finally:
@@ -165,14 +136,13 @@ def ensure_runtime(
     return _venv_python(target)
 
 
-def process_spec(
+def program(
     python: Path,
     port: int,
     volume_dir: Path,
     services: Sequence[str] = DEFAULT_SERVICES,
     extra_env: Mapping[str, str] | None = None,
-    die_with_parent: bool = False,
-) -> ProcessSpec:
+) -> Program:
     """How to run LocalStack's runtime on the host, listening on 127.0.0.1:`port` only."""
     env = {
         "SERVICES": ",".join(services),
@@ -189,13 +159,8 @@ def process_spec(
         "DISABLE_EVENTS": "1",
         **(extra_env or {}),
     }
-    return ProcessSpec(
-        name="localstack",
-        argv=(str(python), "-m", "localstack.runtime.main"),
-        env=env,
-        cwd=volume_dir,
-        die_with_parent=die_with_parent,
-    )
+    argv = (str(python), "-m", "localstack.runtime.main")
+    return Program(name="localstack", argv=argv, env=env, cwd=volume_dir, priority=10)
 
 
 def health_url(endpoint: str) -> str:

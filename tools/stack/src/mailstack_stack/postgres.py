@@ -1,4 +1,4 @@
-"""Postgres for the stack: pick a server, create or drop our databases, run a private cluster."""
+"""Postgres for the stack: pick a server, create or drop our databases, a private cluster."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from mailstack_stack.supervision import Program
 
 SQLALCHEMY_SCHEME = "postgresql+psycopg"
 DEFAULT_HOST = "127.0.0.1"
@@ -94,47 +97,30 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def postgres_bin_dir() -> Path:
-    """The directory holding initdb and pg_ctl (pg_config's answer, else the newest Debian one)."""
+    """The directory holding initdb and postgres (pg_config's answer, else the PATH's)."""
     pg_config = shutil.which("pg_config")
     if pg_config:
-        result = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=False
-        )
-        candidate = Path(result.stdout.strip())
-        if result.returncode == 0 and (candidate / "initdb").exists():
-            return candidate
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if debian:
-        return debian[-1].parent
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if (Path(found.stdout.strip()) / "initdb").exists():
+            return Path(found.stdout.strip())
     initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).parent
-    raise PostgresError("initdb not found: install PostgreSQL's server package")
+    if initdb is None:
+        raise PostgresError("initdb not found: install PostgreSQL's server package")
+    return Path(initdb).parent
 
 
-def _as_server_user(argv: list[str]) -> list[str]:
-    """initdb and postgres refuse to run as root: run them as the `postgres` user then."""
-    if os.geteuid() != 0:
-        return argv
-    return ["runuser", "-u", SERVER_OS_USER, "--", *argv]
-
-
-def _give_to_server_user(path: Path) -> None:
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(SERVER_OS_USER)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+def _server_user() -> str | None:
+    """initdb and postgres refuse to run as root: they run as the `postgres` user then."""
+    return SERVER_OS_USER if os.geteuid() == 0 else None
 
 
 @dataclass(frozen=True)
 class PrivateCluster:
-    """A Postgres cluster of our own under `root` (data in `root/data`), trust auth, TCP only."""
+    """A Postgres cluster of our own under `root` (data in `root/data`), trust auth, TCP only,
+    run as a supervised program."""
 
     root: Path
     port: int
-    log_file: Path
 
     @property
     def data_dir(self) -> Path:
@@ -144,102 +130,60 @@ class PrivateCluster:
     def admin_url(self) -> str:
         return server_url(DEFAULT_HOST, self.port)
 
-    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = _as_server_user([str(postgres_bin_dir() / tool), *args])
-        return subprocess.run(argv, capture_output=True, text=True, check=False)
-
-    def is_initialized(self) -> bool:
-        return (self.data_dir / "PG_VERSION").exists()
-
     def initialize(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        _give_to_server_user(self.data_dir)
-        result = self._run(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-instructions",
-        )
+        """initdb, unless done before."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        user = _server_user()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        initdb = [str(postgres_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres"]
+        initdb += ["--auth=trust", "--encoding=UTF8", "--no-instructions"]
+        argv = ["runuser", "-u", user, "--", *initdb] if user else initdb
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise PostgresError(f"initdb failed in {self.data_dir}:\n{result.stderr}")
 
-    def is_running(self) -> bool:
-        return (
-            self.is_initialized()
-            and self._run("pg_ctl", "status", "-D", str(self.data_dir)).returncode == 0
+    def program(self) -> Program:
+        """The server in the foreground; SIGINT is Postgres's fast shutdown."""
+        argv = [str(postgres_bin_dir() / "postgres"), "-D", str(self.data_dir)]
+        for setting in (f"listen_addresses={DEFAULT_HOST}", f"port={self.port}"):
+            argv += ["-c", setting]
+        return Program(
+            name="postgres",
+            argv=[*argv, "-c", "unix_socket_directories="],
+            stop_signal="INT",
+            stop_grace=30,
+            priority=1,
+            user=_server_user(),
+            # Its own postmaster.pid is in the data directory.
+            write_pid=False,
         )
-
-    def start(self, timeout: int = 60) -> None:
-        """Initialize if needed and start on 127.0.0.1:`port` (no Unix socket), unless running."""
-        if not self.is_initialized():
-            self.initialize()
-        if self.is_running():
-            return
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch()
-        _give_to_server_user(self.log_file)
-        options = (
-            f"-c listen_addresses={DEFAULT_HOST} -c port={self.port} -c unix_socket_directories=''"
-        )
-        result = self._run(
-            "pg_ctl",
-            "start",
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self.log_file),
-            "-w",
-            "-t",
-            str(timeout),
-            "-o",
-            options,
-        )
-        if result.returncode != 0:
-            raise PostgresError(
-                f"private Postgres did not start on port {self.port}: {result.stderr.strip()}; "
-                f"see {self.log_file}"
-            )
-
-    def stop(self, timeout: int = 30) -> bool:
-        """Stop the cluster (fast shutdown); False if it was not running."""
-        if not self.is_running():
-            return False
-        result = self._run(
-            "pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(timeout)
-        )
-        if result.returncode != 0:
-            raise PostgresError(f"private Postgres did not stop: {result.stderr.strip()}")
-        return True
 
 
 @dataclass(frozen=True)
 class DatabaseChoice:
-    """The database the stack uses, and the private cluster serving it if we run one."""
+    """The database the stack uses, and where it came from."""
 
     url: str
     source: str
-    cluster: PrivateCluster | None = None
 
 
 def select_database(
     explicit_url: str | None,
     probe_url: str | None,
-    cluster: PrivateCluster,
+    start_cluster: Callable[[], str],
     dbname: str = DEFAULT_DATABASE,
 ) -> DatabaseChoice:
     """`explicit_url` if given; else database `dbname` on the server at `probe_url` if it answers
-    (None: look for none); else `dbname` on `cluster`, started (and initialized) on demand.
-    URLs are SQLAlchemy form."""
+    (None: look for none); else `dbname` on the private cluster `start_cluster` starts (it
+    returns the admin URL). URLs are SQLAlchemy form."""
     if explicit_url:
         return DatabaseChoice(url=sqlalchemy_url(explicit_url), source="DATABASE_URL")
     if probe_url is not None and server_answers(probe_url):
         url = ensure_database(probe_url, dbname)
         return DatabaseChoice(url=sqlalchemy_url(url), source="server")
-    cluster.start()
-    url = ensure_database(cluster.admin_url, dbname)
-    return DatabaseChoice(url=sqlalchemy_url(url), source="private cluster", cluster=cluster)
+    url = ensure_database(start_cluster(), dbname)
+    return DatabaseChoice(url=sqlalchemy_url(url), source="private cluster")

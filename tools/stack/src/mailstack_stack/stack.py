@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from dotenv import dotenv_values
 
 from mailstack_stack import credentials, localstack, migrations, resources
 from mailstack_stack.config import (
@@ -22,19 +22,10 @@ from mailstack_stack.config import (
     StackConfig,
     port_in_use,
 )
-from mailstack_stack.postgres import DatabaseChoice, PrivateCluster, select_database
-from mailstack_stack.processes import (
-    ProcessDirs,
-    ProcessRecord,
-    ProcessSpec,
-    ProcessStartError,
-    running_record,
-    start_process,
-    stop_components,
-    wait_healthy,
-)
+from mailstack_stack.postgres import DatabaseChoice, PrivateCluster, select_database, server_answers
 from mailstack_stack.profiles import PROFILE_KEY
 from mailstack_stack.resources import QueueResources
+from mailstack_stack.supervision import Program, Supervisor, wait_until
 
 log = logging.getLogger("mailstack_stack")
 
@@ -46,8 +37,18 @@ GATEWAY = "gateway"
 PROCESSOR = "processor"
 # The stack's own Postgres cluster, which `stop`/`start` take by this name when it runs one.
 POSTGRES = "postgres"
-# Started in this order, stopped in the reverse one.
+# Started in this order, stopped in the reverse one (supervisord's priorities).
 COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER, GATEWAY, PROCESSOR)
+PRIORITY = {name: 10 * (index + 1) for index, name in enumerate(COMPONENTS)}
+# The port (a `Ports` field) and health path of each component but LocalStack. The gateway's
+# /readyz needs the admin scope; the launcher checked the database and SQS itself.
+HEALTH = {
+    ELASTICEMAIL_STUB: ("elasticemail_stub", "/_stub/health"),
+    SENDGRID_STUB: ("sendgrid_stub", "/_stub/health"),
+    DEV_ISSUER: ("dev_issuer", "/health"),
+    GATEWAY: ("gateway", "/healthz"),
+    PROCESSOR: ("processor_health", "/healthz"),
+}
 
 
 class PortTakenError(RuntimeError):
@@ -94,8 +95,8 @@ class RunningStack(StackUrls):
 
     stack: Stack
 
-    def stop_component(self, name: str, grace: float | None = None) -> bool:
-        return self.stack.stop(name, grace)
+    def stop_component(self, name: str) -> bool:
+        return self.stack.stop(name)
 
     def start_component(self, name: str) -> None:
         self.stack.start(name)
@@ -134,12 +135,7 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            values[key.strip()] = value
-    return values
+    return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -150,16 +146,13 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 class Stack:
-    """One stack, described by its config; every method can be called again safely."""
+    """One stack, described by its config, run by its own supervisord; every method can be
+    called again safely."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self.dirs = ProcessDirs(config.state_dir)
-        self.cluster = PrivateCluster(
-            root=config.postgres_dir,
-            port=config.ports.private_postgres,
-            log_file=self.dirs.log_file("postgres"),
-        )
+        self.supervisor = Supervisor(config.state_dir, config.die_with_parent, config.python)
+        self.cluster = PrivateCluster(root=config.postgres_dir, port=config.ports.private_postgres)
         self._started: tuple[str, QueueResources] | None = None
 
     # -- the pieces, in `up` order ------------------------------------------------------------
@@ -168,45 +161,28 @@ class Stack:
         choice = select_database(
             explicit_url=self.config.database_url,
             probe_url=None if self.config.private_postgres else self.config.postgres_probe_url,
-            cluster=self.cluster,
+            start_cluster=self._start_postgres,
             dbname=self.config.database_name,
         )
         log.info("stack.postgres.selected source=%s", choice.source)
         return choice
 
+    def _start_postgres(self) -> str:
+        self.cluster.initialize()
+        url = self.cluster.admin_url
+        self.supervisor.run(self.cluster.program(), lambda: server_answers(url), 60)
+        return url
+
     def start_localstack(self) -> None:
         """Install LocalStack's runtime if needed and run it, unless an endpoint was given."""
-        if self.config.aws_endpoint_url is not None:
-            self._wait(
-                LOCALSTACK,
-                None,
-                lambda: localstack.services_ready(
-                    self.config.endpoint_url, self.config.localstack_services
-                ),
-                self.config.localstack_timeout,
-            )
+        if self.config.aws_endpoint_url is None:
+            self._ensure_running(LOCALSTACK)
             return
-        python = localstack.ensure_runtime(
-            self.config.localstack_dir,
-            self.config.cache_dir,
-            log=self.dirs.log_file("localstack-install"),
-        )
-        self.config.localstack_volume_dir.mkdir(parents=True, exist_ok=True)
-        spec = localstack.process_spec(
-            python,
-            self.config.ports.localstack,
-            self.config.localstack_volume_dir,
-            self.config.localstack_services,
-            self.config.extra_env.get(LOCALSTACK),
-            die_with_parent=self.config.die_with_parent,
-        )
-        self._ensure_running(
-            spec,
-            lambda: localstack.services_ready(
-                self.config.endpoint_url, self.config.localstack_services
-            ),
-            self.config.ports.localstack,
+        endpoint = self.config.endpoint_url
+        wait_until(
+            self._health_check(LOCALSTACK),
             self.config.localstack_timeout,
+            lambda: f"{LOCALSTACK} at {endpoint} not ready",
         )
 
     def bootstrap(self) -> QueueResources:
@@ -221,49 +197,8 @@ class Stack:
         return created
 
     def migrate(self, database_url: str) -> None:
-        migrations.migrate(database_url, self.dirs.log_file("migrate"), self.config.python)
+        migrations.migrate(database_url, self.supervisor.log_file("migrate"), self.config.python)
         log.info("stack.migrations.done")
-
-    def start_stubs(self) -> None:
-        for name, provider, port, key in (
-            (
-                ELASTICEMAIL_STUB,
-                "elasticemail",
-                self.config.ports.elasticemail_stub,
-                ELASTICEMAIL_API_KEY,
-            ),
-            (SENDGRID_STUB, "sendgrid", self.config.ports.sendgrid_stub, SENDGRID_API_KEY),
-        ):
-            spec = self._python_spec(
-                name,
-                "mailstack_stubs",
-                provider,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--api-key",
-                key,
-            )
-            self._ensure_running(spec, self._health_check(name), port)
-        self.start_dev_issuer()
-
-    def start_dev_issuer(self) -> None:
-        """The development token issuer (`make token`); its JWKS is what the gateway trusts."""
-        port = self.config.ports.dev_issuer
-        spec = self._python_spec(
-            DEV_ISSUER,
-            "mailstack_stubs.issuer",
-            "--host",
-            LOCALHOST,
-            "--port",
-            str(port),
-            "--key-dir",
-            str(self.config.dev_issuer_dir),
-            "--audience",
-            credentials.DEV_AUDIENCE,
-        )
-        self._ensure_running(spec, self._health_check(DEV_ISSUER), port)
 
     def service_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
         """What both services read: database, queue, and AWS client settings for LocalStack."""
@@ -310,45 +245,81 @@ class Stack:
             "MAX_ATTEMPTS": str(self.config.max_receive_count()),
         }
 
-    def start_gateway(self, database_url: str, queues: QueueResources) -> None:
-        env = self.gateway_env(database_url, queues)
-        spec = self._python_spec(GATEWAY, "mailstack_gateway", env=env)
-        self._ensure_running(spec, self._health_check(GATEWAY), self.config.ports.gateway)
-
-    def start_processor(self, database_url: str, queues: QueueResources) -> None:
-        env = self.processor_env(database_url, queues)
-        spec = self._python_spec(PROCESSOR, "mailstack_processor", env=env)
-        port = self.config.ports.processor_health
-        self._ensure_running(spec, self._health_check(PROCESSOR), port)
+    def program(self, name: str) -> Program:
+        """What supervisord runs for component `name`."""
+        ports = self.config.ports
+        extra = self.config.extra_env.get(name, {})
+        if name == LOCALSTACK:
+            python = localstack.ensure_runtime(
+                self.config.localstack_dir,
+                self.config.cache_dir,
+                log=self.supervisor.log_file("localstack-install"),
+            )
+            self.config.localstack_volume_dir.mkdir(parents=True, exist_ok=True)
+            volume = self.config.localstack_volume_dir
+            services = self.config.localstack_services
+            return localstack.program(python, ports.localstack, volume, services, extra)
+        host = ("--host", LOCALHOST, "--port")
+        args: dict[str, tuple[str, ...]] = {
+            ELASTICEMAIL_STUB: (
+                "mailstack_stubs", "elasticemail", *host, str(ports.elasticemail_stub),
+                "--api-key", ELASTICEMAIL_API_KEY,
+            ),
+            SENDGRID_STUB: (
+                "mailstack_stubs", "sendgrid", *host, str(ports.sendgrid_stub),
+                "--api-key", SENDGRID_API_KEY,
+            ),
+            # The development token issuer (`make token`); its JWKS is what the gateway trusts.
+            DEV_ISSUER: (
+                "mailstack_stubs.issuer", *host, str(ports.dev_issuer),
+                "--key-dir", str(self.config.dev_issuer_dir),
+                "--audience", credentials.DEV_AUDIENCE,
+            ),
+            GATEWAY: ("mailstack_gateway",),
+            PROCESSOR: ("mailstack_processor",),
+        }  # fmt: skip
+        env: dict[str, str] = {}
+        if name in (GATEWAY, PROCESSOR):
+            if self._started is None:
+                raise RuntimeError(f"{name} needs a stack brought up by this object's up()")
+            env_of = self.gateway_env if name == GATEWAY else self.processor_env
+            env = env_of(*self._started)
+        return Program(
+            name=name,
+            argv=(self.config.python, "-m", *args[name]),
+            env={**env, **extra},
+            cwd=self.config.repo_root,
+            # A graceful stop of the processor finishes in-flight sends and its long poll.
+            stop_grace=(
+                self.config.processor_stop_grace if name == PROCESSOR else self.config.stop_grace
+            ),
+            priority=PRIORITY[name],
+        )
 
     # -- whole-stack operations ---------------------------------------------------------------
 
     def up(self) -> StackUrls:
         """Start whatever is not running yet, wait until all is healthy, write stack.env."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.supervisor.ensure_started()
         database = self.select_database()
         self.start_localstack()
         queues = self.bootstrap()
         self.migrate(database.url)
         api_key = credentials.ensure_dev_key(database.url, self.config.dev_key_file)
-        self.start_stubs()
-        self.start_gateway(database.url, queues)
-        self.start_processor(database.url, queues)
         self._started = (database.url, queues)
+        for name in COMPONENTS[1:]:
+            self._ensure_running(name)
         urls = dataclasses.replace(self.urls(database.url, queues), api_key=api_key)
         write_env_file(self.config.env_file, {**urls.as_env(), PROFILE_KEY: self.config.profile})
         log.info("stack.up env_file=%s", self.config.env_file)
         return urls
 
     def down(self) -> list[str]:
-        """Stop what `up` started here (by pid file), newest first; returns what was stopped."""
-        grace = self.config.stop_grace
-        # The processor first and alone: it may still need SQS and the stubs to drain.
-        stopped = stop_components([PROCESSOR], self.dirs, self.config.processor_stop_grace)
-        rest = [name for name in reversed(COMPONENTS) if name != PROCESSOR]
-        stopped += stop_components(rest, self.dirs, grace)
-        if self.cluster.is_initialized() and self.cluster.stop():
-            stopped.append("postgres")
+        """Stop everything (the processor first and alone: it may still need SQS and the stubs
+        to drain) and the supervisord; returns what was running."""
+        order = [PROCESSOR, *reversed(COMPONENTS[:-1]), POSTGRES]
+        stopped = sorted(self.supervisor.shutdown(), key=order.index)
         for name in stopped:
             log.info("stack.component.stopped name=%s", name)
         self.config.env_file.unlink(missing_ok=True)
@@ -357,12 +328,12 @@ class Stack:
     def status(self) -> list[ComponentStatus]:
         result = []
         for name in COMPONENTS:
-            record = running_record(name, self.dirs)
-            healthy = record is not None and self._health_check(name)()
-            result.append(ComponentStatus(name, record.pid if record else None, healthy))
-        if self.cluster.is_initialized():
-            running = self.cluster.is_running()
-            result.append(ComponentStatus("postgres", None, running))
+            pid = self.supervisor.pid(name)
+            healthy = pid is not None and self._health_check(name)()
+            result.append(ComponentStatus(name, pid, healthy))
+        if self.supervisor.state(POSTGRES) != "UNKNOWN":
+            pid = self.supervisor.pid(POSTGRES)
+            result.append(ComponentStatus(POSTGRES, pid, pid is not None))
         return result
 
     def urls(self, database_url: str, queues: QueueResources) -> StackUrls:
@@ -381,131 +352,55 @@ class Stack:
 
     # -- single components, for `up` and for fault-injection tests ----------------------------
 
-    def stop(self, name: str, grace: float | None = None) -> bool:
-        """Stop one component (SIGTERM, then SIGKILL after `grace` s, default stop_grace), or
-        the stack's own Postgres cluster (`postgres`, fast shutdown)."""
-        if name == POSTGRES:
-            return self._own_cluster().stop()
-        default = self.config.processor_stop_grace if name == PROCESSOR else self.config.stop_grace
-        wait = default if grace is None else grace
-        return bool(stop_components([name], self.dirs, wait))
+    def stop(self, name: str) -> bool:
+        """Stop one component with its grace, or the stack's own Postgres (`postgres`)."""
+        if name == POSTGRES and self.supervisor.state(POSTGRES) == "UNKNOWN":
+            raise RuntimeError(f"this stack runs no Postgres cluster of its own ({self.cluster})")
+        return self.supervisor.stop(name)
 
     def start(self, name: str) -> None:
-        """Start one component again (after `stop`), with the settings `up` gave it."""
-        if self._started is None:
-            raise RuntimeError("start() needs a stack brought up by this object's up()")
-        database_url, queues = self._started
-        starters: dict[str, Callable[[], None]] = {
-            POSTGRES: lambda: self._own_cluster().start(),
-            LOCALSTACK: self._restart_localstack,
-            ELASTICEMAIL_STUB: self.start_stubs,
-            SENDGRID_STUB: self.start_stubs,
-            DEV_ISSUER: self.start_dev_issuer,
-            GATEWAY: lambda: self.start_gateway(database_url, queues),
-            PROCESSOR: lambda: self.start_processor(database_url, queues),
-        }
-        starters[name]()
-
-    def _own_cluster(self) -> PrivateCluster:
-        if not self.cluster.is_initialized():
-            raise RuntimeError(
-                f"this stack runs no Postgres cluster of its own ({self.cluster.root})"
-            )
-        return self.cluster
-
-    def _restart_localstack(self) -> None:
-        # LocalStack on the host keeps no state across a restart (no persistence): the queues
-        # and bucket are gone. Bootstrap again, as `up` does after starting it; the names, and so
-        # the queue URLs the services hold, are the same.
-        self.start_localstack()
-        self.bootstrap()
+        """Start one component again (after `stop`, or a crash), with the settings `up` gave it."""
+        if name == POSTGRES:
+            self._start_postgres()
+            return
+        self._ensure_running(name)
+        if name == LOCALSTACK:
+            # LocalStack on the host keeps no state across a restart (no persistence): bootstrap
+            # again, as `up` does; the names, and so the queue URLs the services hold, are the
+            # same.
+            self.bootstrap()
 
     def pid(self, name: str) -> int | None:
-        record = running_record(name, self.dirs)
-        return record.pid if record else None
+        return self.supervisor.pid(name)
 
     def log_file(self, name: str) -> Path:
-        return self.dirs.log_file(name)
+        return self.supervisor.log_file(name)
+
+    def _port(self, name: str) -> int:
+        return int(getattr(self.config.ports, HEALTH[name][0] if name in HEALTH else name))
 
     def _health_check(self, name: str) -> Callable[[], bool]:
-        ports = self.config.ports
-        urls = {
-            ELASTICEMAIL_STUB: f"{self.config.url(ports.elasticemail_stub)}/_stub/health",
-            SENDGRID_STUB: f"{self.config.url(ports.sendgrid_stub)}/_stub/health",
-            DEV_ISSUER: f"{self.config.url(ports.dev_issuer)}/health",
-            # /readyz needs the admin scope; the launcher checked the database and SQS itself.
-            GATEWAY: f"{self.config.url(ports.gateway)}/healthz",
-            PROCESSOR: f"{self.config.url(ports.processor_health)}/healthz",
-        }
         if name == LOCALSTACK:
             return lambda: localstack.services_ready(
                 self.config.endpoint_url, self.config.localstack_services
             )
-        return lambda: http_ok(urls[name])
+        url = f"{self.config.url(self._port(name))}{HEALTH[name][1]}"
+        return lambda: http_ok(url)
 
-    def _python_spec(
-        self, name: str, module: str, *args: str, env: Mapping[str, str] | None = None
-    ) -> ProcessSpec:
-        return ProcessSpec(
-            name=name,
-            argv=(self.config.python, "-m", module, *args),
-            env={**(env or {}), **self.config.extra_env.get(name, {})},
-            cwd=self.config.repo_root,
-            die_with_parent=self.config.die_with_parent,
-        )
-
-    def _wait(
-        self,
-        name: str,
-        record: ProcessRecord | None,
-        check: Callable[[], bool],
-        timeout: float,
-    ) -> None:
-        if record is not None:
-            wait_healthy(name, record, check, timeout, self.dirs)
-            return
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise ProcessStartError(f"{name} at {self.config.endpoint_url} not ready")
-            time.sleep(0.5)
-
-    def _ensure_running(
-        self,
-        spec: ProcessSpec,
-        check: Callable[[], bool],
-        port: int,
-        timeout: float | None = None,
-    ) -> ProcessRecord:
-        """Leave a live, healthy component alone; (re)start a dead or sick one; wait for it."""
-        wait_for = timeout if timeout is not None else self.config.health_timeout
-        record = running_record(spec.name, self.dirs)
-        if record is not None:
-            try:
-                wait_healthy(spec.name, record, check, min(wait_for, 10.0), self.dirs)
-                log.info("stack.component.running name=%s pid=%d", spec.name, record.pid)
-                return record
-            except ProcessStartError:
-                log.warning("stack.component.unhealthy name=%s pid=%d", spec.name, record.pid)
-                stop_components([spec.name], self.dirs, self.config.stop_grace)
-        if _port_stays_taken(port):
+    def _ensure_running(self, name: str) -> None:
+        """Leave a running component alone, start a stopped one, and wait until it is healthy;
+        a changed definition (say, other settings) restarts it."""
+        program = self.program(name)
+        self.supervisor.define(program)
+        # Not right after a crash (EXITED): supervisord restarts it, once its port is free.
+        startable = self.supervisor.state(name) in ("STOPPED", "FATAL", "UNKNOWN")
+        if startable and port_in_use(self._port(name)):
             raise PortTakenError(
-                f"port {port} for {spec.name} is already in use by another process; "
+                f"port {self._port(name)} for {name} is already in use by another process; "
                 "stop it or run the stack on other ports"
             )
-        record = start_process(spec, self.dirs)
-        log.info("stack.component.started name=%s pid=%d", spec.name, record.pid)
-        wait_healthy(spec.name, record, check, wait_for, self.dirs)
-        log.info("stack.component.healthy name=%s", spec.name)
-        return record
-
-
-def _port_stays_taken(port: int, grace: float = 5.0) -> bool:
-    """A process that just died (say, SIGKILLed a moment ago) may hold its listening socket
-    until its last thread is torn down: give the port a moment before calling it taken."""
-    deadline = time.monotonic() + grace
-    while port_in_use(port):
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.1)
-    return False
+        timeout = (
+            self.config.localstack_timeout if name == LOCALSTACK else self.config.health_timeout
+        )
+        self.supervisor.run(program, self._health_check(name), timeout)
+        log.info("stack.component.healthy name=%s pid=%s", name, self.supervisor.pid(name))
