@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,10 @@ from mailstack_stack.stack import Stack, read_env_file
 # The services whose process stays up (migrate runs once and exits).
 LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
 LONG_RUNNING |= {"processor", "redis", "dev-issuer"}
-BUILT = {"migrate", "elasticemail-stub", "sendgrid-stub", "dev-issuer", "gateway", "processor"}
+# Each built service and the Dockerfile target (final stage) it runs.
+BUILT_TARGETS = {"migrate": "gateway", "gateway": "gateway", "processor": "processor"}
+BUILT_TARGETS |= {"elasticemail-stub": "stubs", "sendgrid-stub": "stubs", "dev-issuer": "stubs"}
+BUILT = set(BUILT_TARGETS)
 # localstack/localstack's default account id for any test credentials.
 LOCALSTACK_ACCOUNT = "000000000000"
 
@@ -92,11 +96,25 @@ def test_every_image_is_pinned_to_a_version(services: dict[str, Any]) -> None:
     assert services["localstack"]["image"] == "localstack/localstack:4.14.0"
 
 
-def test_built_services_name_their_dockerfile(repo_root: Path, services: dict[str, Any]) -> None:
-    for name in BUILT:
+def test_built_services_name_their_dockerfile_stage_and_package(
+    repo_root: Path, services: dict[str, Any]
+) -> None:
+    """One Dockerfile, a final stage per image: the target picks the stage, the args the
+    workspace package its shared build stage installs (see test_dockerfiles.py)."""
+    for name, target in BUILT_TARGETS.items():
         build = services[name]["build"]
-        assert build["context"] == "."
-        assert (repo_root / build["dockerfile"]).is_file(), name
+        assert build["context"] == ".", name
+        assert build["dockerfile"] == "Dockerfile", name
+        dockerfile = (repo_root / build["dockerfile"]).read_text()
+        stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", dockerfile, re.MULTILINE | re.I)
+        assert build["target"] == target, name
+        assert target in stages, name
+        args = build["args"]
+        assert set(args) == {"PACKAGE", "SOURCE_DIR"}, name
+        project = (repo_root / args["SOURCE_DIR"] / "pyproject.toml").read_text()
+        assert tomllib.loads(project)["project"]["name"] == args["PACKAGE"] == f"mailstack-{target}"
+        # Services that share an image tag build it the same way.
+        assert services[name]["image"] == f"mailstack-{target}:local", name
 
 
 def test_long_running_services_have_health_checks(services: dict[str, Any]) -> None:
