@@ -96,6 +96,22 @@ emails = Table(
     ),
 )
 
+# A client's idempotency key for a POST, and the email its first request created; kept 24 h.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("request_sha256", BYTEA, nullable=False),
+    Column(
+        "email_id", UUID(as_uuid=True), ForeignKey("emails.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("length(key) BETWEEN 1 AND 255", name="idempotency_keys_key_length"),
+    Index("idempotency_keys_expires_at_idx", "expires_at"),
+)
+
 # Transactional outbox: a row means "accepted, not yet published to the queue".
 email_outbox = Table(
     "email_outbox",

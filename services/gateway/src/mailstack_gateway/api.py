@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -157,8 +157,28 @@ _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description=(
+            "Makes a retried POST safe: within 24 h, the same key with the same body answers "
+            "the first request's email again (header `Idempotent-Replayed: true`) and stores "
+            "nothing; the same key with another body is 422. Scoped to the tenant."
+        ),
+    ),
+]
+
+
 async def submit_email(
-    request: Request, response: Response, services: ServicesDep, principal: Sender
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: Sender,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> EmailAccepted:
     raw_body = await _read_body(request, services.max_request_bytes)
     try:
@@ -169,11 +189,21 @@ async def submit_email(
             [FieldError(field="body", message=f"not valid UTF-8 JSON: {error}")]
         ) from error
     email = intake.parse_email(decoded)
-    email_id = await intake.accept_email(principal.tenant_id, email, text, services.writer)
-    EMAILS_ACCEPTED.inc()
-    # Published off the request path, batched with other new emails: the queue stays out of
-    # the request's latency, and the outbox relay publishes whatever this misses.
-    services.inline.submit(email_id)
+    idempotency = (
+        intake.IdempotencyKey(idempotency_key, intake.request_hash(decoded))
+        if idempotency_key is not None
+        else None
+    )
+    email_id, replayed = await intake.accept_email(
+        principal.tenant_id, email, text, services.writer, idempotency
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        EMAILS_ACCEPTED.inc()
+        # Published off the request path, batched with other new emails: the queue stays out
+        # of the request's latency, and the outbox relay publishes whatever this misses.
+        services.inline.submit(email_id)
     response.headers["Location"] = f"/v1/emails/{email_id}"
     return EmailAccepted(id=email_id, links=_links(email_id))
 
@@ -410,6 +440,12 @@ def _payload_too_large(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=413, content=body.model_dump())
 
 
+def _idempotency_key_reused(_: Request, exc: Exception) -> JSONResponse:
+    EMAILS_REJECTED.labels(reason="idempotency_key_reused").inc()
+    body = ErrorBody(errors=[FieldError(field="Idempotency-Key", message=str(exc))])
+    return JSONResponse(status_code=422, content=body.model_dump())
+
+
 def _invalid_cursor(_: Request, exc: Exception) -> JSONResponse:
     body = ErrorBody(errors=[FieldError(field="cursor", message=str(exc))])
     return JSONResponse(status_code=422, content=body.model_dump())
@@ -428,6 +464,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(intake.InvalidEmailError, _validation_errors)
     app.add_exception_handler(PayloadTooLargeError, _payload_too_large)
     app.add_exception_handler(InvalidCursorError, _invalid_cursor)
+    app.add_exception_handler(intake.IdempotencyKeyReusedError, _idempotency_key_reused)
     app.add_exception_handler(AuthenticationError, _unauthenticated)
     app.add_exception_handler(MissingScopeError, _forbidden)
     app.add_exception_handler(RateLimitExceededError, _rate_limited)

@@ -1,7 +1,10 @@
 """Accepting an email: validate everything at once and store it durably, queued via the outbox."""
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -20,11 +23,46 @@ class InvalidEmailError(ValueError):
         self.errors = list(errors)
 
 
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's `Idempotency-Key` and a hash of its request's canonical JSON."""
+
+    key: str
+    request_sha256: bytes
+
+
+@dataclass(frozen=True)
+class EarlierRequest:
+    """The request that took an idempotency key first: its email and its hash."""
+
+    email_id: uuid.UUID
+    request_sha256: bytes
+
+
+class IdempotencyKeyReusedError(ValueError):
+    """The key was used before with a different request."""
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used with a different request body")
+
+
 class IntakeStore(Protocol):
     async def save_queued(
-        self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
-    ) -> None:
-        """In one transaction: the email, its request body, a QUEUED history row, an outbox row."""
+        self,
+        tenant_id: str,
+        email_id: uuid.UUID,
+        email: EmailCreate,
+        request_body: str,
+        idempotency: IdempotencyKey | None = None,
+    ) -> EarlierRequest | None:
+        """In one transaction: the email, its request body, a QUEUED history row, an outbox row
+        and the idempotency key; or nothing, and the request that took the key first."""
+
+
+def request_hash(decoded: object) -> bytes:
+    """SHA-256 of the request's canonical JSON: key order and spacing do not matter."""
+    canonical = json.dumps(decoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 def field_path(location: Sequence[int | str]) -> str:
@@ -91,11 +129,22 @@ def parse_email(raw: object) -> EmailCreate:
 
 
 async def accept_email(
-    tenant_id: str, email: EmailCreate, request_body: str, store: IntakeStore
-) -> uuid.UUID:
+    tenant_id: str,
+    email: EmailCreate,
+    request_body: str,
+    store: IntakeStore,
+    idempotency: IdempotencyKey | None = None,
+) -> tuple[uuid.UUID, bool]:
     """Make the email durable, owned by the tenant; from the moment this returns, it will be
-    attempted."""
+    attempted. Returns its id, and whether it is a replay: the same idempotency key and request
+    as an earlier call, whose email it returns instead of storing a second one."""
     email_id = uuid.uuid4()
-    await store.save_queued(tenant_id, email_id, email, request_body)
+    earlier = await store.save_queued(tenant_id, email_id, email, request_body, idempotency)
+    if earlier is not None:
+        assert idempotency is not None
+        if earlier.request_sha256 != idempotency.request_sha256:
+            raise IdempotencyKeyReusedError
+        log.info("email.replayed", email_id=str(earlier.email_id), tenant=tenant_id)
+        return earlier.email_id, True
     log.info("email.accepted", email_id=str(email_id), tenant=tenant_id, recipients=len(email.to))
-    return email_id
+    return email_id, False

@@ -39,6 +39,9 @@ class StrandedEmails(Protocol):
     async def republish_stranded(self, after_seconds: float, limit: int) -> list[uuid.UUID]:
         """Give emails whose queue message seems lost an outbox row again; return their ids."""
 
+    async def forget_expired_keys(self, limit: int = 1000) -> int:
+        """Delete idempotency keys past their 24 h; return how many."""
+
 
 class EmailPublisher(Protocol):
     async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
@@ -81,12 +84,12 @@ class InlinePublisher:
         while True:
             batch = [await self._pending.get()]
             deadline = asyncio.get_running_loop().time() + self._linger
-            while len(batch) < BATCH_SIZE:
-                remaining = deadline - asyncio.get_running_loop().time()
-                try:
-                    batch.append(await asyncio.wait_for(self._pending.get(), max(0, remaining)))
-                except TimeoutError:
-                    break
+            # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that arrives
+            # as the get completes, and the runner would then never stop.
+            with suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    while len(batch) < BATCH_SIZE:
+                        batch.append(await self._pending.get())
             await publish_now(batch, self._store, self._publisher)
             for _ in batch:
                 self._pending.task_done()
@@ -159,6 +162,8 @@ async def run_reconciler(
         try:
             while await reconcile_once(store, after_seconds, limit) == limit:
                 pass
+            # The same housekeeping round: idempotency keys past their 24 h.
+            await store.forget_expired_keys()
         except asyncio.CancelledError:
             raise
         except Exception as error:

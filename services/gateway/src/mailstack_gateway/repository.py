@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
+from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -34,18 +35,33 @@ def _addresses(addresses: Sequence[Any]) -> str:
 
 # Data-modifying CTEs run as one statement: the history and outbox rows see the new email, and
 # their foreign keys are checked when the statement ends, with the email in place.
-_SAVE_QUEUED = text(
-    f"""
-    WITH new_email AS (
+def _save_queued(keyed: bool) -> Any:
+    """The accept statement; `keyed`: only if the idempotency key is new (or expired), taken in
+    the same statement, so the key and its email commit together or not at all."""
+    key_cte = """
+    key_taken AS (
+        INSERT INTO idempotency_keys (tenant_id, key, request_sha256, email_id, expires_at)
+        VALUES (:tenant_id, :idempotency_key, :request_sha256, :id,
+                now() + make_interval(secs => :key_ttl_seconds))
+        ON CONFLICT (tenant_id, key) DO UPDATE
+            SET request_sha256 = EXCLUDED.request_sha256, email_id = EXCLUDED.email_id,
+                created_at = now(), expires_at = EXCLUDED.expires_at
+            WHERE idempotency_keys.expires_at <= now()
+        RETURNING email_id
+    ),"""
+    return text(
+        f"""
+    WITH {key_cte if keyed else ""} new_email AS (
         INSERT INTO emails (
             id, tenant_id, sender_email, sender_name, to_recipients, cc_recipients,
             bcc_recipients, reply_to, subject, text_body, html_body, status, request_body
-        ) VALUES (
+        )
+        SELECT
             :id, :tenant_id, :sender_email, :sender_name, CAST(:to_recipients AS jsonb),
             CAST(:cc_recipients AS jsonb), CAST(:bcc_recipients AS jsonb),
             CAST(:reply_to AS jsonb), :subject, :text_body, :html_body,
             '{EmailStatus.QUEUED.value}', :request_body
-        )
+        {"FROM key_taken" if keyed else ""}
         RETURNING id
     ), queued AS (
         INSERT INTO email_history (email_id, status, detail)
@@ -54,8 +70,26 @@ _SAVE_QUEUED = text(
     )
     INSERT INTO email_outbox (email_id, next_attempt_at)
     SELECT id, now() + make_interval(secs => :grace_seconds) FROM new_email
+    RETURNING email_id
+    """
+    )
+
+
+_SAVE_QUEUED = _save_queued(keyed=False)
+_SAVE_QUEUED_KEYED = _save_queued(keyed=True)
+_EARLIER_REQUEST = text(
+    "SELECT email_id, request_sha256 FROM idempotency_keys"
+    " WHERE tenant_id = :tenant_id AND key = :idempotency_key"
+)
+_FORGET_EXPIRED_KEYS = text(
+    """
+    DELETE FROM idempotency_keys WHERE ctid IN (
+        SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT :limit
+    )
     """
 )
+# How long a key answers with its first request's email.
+IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 
 
 # Emails nothing has touched for `stranded_after` seconds, with no outbox row (so nothing will
@@ -119,29 +153,52 @@ class EmailWriter:
         self._max_backoff = outbox_max_backoff_seconds
 
     async def save_queued(
-        self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
-    ) -> None:
-        """The email, its QUEUED history row and its outbox row: one statement, so one round
-        trip, atomic on its own (autocommit)."""
+        self,
+        tenant_id: str,
+        email_id: uuid.UUID,
+        email: EmailCreate,
+        request_body: str,
+        idempotency: IdempotencyKey | None = None,
+    ) -> EarlierRequest | None:
+        """The email, its QUEUED history row and its outbox row (and its idempotency key): one
+        statement, so one round trip, atomic on its own (autocommit). When the key is already
+        taken, nothing is stored and the earlier request's email is returned."""
+        params: dict[str, Any] = {
+            "id": email_id,
+            "tenant_id": tenant_id,
+            "sender_email": str(email.sender.email),
+            "sender_name": email.sender.name,
+            "to_recipients": _addresses(email.to),
+            "cc_recipients": _addresses(email.cc),
+            "bcc_recipients": _addresses(email.bcc),
+            "reply_to": json.dumps(_address(email.reply_to)) if email.reply_to else None,
+            "subject": email.subject,
+            "text_body": email.text,
+            "html_body": email.html,
+            "request_body": request_body,
+            "grace_seconds": float(self._grace),
+        }
+        if idempotency is None:
+            async with self._autocommit.connect() as connection:
+                await connection.execute(_SAVE_QUEUED, params)
+            return None
+        params |= {
+            "idempotency_key": idempotency.key,
+            "request_sha256": idempotency.request_sha256,
+            "key_ttl_seconds": float(IDEMPOTENCY_KEY_TTL_SECONDS),
+        }
         async with self._autocommit.connect() as connection:
-            await connection.execute(
-                _SAVE_QUEUED,
-                {
-                    "id": email_id,
-                    "tenant_id": tenant_id,
-                    "sender_email": str(email.sender.email),
-                    "sender_name": email.sender.name,
-                    "to_recipients": _addresses(email.to),
-                    "cc_recipients": _addresses(email.cc),
-                    "bcc_recipients": _addresses(email.bcc),
-                    "reply_to": json.dumps(_address(email.reply_to)) if email.reply_to else None,
-                    "subject": email.subject,
-                    "text_body": email.text,
-                    "html_body": email.html,
-                    "request_body": request_body,
-                    "grace_seconds": float(self._grace),
-                },
-            )
+            stored = (await connection.execute(_SAVE_QUEUED_KEYED, params)).first()
+            if stored is not None:
+                return None
+            # Taken: by a request that committed (a concurrent one waited for it on the key).
+            earlier = (await connection.execute(_EARLIER_REQUEST, params)).one()
+        return EarlierRequest(earlier.email_id, bytes(earlier.request_sha256))
+
+    async def forget_expired_keys(self, limit: int = 1000) -> int:
+        async with self._autocommit.connect() as connection:
+            result = await connection.execute(_FORGET_EXPIRED_KEYS, {"limit": limit})
+            return int(result.rowcount)
 
     async def republish_stranded(self, after_seconds: float, limit: int) -> list[uuid.UUID]:
         """Give emails whose queue message seems lost an outbox row again; return their ids."""

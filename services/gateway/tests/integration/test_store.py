@@ -6,13 +6,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
-from mailstack_core.tables import email_history, email_outbox, emails, tenants
-from mailstack_gateway.intake import parse_email
+from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys, tenants
+from mailstack_gateway.intake import IdempotencyKey, parse_email, request_hash
 from mailstack_gateway.repository import EmailReader, EmailWriter
 
 pytestmark = pytest.mark.integration
@@ -184,3 +184,50 @@ async def test_an_email_cannot_belong_to_a_tenant_that_does_not_exist(engine: As
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     with pytest.raises(IntegrityError):
         await writer.save_queued("nobody", uuid.uuid4(), parse_email(REQUEST), "{}")
+
+
+async def test_one_idempotency_key_stores_one_email_even_under_concurrent_retries(
+    engine: AsyncEngine,
+) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    key = IdempotencyKey("order-42", request_hash(REQUEST))
+    attempts = [uuid.uuid4() for _ in range(5)]
+
+    earlier = await asyncio.gather(
+        *(
+            writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}", key)
+            for email_id in attempts
+        )
+    )
+
+    stored = [email_id for email_id, found in zip(attempts, earlier, strict=True) if found is None]
+    assert len(stored) == 1
+    assert {found.email_id for found in earlier if found is not None} == set(stored)
+    async with engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(emails)) == 1
+
+
+async def test_an_expired_idempotency_key_is_taken_anew_and_forgotten_by_the_cleanup(
+    engine: AsyncEngine,
+) -> None:
+    writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+    key = IdempotencyKey("order-42", request_hash(REQUEST))
+    first = uuid.uuid4()
+    assert await writer.save_queued(TENANT, first, parse_email(REQUEST), "{}", key) is None
+    async with engine.begin() as connection:
+        await connection.execute(
+            idempotency_keys.update().values(expires_at=func.now() - text("interval '1 second'"))
+        )
+
+    second = uuid.uuid4()
+    assert await writer.save_queued(TENANT, second, parse_email(REQUEST), "{}", key) is None
+    async with engine.connect() as connection:
+        owner = await connection.scalar(select(idempotency_keys.c.email_id))
+    assert owner == second
+
+    async with engine.begin() as connection:
+        await connection.execute(
+            idempotency_keys.update().values(expires_at=func.now() - text("interval '1 second'"))
+        )
+    assert await writer.forget_expired_keys() == 1
+    assert await writer.forget_expired_keys() == 0

@@ -17,6 +17,7 @@ from limits.aio.storage import MemoryStorage
 from mailstack_core.status import EmailStatus
 from mailstack_gateway import api
 from mailstack_gateway.auth import ALL_SCOPES, AuthenticationError, Principal, Scope, bearer_token
+from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.ratelimit import RateLimiter
 from mailstack_gateway.repository import Page, decode_cursor
@@ -58,14 +59,28 @@ class FakeWriter:
         self.mark_error: Exception | None = None
         self.locked: set[uuid.UUID] = set()
         self.tenants: dict[uuid.UUID, str] = {}
+        self.keys: dict[tuple[str, str], EarlierRequest] = {}
 
     async def save_queued(
-        self, tenant_id: str, email_id: uuid.UUID, email: EmailCreate, request_body: str
-    ) -> None:
+        self,
+        tenant_id: str,
+        email_id: uuid.UUID,
+        email: EmailCreate,
+        request_body: str,
+        idempotency: IdempotencyKey | None = None,
+    ) -> EarlierRequest | None:
         if self.save_error is not None:
             raise self.save_error
+        if idempotency is not None:
+            earlier = self.keys.get((tenant_id, idempotency.key))
+            if earlier is not None:
+                return earlier
+            self.keys[(tenant_id, idempotency.key)] = EarlierRequest(
+                email_id, idempotency.request_sha256
+            )
         self.saved[email_id] = (email, request_body)
         self.tenants[email_id] = tenant_id
+        return None
 
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["FakeBatch"]:
