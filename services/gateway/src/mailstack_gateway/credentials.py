@@ -186,6 +186,8 @@ class JwtSettings:
     tenant_claim: str = "tenant"
     scope_claim: str = "scope"
     jwks_cache_seconds: float = 300.0
+    # How long a tenant's existence and limits are trusted, as for API keys.
+    tenant_cache_seconds: float = 10.0
 
 
 class JwtVerifier:
@@ -218,7 +220,9 @@ class JwtVerifier:
         self._fetched_at: float | None = None
         self._refetched_for: set[str] = set()
         self._lock = asyncio.Lock()
-        self._tenants: _TtlCache[TenantLimits | None] = _TtlCache(30.0, 10_000, clock)
+        self._tenants: _TtlCache[TenantLimits | None] = _TtlCache(
+            settings.tenant_cache_seconds, 10_000, clock
+        )
         self._static_key: Any = (
             serialization.load_pem_public_key(settings.public_key.encode())
             if settings.public_key is not None

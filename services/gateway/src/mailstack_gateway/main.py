@@ -61,6 +61,7 @@ def _authenticator(settings: GatewaySettings, engine: AsyncEngine) -> Authentica
                 tenant_claim=settings.jwt_tenant_claim,
                 scope_claim=settings.jwt_scope_claim,
                 jwks_cache_seconds=settings.jwt_jwks_cache_seconds,
+                tenant_cache_seconds=settings.auth_cache_seconds,
             ),
             store,
         )

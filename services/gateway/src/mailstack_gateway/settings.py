@@ -72,12 +72,7 @@ class GatewaySettings(BaseSettings):
     def _jwt_is_complete(self) -> "GatewaySettings":
         if self.jwt_issuer is None:
             return self
+        # The key source and the algorithms are checked by credentials.JwtVerifier, at start.
         if not self.jwt_audience:
             raise ValueError("JWT_ISSUER needs JWT_AUDIENCE")
-        if (self.jwt_jwks_url is None) == (self.jwt_public_key is None):
-            raise ValueError("JWT_ISSUER needs exactly one of JWT_JWKS_URL and JWT_PUBLIC_KEY")
-        if any(
-            alg.upper().startswith("HS") or alg.lower() == "none" for alg in self.jwt_algorithms
-        ):
-            raise ValueError("JWT_ALGORITHMS may list asymmetric algorithms only (RS*, PS*, ES*)")
         return self

@@ -92,3 +92,33 @@ def test_openapi_resolves_every_reference_of_email_create(document: dict[str, An
 def test_openapi_documents_the_error_answers_of_submit(document: dict[str, Any]) -> None:
     responses = document["paths"]["/v1/emails"]["post"]["responses"]
     assert {"202", "413", "422", "503"} <= set(responses)
+
+
+@pytest.mark.parametrize(
+    ("jwt", "problem"),
+    [
+        ({"jwt_issuer": "https://idp.example.com/"}, "JWT_AUDIENCE"),
+        ({"jwt_issuer": "https://idp.example.com/", "jwt_audience": "a"}, "exactly one"),
+        (
+            {
+                "jwt_issuer": "https://idp.example.com/",
+                "jwt_audience": "a",
+                "jwt_jwks_url": "https://idp.example.com/jwks.json",
+                "jwt_algorithms": "HS256",
+            },
+            "asymmetric",
+        ),
+    ],
+)
+def test_an_incomplete_or_symmetric_jwt_configuration_stops_the_gateway_at_start(
+    jwt: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        create_app(
+            GatewaySettings(
+                database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
+                email_queue_url="http://127.0.0.1:9/000000000000/emails",
+                **jwt,  # type: ignore[arg-type]
+            ),
+            run_relay=False,
+        )

@@ -4,6 +4,8 @@ new keys for `make api-key`, and tokens from the development issuer for `make to
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,12 +21,19 @@ DEV_AUDIENCE = "mailstack-local"
 DEV_KEY_NAME = "make up (development, every scope)"
 
 
+@contextmanager
+def _key_admin(database_url: str) -> Iterator[KeyAdmin]:
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        yield KeyAdmin(engine)
+    finally:
+        engine.dispose()
+
+
 def ensure_dev_key(database_url: str, key_file: Path) -> str:
     """The development key kept in `key_file` if the database still knows it (not revoked),
     else a new one with every scope for tenant `dev`, written there (owner-readable only)."""
-    engine = create_engine(normalize_database_url(database_url))
-    try:
-        admin = KeyAdmin(engine)
+    with _key_admin(database_url) as admin:
         if key_file.is_file():
             token = key_file.read_text().strip()
             parts = split_api_key(token)
@@ -32,8 +41,6 @@ def ensure_dev_key(database_url: str, key_file: Path) -> str:
                 return token
         admin.ensure_tenant(DEV_TENANT)
         _, new = admin.create_key(DEV_TENANT, DEV_KEY_NAME, ALL_SCOPES)
-    finally:
-        engine.dispose()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = key_file.with_suffix(".tmp")
     tmp.touch(mode=0o600)
@@ -44,23 +51,16 @@ def ensure_dev_key(database_url: str, key_file: Path) -> str:
 
 def new_tenant_key(database_url: str, tenant: str) -> str:
     """A new sending+reading key for `tenant`, created first if needed."""
-    engine = create_engine(normalize_database_url(database_url))
-    try:
-        admin = KeyAdmin(engine)
+    with _key_admin(database_url) as admin:
         admin.ensure_tenant(tenant)
         _, new = admin.create_key(tenant, "make api-key", (Scope.SEND, Scope.READ))
-    finally:
-        engine.dispose()
     return new.token
 
 
 def issuer_token(database_url: str, issuer_url: str, tenant: str) -> str:
     """A sending+reading JWT for `tenant` from the development issuer (client credentials)."""
-    engine = create_engine(normalize_database_url(database_url))
-    try:
-        KeyAdmin(engine).ensure_tenant(tenant)
-    finally:
-        engine.dispose()
+    with _key_admin(database_url) as admin:
+        admin.ensure_tenant(tenant)
     response = httpx.post(
         f"{issuer_url.rstrip('/')}/oauth/token",
         data={
