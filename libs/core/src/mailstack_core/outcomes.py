@@ -8,8 +8,12 @@ from enum import StrEnum
 
 
 class Outcome(StrEnum):
-    # The gateway accepted the email (QUEUED).
+    # The gateway accepted the email (QUEUED, or SCHEDULED with its `send_at`).
     ACCEPTED = "accepted"
+    # By the gateway's scheduler: a SCHEDULED email's `send_at` has come (QUEUED).
+    DUE = "due"
+    # By the gateway: its sender canceled it (CANCELED).
+    CANCELED = "canceled"
     # One provider attempt (the history row names the provider).
     FAILED = "failed"
     UNKNOWN = "unknown"  # a timeout: the provider may or may not have sent it

@@ -78,6 +78,8 @@ emails = Table(
     Column("request_body", Text, nullable=False),
     # While PROCESSING, the claim is valid until this time; a crashed processor's claim lapses.
     Column("lease_expires_at", DateTime(timezone=True)),
+    # When the client asked for it to be sent; SCHEDULED until then (NULL: at once).
+    Column("send_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(f"status IN ({_STATUS_VALUES})", name="emails_status_known"),
@@ -94,6 +96,8 @@ emails = Table(
         "lease_expires_at",
         postgresql_where=text("status = 'PROCESSING'"),
     ),
+    # The scheduler's search for due emails.
+    Index("emails_scheduled_send_at_idx", "send_at", postgresql_where=text("status = 'SCHEDULED'")),
 )
 
 # A client's idempotency key for a POST, and the email its first request created; kept 24 h.
@@ -106,6 +110,8 @@ idempotency_keys = Table(
     Column(
         "email_id", UUID(as_uuid=True), ForeignKey("emails.id", ondelete="CASCADE"), nullable=False
     ),
+    # Every email the request created, in order (`email_id` is the first); NULL: taken before 0007.
+    Column("email_ids", ARRAY(UUID(as_uuid=True))),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("length(key) BETWEEN 1 AND 255", name="idempotency_keys_key_length"),
