@@ -300,3 +300,25 @@ def test_the_lambda_handler_archives_and_deletes(
     assert result["complete"] is True
     assert rows.ids() == {young}
     assert [obj.email_ids for obj in archived()] == [[old]]
+
+
+def test_keeps_a_scheduled_email_past_a_short_retention_and_archives_a_canceled_one(
+    rows: Any, store: EmailCleanupStore, archive: S3Archive, archived: Any
+) -> None:
+    rows.set_history_retention_days(1)
+    accepted = (EmailStatus.SCHEDULED, {"outcome": "accepted"}, timedelta(days=5))
+    # Accepted five days ago for a send_at weeks ahead: not sent yet, so not to be deleted.
+    scheduled = rows.add(timedelta(days=5), status=EmailStatus.SCHEDULED, history=[accepted])
+    canceled = rows.add(
+        timedelta(days=5),
+        status=EmailStatus.CANCELED,
+        updated_age=timedelta(days=4),
+        history=[accepted, (EmailStatus.CANCELED, {"outcome": "canceled"}, timedelta(days=4))],
+    )
+
+    summary = clean_up(store, archive, CleanupPolicy(retention_days=1))
+
+    assert rows.ids() == {scheduled}
+    assert summary.deleted == 1
+    [stored] = archived()
+    assert stored.email_ids == [canceled]

@@ -213,3 +213,23 @@ def test_the_lambda_handler_requeues_and_publishes(
     assert result["requeued"] == result["published"] == 1
     assert rows.status(transient) is EmailStatus.QUEUED
     assert received_email_ids(sqs, sqs_queues.email_queue_url, 1) == [transient]
+
+
+@pytest.mark.parametrize("status", [EmailStatus.SCHEDULED, EmailStatus.CANCELED])
+def test_never_requeues_a_scheduled_or_canceled_email(
+    rows: Any, store: EmailRetryStore, queue: SqsEmailQueue, status: EmailStatus
+) -> None:
+    # Even with a transient failure as its last history row, only a FAILED email is retried.
+    email_id = rows.add(
+        timedelta(hours=5),
+        status=status,
+        updated_age=timedelta(hours=4),
+        history=[(*ACCEPTED, timedelta(hours=5)), _failed_out_of_attempts(timedelta(hours=4))],
+    )
+
+    summary = requeue_failed(store, queue, POLICY)
+
+    assert (summary.requeued, summary.exhausted) == (0, 0)
+    assert rows.status(email_id) is status
+    assert len(rows.history(email_id)) == 2
+    assert rows.outbox_ids() == set()

@@ -126,7 +126,8 @@ class EmailCleanupStore:
     def claim_expired(
         self, cutoff: datetime, limit: int, after: BatchKey | None
     ) -> Iterator[LockedExpiredBatch]:
-        """Lock up to `limit` emails untouched since `cutoff` whose whole history is older too.
+        """Lock up to `limit` emails untouched since `cutoff` whose whole history is older too,
+        and not SCHEDULED.
 
         Emails other runs hold are skipped; `after` continues past the previous batch's last
         (created_at, id), so a run always moves forward.
@@ -135,7 +136,11 @@ class EmailCleanupStore:
             email_history.c.email_id == emails.c.id, email_history.c.at >= cutoff
         )
         query = select(emails.c.id, emails.c.created_at).where(
-            emails.c.updated_at < cutoff, emails.c.created_at < cutoff, ~recent_history
+            emails.c.updated_at < cutoff,
+            emails.c.created_at < cutoff,
+            ~recent_history,
+            # Waiting for its send_at (up to 30 days), which may lie past a short retention.
+            emails.c.status != EmailStatus.SCHEDULED,
         )
         if after is not None:
             query = query.where(

@@ -22,6 +22,7 @@ from mailstack_processor.observability import (
     HANDLING_ERRORS,
     IN_FLIGHT,
     LAST_POLL,
+    MESSAGES_DROPPED,
     MESSAGES_POISON,
     MESSAGES_RECEIVED,
 )
@@ -144,6 +145,8 @@ class Consumer:
             await self._visibility(message, self._error_backoff)
             return
         DISPOSITIONS.labels(action=disposition.action.value).inc()
+        if disposition.dropped and disposition.status is not None:
+            MESSAGES_DROPPED.labels(status=disposition.status.value).inc()
         if disposition.action is Action.DELETE:
             try:
                 await self._queue.delete(message)

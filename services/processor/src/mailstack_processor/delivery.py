@@ -33,6 +33,8 @@ class ClaimState(enum.Enum):
     MISSING = "missing"  # no such email: a poison message
     FINAL = "final"  # already SENT or FAILED: a redelivery, nothing to do
     BUSY = "busy"  # another processor holds a live claim
+    CANCELED = "canceled"  # its sender canceled it: never to be sent
+    NOT_DUE = "not_due"  # SCHEDULED: the gateway publishes a message of its own when it is due
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,16 @@ class Claim:
 
 class DeadLetterOutcome(enum.Enum):
     FAILED = "failed"  # the email was still open: now FAILED with its last reason
-    FINAL = "final"  # already SENT or FAILED: nothing to do
+    FINAL = "final"  # already SENT, FAILED or CANCELED: nothing to do
+    NOT_DUE = "not_due"  # SCHEDULED: this stray message is not the one that will send it
     BUSY = "busy"  # a live claim is delivering it right now: look again later
     MISSING = "missing"  # no such email: a poison message
 
 
 class DeliveryStore(Protocol):
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
-        """Atomically move QUEUED (or PROCESSING with a lapsed lease) to PROCESSING."""
+        """Atomically move QUEUED (or PROCESSING with a lapsed lease) to PROCESSING; never a
+        SCHEDULED or CANCELED email."""
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
@@ -103,6 +107,8 @@ class Disposition:
     action: Action
     delay_seconds: int = 0
     status: EmailStatus | None = None
+    # Deleted without sending: the email was canceled, or is not due yet (`status` says which).
+    dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,12 @@ async def deliver(
     if claim.state is ClaimState.FINAL:
         bound.info("delivery.already_final")
         return Disposition(Action.DELETE)
+    if claim.state is ClaimState.CANCELED:
+        bound.info("delivery.canceled_dropped")
+        return Disposition(Action.DELETE, status=EmailStatus.CANCELED, dropped=True)
+    if claim.state is ClaimState.NOT_DUE:
+        bound.warning("delivery.not_due_dropped")
+        return Disposition(Action.DELETE, status=EmailStatus.SCHEDULED, dropped=True)
     if claim.state is ClaimState.BUSY:
         bound.info("delivery.claimed_elsewhere")
         return Disposition(Action.RETRY, int(claim.lease_remaining_seconds + 1))

@@ -9,6 +9,11 @@ MESSAGES_POISON = Counter(
 DISPOSITIONS = Counter(
     "mailstack_processor_dispositions_total", "What happened to each handled message", ["action"]
 )
+MESSAGES_DROPPED = Counter(
+    "mailstack_processor_messages_dropped_total",
+    "Messages deleted without sending: their email was CANCELED, or SCHEDULED (not due)",
+    ["status"],
+)
 HANDLING_ERRORS = Counter(
     "mailstack_processor_handling_errors_total",
     "Messages whose handling raised (e.g. database down)",

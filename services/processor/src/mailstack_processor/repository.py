@@ -188,7 +188,12 @@ class EmailDeliveryStore:
         if row is None:
             return Claim(ClaimState.MISSING)
         if row.attempts is None:
-            if EmailStatus(row.previous_status).is_terminal:
+            previous = EmailStatus(row.previous_status)
+            if previous is EmailStatus.CANCELED:
+                return Claim(ClaimState.CANCELED)
+            if previous is EmailStatus.SCHEDULED:
+                return Claim(ClaimState.NOT_DUE)
+            if previous.is_terminal:
                 return Claim(ClaimState.FINAL)
             return Claim(ClaimState.BUSY, lease_remaining_seconds=float(row.lease_remaining or 0))
         email = OutgoingEmail(
@@ -284,6 +289,8 @@ class EmailDeliveryStore:
             status = EmailStatus(row.status)
             if status.is_terminal:
                 return DeadLetterOutcome.FINAL
+            if status is EmailStatus.SCHEDULED:
+                return DeadLetterOutcome.NOT_DUE
             if status is EmailStatus.PROCESSING and not row.lease_lapsed:
                 return DeadLetterOutcome.BUSY
             last_error = row.last_error or "its queue message was dead-lettered"

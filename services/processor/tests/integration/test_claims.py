@@ -27,7 +27,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def _queued_email(engine: AsyncEngine) -> uuid.UUID:
+async def _queued_email(engine: AsyncEngine, status: str = "QUEUED") -> uuid.UUID:
     email_id = uuid.uuid4()
     async with engine.begin() as connection:
         await connection.execute(pg_insert(tenants).values(id=TENANT).on_conflict_do_nothing())
@@ -42,7 +42,7 @@ async def _queued_email(engine: AsyncEngine) -> uuid.UUID:
                 subject="Hello",
                 text_body="Hi",
                 html_body="<p>Hi</p>",
-                status="QUEUED",
+                status=status,
                 request_body="{}",
             )
         )
@@ -172,3 +172,24 @@ async def test_a_dead_letter_does_not_fail_an_email_being_delivered(engine: Asyn
     await store.claim(email_id, 30, 1)
     assert await store.fail_dead_lettered(email_id) is DeadLetterOutcome.BUSY
     assert await store.fail_dead_lettered(uuid.uuid4()) is DeadLetterOutcome.MISSING
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "dead_letter"),
+    [
+        ("CANCELED", ClaimState.CANCELED, DeadLetterOutcome.FINAL),
+        ("SCHEDULED", ClaimState.NOT_DUE, DeadLetterOutcome.NOT_DUE),
+    ],
+)
+async def test_a_canceled_or_scheduled_email_is_neither_claimed_nor_failed_by_a_dead_letter(
+    engine: AsyncEngine, status: str, state: ClaimState, dead_letter: DeadLetterOutcome
+) -> None:
+    store = EmailDeliveryStore(engine)
+    email_id = await _queued_email(engine, status)
+
+    assert (await store.claim(email_id, 30, 1)).state is state
+    assert await store.fail_dead_lettered(email_id) is dead_letter
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(emails).where(emails.c.id == email_id))).one()
+    assert (row.status, row.attempts, row.lease_expires_at) == (status, 0, None)
+    assert await _history(engine, email_id) == []

@@ -76,6 +76,10 @@ class InMemoryDeliveryStore:
         stored = self.emails.get(email_id)
         if stored is None:
             return Claim(ClaimState.MISSING)
+        if stored.status is EmailStatus.CANCELED:
+            return Claim(ClaimState.CANCELED)
+        if stored.status is EmailStatus.SCHEDULED:
+            return Claim(ClaimState.NOT_DUE)
         if stored.status.is_terminal:
             return Claim(ClaimState.FINAL)
         if stored.status is EmailStatus.PROCESSING and stored.lease_remaining_seconds > 0:

@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from mailstack_core.messages import EmailQueuedMessage
+from mailstack_core.status import EmailStatus
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.delivery import Action, Disposition
+from mailstack_processor.observability import MESSAGES_DROPPED
 from mailstack_stack.waiting import eventually_async
 
 POISON_BACKOFF = 7
@@ -100,6 +102,22 @@ async def test_deletes_a_message_only_after_delivery_returned_delete(make: Any, 
     await _until(lambda: queue.deleted == [message.message_id])
     await harness.finish()
     assert calls == [(email_id, 3)]
+    assert queue.visibility == []
+
+
+async def test_deletes_and_counts_the_message_of_a_canceled_email(make: Any, queue: Any) -> None:
+    message = make.message(_body(uuid.uuid4()))
+    queue.put(message)
+    dropped = MESSAGES_DROPPED.labels(status=EmailStatus.CANCELED.value)
+    before = dropped._value.get()
+    canceled = Disposition(Action.DELETE, status=EmailStatus.CANCELED, dropped=True)
+    harness = Harness(queue, _answering(canceled))
+
+    harness.start()
+    await _until(lambda: queue.deleted == [message.message_id])
+    await harness.finish()
+
+    assert dropped._value.get() - before == 1
     assert queue.visibility == []
 
 

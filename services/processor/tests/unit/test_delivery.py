@@ -290,3 +290,23 @@ def test_backoff_honours_a_longer_retry_after_hint(policy: RetryPolicy) -> None:
 
 def test_backoff_caps_a_retry_after_hint(policy: RetryPolicy) -> None:
     assert policy.backoff(1, hint=3600.0) == 300
+
+
+@pytest.mark.parametrize("status", [EmailStatus.CANCELED, EmailStatus.SCHEDULED])
+async def test_drops_the_message_of_a_canceled_or_not_yet_due_email_without_sending(
+    make: Any, store: Any, policy: RetryPolicy, status: EmailStatus
+) -> None:
+    email = make.email()
+    store.add(email, status)
+    primary, secondary = make.sender(EE, _receipt(EE)), make.sender(SG, _receipt(SG))
+
+    disposition = await _deliver(email.id, 1, store, [primary, secondary], policy)
+
+    assert (disposition.action, disposition.status, disposition.dropped) == (
+        Action.DELETE,
+        status,
+        True,
+    )
+    assert primary.calls == secondary.calls == []
+    assert store.status(email.id) is status
+    assert store.after_claim(email.id) == []
