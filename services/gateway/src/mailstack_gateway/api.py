@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mailstack_core.status import EmailStatus
-from mailstack_gateway import intake, outbox
+from mailstack_gateway import cancellation, intake, outbox
 from mailstack_gateway.auth import AuthenticationError, MissingScopeError, Principal, Scope
 from mailstack_gateway.credentials import Authenticator
 from mailstack_gateway.observability import EMAILS_ACCEPTED, EMAILS_REJECTED
@@ -25,6 +25,8 @@ from mailstack_gateway.repository import AnyRow, EmailReader, EmailWriter, Inval
 from mailstack_gateway.schemas import (
     Address,
     EmailAccepted,
+    EmailBatchAccepted,
+    EmailCanceled,
     EmailHistory,
     EmailPage,
     EmailPublic,
@@ -33,6 +35,7 @@ from mailstack_gateway.schemas import (
     FieldError,
     HistoryEntry,
     Links,
+    NotCancelable,
     Problem,
 )
 
@@ -88,22 +91,32 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 QUOTA_STATE = "rate_limit_quota"
 
 
+async def _count(
+    request: Request, services: Services, principal: Principal, limit: Limit, cost: int = 1
+) -> None:
+    """Count the request against the caller's `limit` (429 beyond it)."""
+    quota = await services.rate_limiter.check(principal, limit, cost)
+    if quota is not None:
+        setattr(request.state, QUOTA_STATE, quota)
+
+
 def authorized(scope: Scope, limit: Limit | None) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the verified caller, holding `scope`, counted against `limit`."""
+    """A dependency: the verified caller, holding `scope`, counted against `limit` (None: the
+    route counts it itself)."""
 
     async def dependency(request: Request, services: ServicesDep) -> Principal:
         principal = await services.authenticator.authenticate(request.headers.get("authorization"))
         principal.require(scope)
         if limit is not None:
-            quota = await services.rate_limiter.check(principal, limit)
-            if quota is not None:
-                setattr(request.state, QUOTA_STATE, quota)
+            await _count(request, services, principal, limit)
         return principal
 
     return dependency
 
 
 Sender = Annotated[Principal, Depends(authorized(Scope.SEND, Limit.SEND))]
+# A batch is counted once its size is known: as many as its emails.
+BatchSender = Annotated[Principal, Depends(authorized(Scope.SEND, None))]
 Reader = Annotated[Principal, Depends(authorized(Scope.READ, Limit.READ))]
 Admin = Annotated[Principal, Depends(authorized(Scope.ADMIN, None))]
 
@@ -173,6 +186,22 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+async def _json_body(request: Request, limit: int) -> tuple[Any, str]:
+    """The request's JSON, decoded, and its text."""
+    raw_body = await _read_body(request, limit)
+    try:
+        text = raw_body.decode("utf-8")
+        return json.loads(text), text
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise intake.InvalidEmailError(
+            [FieldError(field="body", message=f"not valid UTF-8 JSON: {error}")]
+        ) from error
+
+
+def _idempotency(key: str | None, decoded: object) -> intake.IdempotencyKey | None:
+    return None if key is None else intake.IdempotencyKey(key, intake.request_hash(decoded))
+
+
 async def submit_email(
     request: Request,
     response: Response,
@@ -180,32 +209,22 @@ async def submit_email(
     principal: Sender,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> EmailAccepted:
-    raw_body = await _read_body(request, services.max_request_bytes)
-    try:
-        text = raw_body.decode("utf-8")
-        decoded = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise intake.InvalidEmailError(
-            [FieldError(field="body", message=f"not valid UTF-8 JSON: {error}")]
-        ) from error
+    decoded, text = await _json_body(request, services.max_request_bytes)
     email = intake.parse_email(decoded)
-    idempotency = (
-        intake.IdempotencyKey(idempotency_key, intake.request_hash(decoded))
-        if idempotency_key is not None
-        else None
-    )
     email_id, replayed = await intake.accept_email(
-        principal.tenant_id, email, text, services.writer, idempotency
+        principal.tenant_id, email, text, services.writer, _idempotency(idempotency_key, decoded)
     )
+    status = intake.status_on_acceptance(email)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
         EMAILS_ACCEPTED.inc()
-        # Published off the request path, batched with other new emails: the queue stays out
-        # of the request's latency, and the outbox relay publishes whatever this misses.
-        services.inline.submit(email_id)
+        if status is EmailStatus.QUEUED:
+            # Published off the request path, batched with other new emails: the queue stays
+            # out of the request's latency, and the outbox relay publishes whatever this misses.
+            services.inline.submit(email_id)
     response.headers["Location"] = f"/v1/emails/{email_id}"
-    return EmailAccepted(id=email_id, links=_links(email_id))
+    return EmailAccepted(id=email_id, status=status, links=_links(email_id))
 
 
 for _path, _name in (("/v1/emails", "submit_email"), ("/submitEmail", "submit_email_alias")):
@@ -221,6 +240,102 @@ for _path, _name in (("/v1/emails", "submit_email"), ("/submitEmail", "submit_em
         summary="Accept an email for delivery",
         tags=["emails"],
     )
+
+
+_BATCH_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/EmailBatchCreate"}}
+        },
+    }
+}
+_BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_SUBMIT_RESPONSES,
+    202: {
+        "model": EmailBatchAccepted,
+        "description": "Every email accepted, in one transaction; items in request order",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "Nothing accepted: every error of every email, e.g. `emails[3].to[0].email`",
+    },
+}
+
+
+@router.post(
+    "/v1/emails/batch",
+    status_code=202,
+    response_model=EmailBatchAccepted,
+    responses=_BATCH_RESPONSES,
+    openapi_extra={**_BATCH_DOC, "security": BEARER},
+    tags=["emails"],
+    summary="Accept 1 to 100 emails at once: all of them, or none",
+    description=(
+        "Each email as in POST /v1/emails (`send_at` included). Stored in one transaction and "
+        "published in SQS batches. Counts against the sending rate limit as its number of "
+        "emails. An `Idempotency-Key` replays the same items."
+    ),
+)
+async def submit_batch(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: BatchSender,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> EmailBatchAccepted:
+    decoded, _ = await _json_body(request, services.max_request_bytes)
+    await _count(request, services, principal, Limit.SEND, intake.batch_size(decoded))
+    emails = intake.parse_batch(decoded)
+    # Each email's own JSON, as its request body: what the client sent for it.
+    bodies = [json.dumps(item, ensure_ascii=False) for item in decoded["emails"]]
+    accepted, replayed = await intake.accept_batch(
+        principal.tenant_id,
+        list(zip(emails, bodies, strict=True)),
+        services.writer,
+        _idempotency(idempotency_key, decoded),
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        EMAILS_ACCEPTED.inc(len(accepted))
+        for item in accepted:
+            if item.status is EmailStatus.QUEUED:
+                services.inline.submit(item.id)
+    return EmailBatchAccepted(
+        items=[
+            EmailAccepted(id=item.id, status=item.status, links=_links(item.id))
+            for item in accepted
+        ]
+    )
+
+
+@router.post(
+    "/v1/emails/{email_id}/cancel",
+    response_model=EmailCanceled,
+    responses={
+        **_LIMITED_RESPONSES,
+        404: {"model": Problem, "description": "No such email (or another tenant's)"},
+        409: {
+            "model": NotCancelable,
+            "description": "A processor claimed it already, or it is final (its status says)",
+        },
+    },
+    openapi_extra={"security": BEARER},
+    tags=["emails"],
+    summary="Cancel an email that is SCHEDULED, or QUEUED and not yet claimed by a processor",
+)
+async def cancel_email(
+    email_id: uuid.UUID, services: ServicesDep, principal: Sender
+) -> EmailCanceled | JSONResponse:
+    try:
+        await cancellation.cancel_email(principal.tenant_id, email_id, services.writer)
+    except cancellation.EmailNotFoundError:
+        return _not_found(email_id)
+    except cancellation.EmailNotCancelableError as error:
+        body = NotCancelable(error="not_cancelable", message=str(error), status=error.status)
+        return JSONResponse(status_code=409, content=body.model_dump(mode="json"))
+    return EmailCanceled(id=email_id, links=_links(email_id))
 
 
 async def _read(
@@ -248,6 +363,7 @@ def _email_public(row: AnyRow) -> EmailPublic:
         subject=row.subject,
         attempts=row.attempts,
         last_error=row.last_error,
+        send_at=row.send_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
         links=_links(row.id),

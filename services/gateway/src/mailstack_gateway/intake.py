@@ -1,16 +1,25 @@
-"""Accepting an email: validate everything at once and store it durably, queued via the outbox."""
+"""Accepting emails, one or a batch: validate everything at once and store them durably, queued
+via the outbox (or scheduled, for a `send_at`)."""
 
 import hashlib
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 from pydantic import ValidationError
 
-from mailstack_gateway.schemas import MAX_RECIPIENTS, EmailCreate, FieldError
+from mailstack_core.status import EmailStatus
+from mailstack_gateway.schemas import (
+    MAX_BATCH_EMAILS,
+    MAX_RECIPIENTS,
+    NOW,
+    EmailCreate,
+    FieldError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +42,27 @@ class IdempotencyKey:
 
 @dataclass(frozen=True)
 class EarlierRequest:
-    """The request that took an idempotency key first: its email and its hash."""
+    """The request that took an idempotency key first: its email(s) and its hash."""
 
     email_id: uuid.UUID
     request_sha256: bytes
+    # Every email it created, in request order (a batch's); empty means just `email_id`.
+    email_ids: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewEmail:
+    """An email about to be stored: its new id, its fields and its request JSON."""
+
+    id: uuid.UUID
+    email: EmailCreate
+    request_body: str
+
+
+@dataclass(frozen=True)
+class AcceptedEmail:
+    id: uuid.UUID
+    status: EmailStatus
 
 
 class IdempotencyKeyReusedError(ValueError):
@@ -57,6 +83,20 @@ class IntakeStore(Protocol):
     ) -> EarlierRequest | None:
         """In one transaction: the email, its request body, a QUEUED history row, an outbox row
         and the idempotency key; or nothing, and the request that took the key first."""
+
+    async def save_batch(
+        self,
+        tenant_id: str,
+        new_emails: Sequence[NewEmail],
+        idempotency: IdempotencyKey | None = None,
+    ) -> EarlierRequest | None:
+        """`save_queued` for every email at once, in one transaction: all of them or none."""
+
+
+def status_on_acceptance(email: EmailCreate) -> EmailStatus:
+    """SCHEDULED when it names a `send_at` (even one a moment ago: the scheduler queues it in
+    its next round), QUEUED otherwise."""
+    return EmailStatus.QUEUED if email.send_at is None else EmailStatus.SCHEDULED
 
 
 def request_hash(decoded: object) -> bytes:
@@ -110,14 +150,15 @@ def _cross_field_errors(raw: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def parse_email(raw: object) -> EmailCreate:
-    """Validate a decoded JSON body, reporting every error, field-level and cross-field, at once."""
+def parse_email(raw: object, now: datetime | None = None) -> EmailCreate:
+    """Validate a decoded JSON body, reporting every error, field-level and cross-field, at once;
+    `send_at` is judged against `now` (the current time by default)."""
     if not isinstance(raw, dict):
         raise InvalidEmailError([FieldError(field="body", message="must be a JSON object")])
     errors = _cross_field_errors(raw)
     email: EmailCreate | None = None
     try:
-        email = EmailCreate.model_validate(raw)
+        email = EmailCreate.model_validate(raw, context={NOW: now or datetime.now(UTC)})
     except ValidationError as error:
         errors = [
             FieldError(field=field_path(detail["loc"]), message=detail["msg"])
@@ -126,6 +167,58 @@ def parse_email(raw: object) -> EmailCreate:
     if errors or email is None:
         raise InvalidEmailError(errors)
     return email
+
+
+def _within(prefix: str, field: str) -> str:
+    """An email's field named from the batch: ("emails[3]", "to[0].email") -> "emails[3].to[0]
+    .email"; its "body" (the email itself) -> "emails[3]"."""
+    return prefix if field == "body" else f"{prefix}.{field}"
+
+
+def batch_size(raw: object) -> int:
+    """How many emails a batch body holds, as far as it can be told; at least 1 (what the rate
+    limit counts), at most the batch limit."""
+    emails = raw.get("emails") if isinstance(raw, dict) else None
+    count = len(emails) if isinstance(emails, list) else 1
+    return max(1, min(count, MAX_BATCH_EMAILS))
+
+
+def parse_batch(raw: object, now: datetime | None = None) -> list[EmailCreate]:
+    """Validate a batch body `{"emails": [...]}`: every error of every email at once, named from
+    the batch (`emails[3].to[0].email`); any error refuses the whole batch."""
+    if not isinstance(raw, dict):
+        raise InvalidEmailError([FieldError(field="body", message="must be a JSON object")])
+    errors = [
+        FieldError(field=name, message="Extra inputs are not permitted")
+        for name in raw
+        if name != "emails"
+    ]
+    items = raw.get("emails")
+    if not isinstance(items, list):
+        errors.append(
+            FieldError(field="emails", message=f"must be a list of 1 to {MAX_BATCH_EMAILS} emails")
+        )
+        raise InvalidEmailError(errors)
+    if not 1 <= len(items) <= MAX_BATCH_EMAILS:
+        errors.append(
+            FieldError(
+                field="emails",
+                message=f"must hold 1 to {MAX_BATCH_EMAILS} emails, got {len(items)}",
+            )
+        )
+    now = now or datetime.now(UTC)
+    emails: list[EmailCreate] = []
+    for index, item in enumerate(items):
+        try:
+            emails.append(parse_email(item, now))
+        except InvalidEmailError as invalid:
+            errors += [
+                FieldError(field=_within(f"emails[{index}]", error.field), message=error.message)
+                for error in invalid.errors
+            ]
+    if errors:
+        raise InvalidEmailError(errors)
+    return emails
 
 
 async def accept_email(
@@ -148,3 +241,35 @@ async def accept_email(
         return earlier.email_id, True
     log.info("email.accepted", email_id=str(email_id), tenant=tenant_id, recipients=len(email.to))
     return email_id, False
+
+
+async def accept_batch(
+    tenant_id: str,
+    emails: Sequence[tuple[EmailCreate, str]],
+    store: IntakeStore,
+    idempotency: IdempotencyKey | None = None,
+) -> tuple[list[AcceptedEmail], bool]:
+    """Make every email of a batch (each with its request JSON) durable at once, or none; return
+    them in request order, and whether this is a replay of an earlier batch with the same key,
+    whose emails it returns instead of storing new ones."""
+    new_emails = [NewEmail(uuid.uuid4(), email, body) for email, body in emails]
+    statuses = [status_on_acceptance(new.email) for new in new_emails]
+    earlier = await store.save_batch(tenant_id, new_emails, idempotency)
+    if earlier is not None:
+        assert idempotency is not None
+        earlier_ids = earlier.email_ids or (earlier.email_id,)
+        # The same canonical JSON holds the same emails: the lengths can only differ if the key
+        # was first used for another request, and then the hashes differ too.
+        if earlier.request_sha256 != idempotency.request_sha256 or len(earlier_ids) != len(
+            new_emails
+        ):
+            raise IdempotencyKeyReusedError
+        log.info("batch.replayed", count=len(earlier_ids), tenant=tenant_id)
+        return [AcceptedEmail(i, s) for i, s in zip(earlier_ids, statuses, strict=True)], True
+    log.info(
+        "batch.accepted",
+        email_ids=[str(new.id) for new in new_emails],
+        tenant=tenant_id,
+        scheduled=statuses.count(EmailStatus.SCHEDULED),
+    )
+    return [AcceptedEmail(new.id, s) for new, s in zip(new_emails, statuses, strict=True)], False

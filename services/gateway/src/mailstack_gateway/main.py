@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_gateway import api, outbox
+from mailstack_gateway import api, outbox, scheduler
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
     Authenticator,
@@ -26,7 +26,7 @@ from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
 from mailstack_gateway.ratelimit import RateLimiter, redis_storage
 from mailstack_gateway.repository import EmailReader, EmailWriter
-from mailstack_gateway.schemas import EmailCreate
+from mailstack_gateway.schemas import EmailBatchCreate, EmailCreate
 from mailstack_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -133,6 +133,14 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
                     name="outbox-relay",
                 )
             )
+            tasks.append(
+                asyncio.create_task(
+                    scheduler.run_scheduler(
+                        writer, services.inline, settings.scheduler_poll_seconds
+                    ),
+                    name="due-scheduler",
+                )
+            )
         log.info("gateway.started", relay=run_relay, read_replica=replica is not None)
         try:
             yield
@@ -168,11 +176,14 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
                 title=app.title, version=app.version, routes=app.routes, description=app.description
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            model_schema = EmailCreate.model_json_schema(
-                by_alias=True, ref_template="#/components/schemas/{model}"
-            )
-            components.update(model_schema.pop("$defs", {}))
-            components["EmailCreate"] = model_schema
+            # The request bodies are parsed by hand (every error at once), so FastAPI does not
+            # see their models: they are added here.
+            for model in (EmailCreate, EmailBatchCreate):
+                model_schema = model.model_json_schema(
+                    by_alias=True, ref_template="#/components/schemas/{model}"
+                )
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
             schema["components"]["securitySchemes"] = {
                 "bearer": {
                     "type": "http",

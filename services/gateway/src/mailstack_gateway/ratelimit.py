@@ -1,8 +1,9 @@
 """Per-credential rate limits, counted in Redis so every gateway instance shares them.
 
 Sending and reading are limited separately, per minute, at the tenant's own limits or the
-gateway's defaults. When Redis cannot be reached the gateway fails open: it accepts, logs and
-counts, and does not ask Redis again for a short while, so an outage costs no latency.
+gateway's defaults; a batch counts as its number of emails. When Redis cannot be reached the
+gateway fails open: it accepts, logs and counts, and does not ask Redis again for a short while,
+so an outage costs no latency.
 """
 
 import math
@@ -81,15 +82,16 @@ class RateLimiter:
         own = principal.send_per_minute if limit is Limit.SEND else principal.read_per_minute
         return own or self._defaults[limit]
 
-    async def check(self, principal: Principal, limit: Limit) -> Quota | None:
-        """Count one request; None when Redis is unavailable (the request goes through)."""
+    async def check(self, principal: Principal, limit: Limit, cost: int = 1) -> Quota | None:
+        """Count one request as `cost` (a batch: its emails); None when Redis is unavailable
+        (the request goes through). Like any refused request, a refused batch still counts."""
         per_minute = self._per_minute(principal, limit)
         if time.monotonic() < self._skip_until:
             RATE_LIMIT_UNAVAILABLE.inc()
             return None
         item = RateLimitItemPerMinute(per_minute)
         try:
-            allowed = await self._limiter.hit(item, principal.credential_id, limit.value)
+            allowed = await self._limiter.hit(item, principal.credential_id, limit.value, cost=cost)
             stats = await self._limiter.get_window_stats(item, principal.credential_id, limit.value)
         except StorageError as error:
             self._skip_until = time.monotonic() + self._fail_open_seconds

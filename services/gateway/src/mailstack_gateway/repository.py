@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
+from mailstack_gateway.cancellation import Cancellation
+from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -29,23 +30,24 @@ def _address(address: Any) -> dict[str, Any]:
     return address.model_dump(mode="json", exclude_none=True)  # type: ignore[no-any-return]
 
 
-def _addresses(addresses: Sequence[Any]) -> str:
-    return json.dumps([_address(address) for address in addresses])
-
-
-# Data-modifying CTEs run as one statement: the history and outbox rows see the new email, and
-# their foreign keys are checked when the statement ends, with the email in place.
-def _save_queued(keyed: bool) -> Any:
+# Data-modifying CTEs run as one statement: the history and outbox rows see the new emails, and
+# their foreign keys are checked when the statement ends, with the emails in place. The emails
+# come as one JSON array (one row each), so a batch of a hundred is still one statement.
+def _save_emails(keyed: bool) -> Any:
     """The accept statement; `keyed`: only if the idempotency key is new (or expired), taken in
-    the same statement, so the key and its email commit together or not at all."""
+    the same statement, so the key and its emails commit together or not at all. An email with
+    a `send_at` is SCHEDULED and gets no outbox row: the scheduler gives it one when it is due."""
     key_cte = """
     key_taken AS (
-        INSERT INTO idempotency_keys (tenant_id, key, request_sha256, email_id, expires_at)
-        VALUES (:tenant_id, :idempotency_key, :request_sha256, :id,
+        INSERT INTO idempotency_keys
+            (tenant_id, key, request_sha256, email_id, email_ids, expires_at)
+        VALUES (:tenant_id, :idempotency_key, :request_sha256,
+                (CAST(:email_ids AS uuid[]))[1], CAST(:email_ids AS uuid[]),
                 now() + make_interval(secs => :key_ttl_seconds))
         ON CONFLICT (tenant_id, key) DO UPDATE
             SET request_sha256 = EXCLUDED.request_sha256, email_id = EXCLUDED.email_id,
-                created_at = now(), expires_at = EXCLUDED.expires_at
+                email_ids = EXCLUDED.email_ids, created_at = now(),
+                expires_at = EXCLUDED.expires_at
             WHERE idempotency_keys.expires_at <= now()
         RETURNING email_id
     ),"""
@@ -54,32 +56,62 @@ def _save_queued(keyed: bool) -> Any:
     WITH {key_cte if keyed else ""} new_email AS (
         INSERT INTO emails (
             id, tenant_id, sender_email, sender_name, to_recipients, cc_recipients,
-            bcc_recipients, reply_to, subject, text_body, html_body, status, request_body
+            bcc_recipients, reply_to, subject, text_body, html_body, status, request_body,
+            send_at
         )
         SELECT
-            :id, :tenant_id, :sender_email, :sender_name, CAST(:to_recipients AS jsonb),
-            CAST(:cc_recipients AS jsonb), CAST(:bcc_recipients AS jsonb),
-            CAST(:reply_to AS jsonb), :subject, :text_body, :html_body,
-            '{EmailStatus.QUEUED.value}', :request_body
-        {"FROM key_taken" if keyed else ""}
-        RETURNING id
-    ), queued AS (
+            r.id, :tenant_id, r.sender_email, r.sender_name, r.to_recipients, r.cc_recipients,
+            r.bcc_recipients, r.reply_to, r.subject, r.text_body, r.html_body,
+            CASE WHEN r.send_at IS NULL THEN '{EmailStatus.QUEUED.value}'
+                 ELSE '{EmailStatus.SCHEDULED.value}' END,
+            r.request_body, r.send_at
+        FROM json_to_recordset(CAST(:rows AS json)) AS r(
+            id uuid, sender_email text, sender_name text, to_recipients jsonb,
+            cc_recipients jsonb, bcc_recipients jsonb, reply_to jsonb, subject text,
+            text_body text, html_body text, request_body text, send_at timestamptz
+        )
+        {"WHERE EXISTS (SELECT 1 FROM key_taken)" if keyed else ""}
+        RETURNING id, status, send_at
+    ), accepted AS (
         INSERT INTO email_history (email_id, status, detail)
-        SELECT id, '{EmailStatus.QUEUED.value}', '{{"outcome": "{Outcome.ACCEPTED.value}"}}'::jsonb
+        SELECT id, status, jsonb_strip_nulls(
+            jsonb_build_object('outcome', '{Outcome.ACCEPTED.value}', 'send_at', send_at)
+        )
         FROM new_email
+    ), queued AS (
+        INSERT INTO email_outbox (email_id, next_attempt_at)
+        SELECT id, now() + make_interval(secs => :grace_seconds) FROM new_email
+        WHERE status = '{EmailStatus.QUEUED.value}'
     )
-    INSERT INTO email_outbox (email_id, next_attempt_at)
-    SELECT id, now() + make_interval(secs => :grace_seconds) FROM new_email
-    RETURNING email_id
+    SELECT count(*) AS stored FROM new_email
     """
     )
 
 
-_SAVE_QUEUED = _save_queued(keyed=False)
-_SAVE_QUEUED_KEYED = _save_queued(keyed=True)
+def _email_row(new: NewEmail) -> dict[str, Any]:
+    """One element of the accept statement's `rows`: what the `emails` row stores."""
+    email = new.email
+    return {
+        "id": str(new.id),
+        "sender_email": str(email.sender.email),
+        "sender_name": email.sender.name,
+        "to_recipients": [_address(address) for address in email.to],
+        "cc_recipients": [_address(address) for address in email.cc],
+        "bcc_recipients": [_address(address) for address in email.bcc],
+        "reply_to": _address(email.reply_to) if email.reply_to else None,
+        "subject": email.subject,
+        "text_body": email.text,
+        "html_body": email.html,
+        "request_body": new.request_body,
+        "send_at": email.send_at.isoformat() if email.send_at else None,
+    }
+
+
+_SAVE_EMAILS = _save_emails(keyed=False)
+_SAVE_EMAILS_KEYED = _save_emails(keyed=True)
 _EARLIER_REQUEST = text(
-    "SELECT email_id, request_sha256 FROM idempotency_keys"
-    " WHERE tenant_id = :tenant_id AND key = :idempotency_key"
+    "SELECT email_id, coalesce(email_ids, ARRAY[email_id]) AS email_ids, request_sha256"
+    " FROM idempotency_keys WHERE tenant_id = :tenant_id AND key = :idempotency_key"
 )
 _FORGET_EXPIRED_KEYS = text(
     """
@@ -140,6 +172,68 @@ _REPUBLISH_STRANDED = text(
 )
 
 
+# Due SCHEDULED emails, locked (skipping rows another gateway's scheduler or a cancel holds),
+# become QUEUED with a history row and an outbox row: one statement, so an email is queued
+# exactly once, by whichever scheduler locked it, and a crash leaves it SCHEDULED or queued.
+_QUEUE_DUE = text(
+    f"""
+    WITH due AS (
+        SELECT id FROM emails
+        WHERE status = '{EmailStatus.SCHEDULED.value}' AND send_at <= now()
+        ORDER BY send_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), queued AS (
+        UPDATE emails SET status = '{EmailStatus.QUEUED.value}', updated_at = now()
+        FROM due WHERE emails.id = due.id
+        RETURNING emails.id, emails.send_at
+    ), outboxed AS (
+        INSERT INTO email_outbox (email_id, next_attempt_at)
+        SELECT id, now() + make_interval(secs => :grace_seconds) FROM queued
+        ON CONFLICT (email_id) DO NOTHING
+    )
+    INSERT INTO email_history (email_id, status, detail)
+    SELECT id, '{EmailStatus.QUEUED.value}',
+           jsonb_build_object('outcome', '{Outcome.DUE.value}', 'send_at', send_at)
+    FROM queued
+    RETURNING email_id
+    """
+)
+
+# The email is locked first, so a cancel and a processor's claim (which locks it too) are
+# serialised: whichever comes second sees the other's status. A canceled email's outbox row is
+# dropped unless a publisher holds it right now; the processor drops a message it then gets.
+_CANCEL = text(
+    f"""
+    WITH target AS (
+        SELECT id, status FROM emails
+        WHERE id = :email_id AND tenant_id = :tenant_id
+        FOR UPDATE
+    ), canceled AS (
+        UPDATE emails SET status = '{EmailStatus.CANCELED.value}', lease_expires_at = NULL,
+                          updated_at = now()
+        FROM target
+        WHERE emails.id = target.id
+          AND target.status IN ('{EmailStatus.SCHEDULED.value}', '{EmailStatus.QUEUED.value}')
+        RETURNING emails.id, target.status AS previous_status
+    ), recorded AS (
+        INSERT INTO email_history (email_id, status, detail)
+        SELECT id, '{EmailStatus.CANCELED.value}', jsonb_build_object(
+            'outcome', '{Outcome.CANCELED.value}', 'previous_status', previous_status
+        )
+        FROM canceled
+    ), unpublished AS (
+        DELETE FROM email_outbox WHERE email_id IN (
+            SELECT o.email_id FROM email_outbox o JOIN canceled c ON o.email_id = c.id
+            FOR UPDATE OF o SKIP LOCKED
+        )
+    )
+    SELECT target.status, canceled.id IS NOT NULL AS canceled
+    FROM target LEFT JOIN canceled ON true
+    """
+)
+
+
 class EmailWriter:
     """Writes go to the primary only."""
 
@@ -160,40 +254,45 @@ class EmailWriter:
         request_body: str,
         idempotency: IdempotencyKey | None = None,
     ) -> EarlierRequest | None:
-        """The email, its QUEUED history row and its outbox row (and its idempotency key): one
-        statement, so one round trip, atomic on its own (autocommit). When the key is already
-        taken, nothing is stored and the earlier request's email is returned."""
+        """One email: see `save_batch`."""
+        return await self.save_batch(
+            tenant_id, [NewEmail(email_id, email, request_body)], idempotency
+        )
+
+    async def save_batch(
+        self,
+        tenant_id: str,
+        new_emails: Sequence[NewEmail],
+        idempotency: IdempotencyKey | None = None,
+    ) -> EarlierRequest | None:
+        """The emails, each with its history row (QUEUED, or SCHEDULED) and, if QUEUED, its
+        outbox row (and the idempotency key): one statement, so one round trip, atomic on its
+        own (autocommit): all of them or none. When the key is already taken, nothing is stored
+        and the earlier request's emails are returned."""
         params: dict[str, Any] = {
-            "id": email_id,
             "tenant_id": tenant_id,
-            "sender_email": str(email.sender.email),
-            "sender_name": email.sender.name,
-            "to_recipients": _addresses(email.to),
-            "cc_recipients": _addresses(email.cc),
-            "bcc_recipients": _addresses(email.bcc),
-            "reply_to": json.dumps(_address(email.reply_to)) if email.reply_to else None,
-            "subject": email.subject,
-            "text_body": email.text,
-            "html_body": email.html,
-            "request_body": request_body,
+            "rows": json.dumps([_email_row(new) for new in new_emails]),
             "grace_seconds": float(self._grace),
         }
         if idempotency is None:
             async with self._autocommit.connect() as connection:
-                await connection.execute(_SAVE_QUEUED, params)
+                await connection.execute(_SAVE_EMAILS, params)
             return None
         params |= {
             "idempotency_key": idempotency.key,
             "request_sha256": idempotency.request_sha256,
+            "email_ids": [new.id for new in new_emails],
             "key_ttl_seconds": float(IDEMPOTENCY_KEY_TTL_SECONDS),
         }
         async with self._autocommit.connect() as connection:
-            stored = (await connection.execute(_SAVE_QUEUED_KEYED, params)).first()
-            if stored is not None:
+            stored = (await connection.execute(_SAVE_EMAILS_KEYED, params)).scalar_one()
+            if stored:
                 return None
             # Taken: by a request that committed (a concurrent one waited for it on the key).
             earlier = (await connection.execute(_EARLIER_REQUEST, params)).one()
-        return EarlierRequest(earlier.email_id, bytes(earlier.request_sha256))
+        return EarlierRequest(
+            earlier.email_id, bytes(earlier.request_sha256), tuple(earlier.email_ids)
+        )
 
     async def forget_expired_keys(self, limit: int = 1000) -> int:
         async with self._autocommit.connect() as connection:
@@ -207,6 +306,24 @@ class EmailWriter:
                 _REPUBLISH_STRANDED, {"after": float(after_seconds), "limit": limit}
             )
             return [row.email_id for row in rows]
+
+    async def queue_due(self, limit: int) -> list[uuid.UUID]:
+        """Queue SCHEDULED emails whose `send_at` has come; return their ids."""
+        async with self._autocommit.connect() as connection:
+            rows = await connection.execute(
+                _QUEUE_DUE, {"limit": limit, "grace_seconds": float(self._grace)}
+            )
+            return [row.email_id for row in rows]
+
+    async def cancel(self, tenant_id: str, email_id: uuid.UUID) -> Cancellation | None:
+        """Cancel the tenant's email if it is SCHEDULED or QUEUED; None if it has no such email."""
+        async with self._autocommit.connect() as connection:
+            row = (
+                await connection.execute(_CANCEL, {"tenant_id": tenant_id, "email_id": email_id})
+            ).first()
+        if row is None:
+            return None
+        return Cancellation(previous_status=EmailStatus(row.status), canceled=bool(row.canceled))
 
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["OutboxBatch"]:
@@ -273,6 +390,7 @@ _PUBLIC_COLUMNS = (
     emails.c.subject,
     emails.c.attempts,
     emails.c.last_error,
+    emails.c.send_at,
     emails.c.created_at,
     emails.c.updated_at,
 )

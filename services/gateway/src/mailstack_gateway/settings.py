@@ -34,6 +34,9 @@ class GatewaySettings(BaseSettings):
     # presumed to have lost its queue message, and is published again.
     stranded_after_seconds: float = Field(default=900.0, gt=0)
     stranded_check_seconds: float = Field(default=30.0, gt=0)
+    # How often the scheduler looks for SCHEDULED emails that are due: never more than once a
+    # second, so a due email is queued within about this long after its `send_at`.
+    scheduler_poll_seconds: float = Field(default=1.0, ge=1.0)
 
     # Rate limits (per credential, per minute) are counted in Redis, shared by every instance.
     # Without REDIS_URL they are counted in this process only (development and tests).

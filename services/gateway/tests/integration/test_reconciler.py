@@ -3,6 +3,7 @@ republishing one writes."""
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -165,3 +166,25 @@ async def test_rounds_are_bounded_and_oldest_first(
     async with engine.connect() as connection:
         count = await connection.scalar(select(func.count()).select_from(email_outbox))
     assert count == 5
+
+
+async def test_never_republishes_a_scheduled_or_canceled_email(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    send_at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    scheduled, canceled = uuid.uuid4(), uuid.uuid4()
+    await writer.save_queued(TENANT, scheduled, parse_email(REQUEST | {"send_at": send_at}), "{}")
+    await writer.save_queued(TENANT, canceled, parse_email(REQUEST), "{}")
+    assert await writer.cancel(TENANT, canceled) is not None
+    async with engine.begin() as connection:  # both untouched far longer than the threshold
+        await connection.execute(
+            update(emails)
+            .where(emails.c.id.in_([scheduled, canceled]))
+            .values(updated_at=text(f"now() - interval '{AFTER * 100} seconds'"))
+        )
+
+    assert await outbox.reconcile_once(writer, AFTER, limit=100) == 0
+    for email_id in (scheduled, canceled):
+        assert Outcome.REPUBLISHED not in await _outcomes(engine, email_id)
+    async with engine.connect() as connection:
+        assert set(await connection.scalars(select(email_outbox.c.email_id))) == set()

@@ -17,7 +17,8 @@ from limits.aio.storage import MemoryStorage
 from mailstack_core.status import EmailStatus
 from mailstack_gateway import api
 from mailstack_gateway.auth import ALL_SCOPES, AuthenticationError, Principal, Scope, bearer_token
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
+from mailstack_gateway.cancellation import Cancellation
+from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail, status_on_acceptance
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.ratelimit import RateLimiter
 from mailstack_gateway.repository import Page, decode_cursor
@@ -60,6 +61,9 @@ class FakeWriter:
         self.locked: set[uuid.UUID] = set()
         self.tenants: dict[uuid.UUID, str] = {}
         self.keys: dict[tuple[str, str], EarlierRequest] = {}
+        # Each save_batch call's ids, in order: one call is one transaction.
+        self.batches: list[list[uuid.UUID]] = []
+        self.statuses: dict[uuid.UUID, EmailStatus] = {}
 
     async def save_queued(
         self,
@@ -80,7 +84,40 @@ class FakeWriter:
             )
         self.saved[email_id] = (email, request_body)
         self.tenants[email_id] = tenant_id
+        self.statuses[email_id] = status_on_acceptance(email)
         return None
+
+    async def save_batch(
+        self,
+        tenant_id: str,
+        new_emails: Sequence[NewEmail],
+        idempotency: IdempotencyKey | None = None,
+    ) -> EarlierRequest | None:
+        if self.save_error is not None:
+            raise self.save_error
+        ids = tuple(new.id for new in new_emails)
+        if idempotency is not None:
+            earlier = self.keys.get((tenant_id, idempotency.key))
+            if earlier is not None:
+                return earlier
+            self.keys[(tenant_id, idempotency.key)] = EarlierRequest(
+                ids[0], idempotency.request_sha256, ids
+            )
+        for new in new_emails:
+            self.saved[new.id] = (new.email, new.request_body)
+            self.tenants[new.id] = tenant_id
+            self.statuses[new.id] = status_on_acceptance(new.email)
+        self.batches.append(list(ids))
+        return None
+
+    async def cancel(self, tenant_id: str, email_id: uuid.UUID) -> Cancellation | None:
+        if self.tenants.get(email_id) != tenant_id:
+            return None
+        status = self.statuses[email_id]
+        if not status.is_cancelable:
+            return Cancellation(status, canceled=False)
+        self.statuses[email_id] = EmailStatus.CANCELED
+        return Cancellation(status, canceled=True)
 
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["FakeBatch"]:
@@ -196,6 +233,7 @@ def _email_row(email_id: uuid.UUID, **overrides: Any) -> SimpleNamespace:
         "subject": "Your order",
         "attempts": 1,
         "last_error": None,
+        "send_at": None,
         "created_at": CREATED_AT,
         "updated_at": CREATED_AT + timedelta(seconds=2),
     }
@@ -285,7 +323,10 @@ async def _client(services: api.Services) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def client(
-    writer: FakeWriter, primary_reader: FakeReader, publisher: FakePublisher
+    writer: FakeWriter,
+    primary_reader: FakeReader,
+    publisher: FakePublisher,
+    max_request_bytes: int,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a single (primary) reader."""
     services = api.Services(
@@ -293,7 +334,7 @@ async def client(
         primary_reader=primary_reader,  # type: ignore[arg-type]
         replica_reader=None,
         publisher=publisher,  # type: ignore[arg-type]
-        max_request_bytes=MAX_REQUEST_BYTES,
+        max_request_bytes=max_request_bytes,
         authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
         rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),
     )

@@ -122,3 +122,42 @@ def test_an_incomplete_or_symmetric_jwt_configuration_stops_the_gateway_at_start
             ),
             run_relay=False,
         )
+
+
+def test_openapi_documents_the_batch_endpoint_and_its_request_body(
+    document: dict[str, Any],
+) -> None:
+    operation = document["paths"]["/v1/emails/batch"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    batch = document["components"]["schemas"]["EmailBatchCreate"]
+    emails = batch["properties"]["emails"]
+
+    assert schema == {"$ref": "#/components/schemas/EmailBatchCreate"}
+    assert (emails["minItems"], emails["maxItems"]) == (1, 100)
+    assert emails["items"] == {"$ref": "#/components/schemas/EmailCreate"}
+    assert "emails[3].to[0].email" in emails["description"]
+    assert len(emails["examples"][0]) == 2
+    assert {"202", "413", "422", "429", "503"} <= set(operation["responses"])
+    assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
+    accepted = operation["responses"]["202"]["content"]["application/json"]["schema"]
+    assert accepted == {"$ref": "#/components/schemas/EmailBatchAccepted"}
+
+
+def test_openapi_describes_send_at_with_an_example(document: dict[str, Any]) -> None:
+    send_at = document["components"]["schemas"]["EmailCreate"]["properties"]["send_at"]
+    status = document["components"]["schemas"]["EmailAccepted"]["properties"]["status"]
+
+    assert "RFC 3339" in send_at["description"]
+    assert send_at["examples"] == ["2026-12-24T09:00:00+01:00"]
+    assert {"type": "string", "format": "date-time"} in send_at["anyOf"]
+    assert set(status["enum"]) == {"QUEUED", "SCHEDULED"}
+
+
+def test_openapi_documents_cancel_and_its_conflict(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/v1/emails/{email_id}/cancel"]["post"]
+    responses = operation["responses"]
+
+    assert {"200", "404", "409", "429"} <= set(responses)
+    conflict = responses["409"]["content"]["application/json"]["schema"]
+    assert conflict == {"$ref": "#/components/schemas/NotCancelable"}
+    assert "SCHEDULED" in operation["summary"]

@@ -1,0 +1,195 @@
+"""A batch on the real Postgres: one statement, all of its emails or none, replayable by key."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from mailstack_core.database import normalize_database_url
+from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys, tenants
+from mailstack_gateway.intake import IdempotencyKey, NewEmail, parse_email, request_hash
+from mailstack_gateway.repository import EmailWriter
+from mailstack_gateway.schemas import EmailCreate
+
+pytestmark = pytest.mark.integration
+
+TENANT = "acme"
+
+
+def _request(n: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "from": {"email": "app@example.com"},
+        "to": [{"email": f"user{n}@example.com"}],
+        "subject": f"Hello {n}",
+        "text": "Hi",
+    } | overrides
+
+
+def _batch(count: int, **overrides: Any) -> list[NewEmail]:
+    return [
+        NewEmail(uuid.uuid4(), parse_email(_request(n, **overrides)), json.dumps(_request(n)))
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(normalize_database_url(database_url))
+    async with engine.begin() as connection:
+        await connection.execute(insert(tenants).values(id=TENANT))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def writer(engine: AsyncEngine) -> EmailWriter:
+    return EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+
+
+@pytest.fixture
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends, from here on."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
+    async with engine.connect() as connection:
+        return tuple(  # type: ignore[return-value]
+            [
+                int(await connection.scalar(select(func.count()).select_from(table)) or 0)
+                for table in (emails, email_history, email_outbox)
+            ]
+        )
+
+
+async def test_a_hundred_emails_are_stored_by_one_statement_with_their_rows(
+    engine: AsyncEngine, writer: EmailWriter, statements: list[str]
+) -> None:
+    batch = _batch(100)
+
+    assert await writer.save_batch(TENANT, batch) is None
+
+    assert len(statements) == 1
+    assert await _counts(engine) == (100, 100, 100)
+    async with engine.connect() as connection:
+        rows = {
+            row.id: row
+            for row in await connection.execute(
+                select(emails.c.id, emails.c.status, emails.c.subject, emails.c.request_body)
+            )
+        }
+    for new in batch:
+        row = rows[new.id]
+        assert (row.status, row.subject) == ("QUEUED", new.email.subject)
+        assert row.request_body == new.request_body
+
+
+async def test_scheduled_emails_of_a_batch_get_a_scheduled_row_and_no_outbox_row(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    send_at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    scheduled = _batch(2, send_at=send_at.isoformat())
+    now = _batch(1)
+
+    await writer.save_batch(TENANT, [*scheduled, *now])
+
+    async with engine.connect() as connection:
+        stored = {
+            row.id: (row.status, row.send_at)
+            for row in await connection.execute(
+                select(emails.c.id, emails.c.status, emails.c.send_at)
+            )
+        }
+        history = {
+            row.email_id: (row.status, row.detail)
+            for row in await connection.execute(select(email_history))
+        }
+        outbox = set(await connection.scalars(select(email_outbox.c.email_id)))
+    for new in scheduled:
+        assert stored[new.id] == ("SCHEDULED", send_at)
+        status, detail = history[new.id]
+        assert status == "SCHEDULED"
+        assert detail["outcome"] == "accepted"
+        assert datetime.fromisoformat(detail["send_at"]) == send_at
+    assert stored[now[0].id] == ("QUEUED", None)
+    assert history[now[0].id] == ("QUEUED", {"outcome": "accepted"})
+    assert outbox == {now[0].id}
+
+
+def _without_a_body(email: EmailCreate) -> EmailCreate:
+    """An email the API would refuse (no text, no html): the database refuses it too."""
+    return email.model_copy(update={"text": None, "html": None})
+
+
+async def test_an_email_the_database_refuses_leaves_nothing_of_the_whole_batch(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    batch = _batch(50)
+    batch[37] = NewEmail(batch[37].id, _without_a_body(batch[37].email), "{}")
+
+    with pytest.raises(IntegrityError, match="emails_has_body"):
+        await writer.save_batch(TENANT, batch)
+
+    assert await _counts(engine) == (0, 0, 0)
+
+
+async def test_a_batch_naming_one_id_twice_leaves_nothing(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    batch = _batch(10)
+    batch[9] = NewEmail(batch[0].id, batch[9].email, batch[9].request_body)
+
+    with pytest.raises(IntegrityError):
+        await writer.save_batch(TENANT, batch)
+
+    assert await _counts(engine) == (0, 0, 0)
+
+
+async def test_one_key_stores_one_batch_under_concurrent_retries_and_replays_its_ids_in_order(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    key = IdempotencyKey("nightly-digest", request_hash({"emails": ["the same request"]}))
+    attempts = [_batch(5) for _ in range(4)]
+
+    results = await asyncio.gather(*(writer.save_batch(TENANT, a, key) for a in attempts))
+
+    stored = [attempt for attempt, result in zip(attempts, results, strict=True) if result is None]
+    assert len(stored) == 1
+    first_ids = tuple(new.id for new in stored[0])
+    for result in results:
+        if result is not None:
+            assert result.email_ids == first_ids
+            assert result.email_id == first_ids[0]
+            assert result.request_sha256 == key.request_sha256
+    assert await _counts(engine) == (5, 5, 5)
+    async with engine.connect() as connection:
+        kept = (await connection.execute(select(idempotency_keys))).one()
+    assert (kept.email_id, tuple(kept.email_ids)) == (first_ids[0], first_ids)
+
+
+async def test_a_single_email_key_replays_as_a_one_email_batch(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    key = IdempotencyKey("receipt-1", request_hash(_request(1)))
+    email_id = uuid.uuid4()
+    await writer.save_queued(TENANT, email_id, parse_email(_request(1)), "{}", key)
+
+    earlier = await writer.save_queued(TENANT, uuid.uuid4(), parse_email(_request(1)), "{}", key)
+
+    assert earlier is not None
+    assert (earlier.email_id, earlier.email_ids) == (email_id, (email_id,))
+    assert await _counts(engine) == (1, 1, 1)
