@@ -42,6 +42,8 @@ def gateway_schema(stack: Any, api_key: str) -> Any:
 OPERATIONS = [
     ("POST", "/v1/emails"),
     ("POST", "/submitEmail"),
+    ("POST", "/v1/emails/batch"),
+    ("POST", "/v1/emails/{email_id}/cancel"),
     ("GET", "/v1/emails/{email_id}"),
     ("GET", "/v1/emails/{email_id}/history"),
     ("GET", "/v1/emails"),
