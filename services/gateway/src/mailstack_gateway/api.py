@@ -179,7 +179,7 @@ IdempotencyKeyHeader = Annotated[
         pattern=r"^[\x20-\x7e]+$",
         description=(
             "Makes a retried POST safe: within 24 h, the same key with the same body answers "
-            "the first request's email again (header `Idempotent-Replayed: true`) and stores "
+            "the first request's email(s) again (header `Idempotent-Replayed: true`) and stores "
             "nothing; the same key with another body is 422. Scoped to the tenant."
         ),
     ),
