@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
+from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, StoredAttachment
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -54,13 +54,15 @@ def _save_queued(keyed: bool) -> Any:
     WITH {key_cte if keyed else ""} new_email AS (
         INSERT INTO emails (
             id, tenant_id, sender_email, sender_name, to_recipients, cc_recipients,
-            bcc_recipients, reply_to, subject, text_body, html_body, status, request_body
+            bcc_recipients, reply_to, subject, text_body, html_body, status, request_body,
+            headers, tags, metadata, attachments
         )
         SELECT
             :id, :tenant_id, :sender_email, :sender_name, CAST(:to_recipients AS jsonb),
             CAST(:cc_recipients AS jsonb), CAST(:bcc_recipients AS jsonb),
             CAST(:reply_to AS jsonb), :subject, :text_body, :html_body,
-            '{EmailStatus.QUEUED.value}', :request_body
+            '{EmailStatus.QUEUED.value}', :request_body, CAST(:headers AS jsonb),
+            CAST(:tags AS text[]), CAST(:metadata AS jsonb), CAST(:attachments AS jsonb)
         {"FROM key_taken" if keyed else ""}
         RETURNING id
     ), queued AS (
@@ -159,10 +161,12 @@ class EmailWriter:
         email: EmailCreate,
         request_body: str,
         idempotency: IdempotencyKey | None = None,
+        attachments: Sequence[StoredAttachment] = (),
     ) -> EarlierRequest | None:
         """The email, its QUEUED history row and its outbox row (and its idempotency key): one
         statement, so one round trip, atomic on its own (autocommit). When the key is already
-        taken, nothing is stored and the earlier request's email is returned."""
+        taken, nothing is stored and the earlier request's email is returned. `attachments`
+        describe the files already in S3; their bytes are not stored here."""
         params: dict[str, Any] = {
             "id": email_id,
             "tenant_id": tenant_id,
@@ -176,6 +180,10 @@ class EmailWriter:
             "text_body": email.text,
             "html_body": email.html,
             "request_body": request_body,
+            "headers": json.dumps(email.headers),
+            "tags": list(email.tags),
+            "metadata": json.dumps(email.metadata),
+            "attachments": json.dumps([attachment.to_json() for attachment in attachments]),
             "grace_seconds": float(self._grace),
         }
         if idempotency is None:
@@ -271,6 +279,10 @@ _PUBLIC_COLUMNS = (
     emails.c.bcc_recipients,
     emails.c.reply_to,
     emails.c.subject,
+    emails.c.headers,
+    emails.c.tags,
+    emails.c.metadata,
+    emails.c.attachments,
     emails.c.attempts,
     emails.c.last_error,
     emails.c.created_at,
@@ -328,12 +340,18 @@ class EmailReader:
             return list(result)
 
     async def page(
-        self, tenant_id: str, status: EmailStatus | None, limit: int, cursor: str | None
+        self,
+        tenant_id: str,
+        status: EmailStatus | None,
+        limit: int,
+        cursor: str | None,
+        tag: str | None = None,
     ) -> Page:
         query = select(
             emails.c.id,
             emails.c.status,
             emails.c.subject,
+            emails.c.tags,
             emails.c.provider,
             emails.c.attempts,
             emails.c.created_at,
@@ -341,6 +359,9 @@ class EmailReader:
         ).where(emails.c.tenant_id == tenant_id)
         if status is not None:
             query = query.where(emails.c.status == status)
+        if tag is not None:
+            # `tags @> ARRAY[tag]`: what the GIN index on tags answers.
+            query = query.where(emails.c.tags.contains([tag]))
         if cursor is not None:
             created_at, email_id = decode_cursor(cursor)
             query = query.where(

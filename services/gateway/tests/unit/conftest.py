@@ -17,11 +17,16 @@ from limits.aio.storage import MemoryStorage
 from mailstack_core.status import EmailStatus
 from mailstack_gateway import api
 from mailstack_gateway.auth import ALL_SCOPES, AuthenticationError, Principal, Scope, bearer_token
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
+from mailstack_gateway.intake import (
+    AttachmentStorageUnavailableError,
+    EarlierRequest,
+    IdempotencyKey,
+    StoredAttachment,
+)
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.ratelimit import RateLimiter
 from mailstack_gateway.repository import Page, decode_cursor
-from mailstack_gateway.schemas import EmailCreate
+from mailstack_gateway.schemas import AttachmentCreate, EmailCreate
 
 CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TENANT = "acme"
@@ -60,6 +65,7 @@ class FakeWriter:
         self.locked: set[uuid.UUID] = set()
         self.tenants: dict[uuid.UUID, str] = {}
         self.keys: dict[tuple[str, str], EarlierRequest] = {}
+        self.attachments: dict[uuid.UUID, list[StoredAttachment]] = {}
 
     async def save_queued(
         self,
@@ -68,6 +74,7 @@ class FakeWriter:
         email: EmailCreate,
         request_body: str,
         idempotency: IdempotencyKey | None = None,
+        attachments: Sequence[StoredAttachment] = (),
     ) -> EarlierRequest | None:
         if self.save_error is not None:
             raise self.save_error
@@ -80,6 +87,7 @@ class FakeWriter:
             )
         self.saved[email_id] = (email, request_body)
         self.tenants[email_id] = tenant_id
+        self.attachments[email_id] = list(attachments)
         return None
 
     @asynccontextmanager
@@ -119,9 +127,14 @@ class FakeReader:
         return self.histories.get(email_id, [])
 
     async def page(
-        self, tenant_id: str, status: EmailStatus | None, limit: int, cursor: str | None
+        self,
+        tenant_id: str,
+        status: EmailStatus | None,
+        limit: int,
+        cursor: str | None,
+        tag: str | None = None,
     ) -> Page:
-        self.calls.append(("page", status, limit, cursor))
+        self.calls.append(("page", status, limit, cursor, tag))
         self.page_tenants.append(tenant_id)
         if cursor is not None:
             decode_cursor(cursor)  # the real cursor check: raises InvalidCursorError
@@ -147,6 +160,22 @@ class FakePublisher:
 
     async def ping(self) -> None:
         return None
+
+
+class FakeAttachmentStore:
+    """AttachmentStore: keeps the bytes by key, or fails every put with `error`."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.error: Exception | None = None
+
+    async def put(self, email_id: uuid.UUID, attachments: Sequence[AttachmentCreate]) -> list[str]:
+        if self.error is not None:
+            raise AttachmentStorageUnavailableError(str(self.error))
+        keys = [f"{email_id}/{index}" for index in range(len(attachments))]
+        for key, attachment in zip(keys, attachments, strict=True):
+            self.objects[key] = attachment.content
+        return keys
 
 
 class FakeBatch:
@@ -194,6 +223,10 @@ def _email_row(email_id: uuid.UUID, **overrides: Any) -> SimpleNamespace:
         "bcc_recipients": [],
         "reply_to": None,
         "subject": "Your order",
+        "headers": {},
+        "tags": [],
+        "metadata": {},
+        "attachments": [],
         "attempts": 1,
         "last_error": None,
         "created_at": CREATED_AT,
@@ -250,6 +283,11 @@ def publisher() -> FakePublisher:
 
 
 @pytest.fixture
+def attachment_store() -> FakeAttachmentStore:
+    return FakeAttachmentStore()
+
+
+@pytest.fixture
 def make_outbox() -> Callable[[list[uuid.UUID]], FakeOutboxStore]:
     return FakeOutboxStore
 
@@ -285,7 +323,11 @@ async def _client(services: api.Services) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def client(
-    writer: FakeWriter, primary_reader: FakeReader, publisher: FakePublisher
+    writer: FakeWriter,
+    primary_reader: FakeReader,
+    publisher: FakePublisher,
+    attachment_store: FakeAttachmentStore,
+    max_request_bytes: int,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a single (primary) reader."""
     services = api.Services(
@@ -293,7 +335,8 @@ async def client(
         primary_reader=primary_reader,  # type: ignore[arg-type]
         replica_reader=None,
         publisher=publisher,  # type: ignore[arg-type]
-        max_request_bytes=MAX_REQUEST_BYTES,
+        attachments=attachment_store,
+        max_request_bytes=max_request_bytes,
         authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
         rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),
     )
@@ -307,6 +350,7 @@ async def replica_client(
     primary_reader: FakeReader,
     replica_reader: FakeReader,
     publisher: FakePublisher,
+    attachment_store: FakeAttachmentStore,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a read replica in front of the primary."""
     services = api.Services(
@@ -314,6 +358,7 @@ async def replica_client(
         primary_reader=primary_reader,  # type: ignore[arg-type]
         replica_reader=replica_reader,  # type: ignore[arg-type]
         publisher=publisher,  # type: ignore[arg-type]
+        attachments=attachment_store,
         max_request_bytes=MAX_REQUEST_BYTES,
         authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
         rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),

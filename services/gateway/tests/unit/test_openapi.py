@@ -15,6 +15,7 @@ def app() -> FastAPI:
     settings = GatewaySettings(
         database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
         email_queue_url="http://127.0.0.1:9/000000000000/emails",
+        attachments_bucket="mailstack-attachments",
         aws_endpoint_url="http://127.0.0.1:9",
     )
     return create_app(settings, run_relay=False)
@@ -118,6 +119,7 @@ def test_an_incomplete_or_symmetric_jwt_configuration_stops_the_gateway_at_start
             GatewaySettings(
                 database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
                 email_queue_url="http://127.0.0.1:9/000000000000/emails",
+                attachments_bucket="mailstack-attachments",
                 **jwt,  # type: ignore[arg-type]
             ),
             run_relay=False,
