@@ -214,7 +214,10 @@ class AttachmentCreate(BaseModel):
     ] = DEFAULT_CONTENT_TYPE
     disposition: Annotated[
         Literal["attachment", "inline"],
-        Field(description="`inline` for an image the HTML shows by its `cid:`."),
+        Field(
+            description="`inline` for an image the HTML shows by its `cid:`.",
+            examples=["attachment", "inline"],
+        ),
     ] = "attachment"
     content_id: (
         Annotated[
