@@ -1,4 +1,4 @@
-"""Create the email queue, its dead-letter queue and the archive bucket, idempotently."""
+"""Create the email queue, its DLQ, the archive and the attachments buckets, idempotently."""
 
 # Standalone on purpose: it runs from the launcher, from tests and as a LocalStack ready hook
 # inside the LocalStack container, so it imports only the standard library, boto3 and
@@ -50,17 +50,19 @@ class ResourceNameError(ValueError):
 
 @dataclass(frozen=True)
 class Resources:
-    """What was created: the two queue URLs and the bucket name."""
+    """What was created: the two queue URLs and the bucket names."""
 
     email_queue_url: str
     email_dlq_url: str
     archive_bucket: str
+    attachments_bucket: str
 
     def as_env(self) -> dict[str, str]:
         return {
             "EMAIL_QUEUE_URL": self.email_queue_url,
             "EMAIL_DLQ_URL": self.email_dlq_url,
             "ARCHIVE_BUCKET": self.archive_bucket,
+            "ATTACHMENTS_BUCKET": self.attachments_bucket,
         }
 
 
@@ -71,6 +73,7 @@ class Names:
     email_queue: str
     dead_letter_queue: str
     archive_bucket: str
+    attachments_bucket: str
 
 
 def default_resources_file() -> Path:
@@ -93,12 +96,14 @@ def resource_names(settings: Mapping[str, Any], prefix: str = "", suffix: str = 
         email_queue=f"{prefix}{settings['email_queue']['name']}{suffix}",
         dead_letter_queue=f"{prefix}{settings['dead_letter_queue']['name']}{suffix}",
         archive_bucket=f"{prefix}{settings['archive_bucket']['name']}{suffix}",
+        attachments_bucket=f"{prefix}{settings['attachments_bucket']['name']}{suffix}",
     )
     for queue in (names.email_queue, names.dead_letter_queue):
         if not _QUEUE_NAME.match(queue):
             raise ResourceNameError(f"invalid SQS queue name: {queue!r}")
-    if not _BUCKET_NAME.match(names.archive_bucket):
-        raise ResourceNameError(f"invalid S3 bucket name: {names.archive_bucket!r}")
+    for bucket in (names.archive_bucket, names.attachments_bucket):
+        if not _BUCKET_NAME.match(bucket):
+            raise ResourceNameError(f"invalid S3 bucket name: {bucket!r}")
     return names
 
 
@@ -197,6 +202,24 @@ def ensure_bucket(s3: S3Client, name: str, region: str) -> str:
     return name
 
 
+def expire_objects(s3: S3Client, bucket: str, days: int) -> None:
+    """One lifecycle rule on `bucket`: every object is deleted `days` after it was written."""
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "expire",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "Expiration": {"Days": days},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                }
+            ]
+        },
+    )
+
+
 def bootstrap(
     sqs: SQSClient,
     s3: S3Client,
@@ -205,7 +228,7 @@ def bootstrap(
     prefix: str = "",
     suffix: str = "",
 ) -> Resources:
-    """Create or update the DLQ, the email queue (redriving into it) and the archive bucket."""
+    """Create or update the DLQ, the email queue (redriving into it) and both buckets."""
     names = resource_names(settings, prefix, suffix)
     queue = settings["email_queue"]
     dlq = settings["dead_letter_queue"]
@@ -237,8 +260,15 @@ def bootstrap(
     redrive_allow = {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn(sqs, queue_url)]}
     _apply_queue_attributes(sqs, dlq_url, {"RedriveAllowPolicy": json.dumps(redrive_allow)})
 
-    bucket = ensure_bucket(s3, names.archive_bucket, region)
-    return Resources(email_queue_url=queue_url, email_dlq_url=dlq_url, archive_bucket=bucket)
+    archive = ensure_bucket(s3, names.archive_bucket, region)
+    attachments = ensure_bucket(s3, names.attachments_bucket, region)
+    expire_objects(s3, attachments, int(settings["attachments_bucket"]["expire_after_days"]))
+    return Resources(
+        email_queue_url=queue_url,
+        email_dlq_url=dlq_url,
+        archive_bucket=archive,
+        attachments_bucket=attachments,
+    )
 
 
 def run(

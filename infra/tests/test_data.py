@@ -1,11 +1,16 @@
-"""Checklist rows: SQS, RDS primary and replicas, the S3 archive and the secrets."""
+"""Checklist rows: SQS, RDS primary and replicas, the S3 buckets and the secrets."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailstack_infra.mocks import StackRecord
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 QUEUE = "aws:sqs/queue:Queue"
 RDS = "aws:rds/instance:Instance"
@@ -207,15 +212,19 @@ def test_rds_alarms_cover_cpu_storage_and_connections(prod: StackRecord) -> None
         assert primary in watched
 
 
-def _archive(stack: StackRecord, type_: str) -> dict[str, Any]:
-    bucket = stack.one("aws:s3/bucket:Bucket", "archive").outputs["bucket"]
+def _bucket(stack: StackRecord, type_: str, name: str = "archive") -> dict[str, Any]:
+    bucket = stack.one("aws:s3/bucket:Bucket", name).outputs["bucket"]
     matches = [r.inputs for r in stack.of_type(type_) if r.inputs["bucket"] == bucket]
     assert len(matches) == 1
     return dict(matches[0])
 
 
-def test_archive_bucket_blocks_all_public_access(dev: StackRecord) -> None:
-    block = _archive(dev, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+BUCKETS = ["archive", "attachments"]
+
+
+@pytest.mark.parametrize("name", BUCKETS)
+def test_buckets_block_all_public_access(dev: StackRecord, name: str) -> None:
+    block = _bucket(dev, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", name)
     assert all(
         block[key] is True
         for key in (
@@ -227,18 +236,20 @@ def test_archive_bucket_blocks_all_public_access(dev: StackRecord) -> None:
     )
 
 
-def test_archive_bucket_is_encrypted_and_versioned(dev: StackRecord) -> None:
-    encryption = _archive(
+@pytest.mark.parametrize("name", BUCKETS)
+def test_buckets_are_encrypted_and_versioned(dev: StackRecord, name: str) -> None:
+    encryption = _bucket(
         dev,
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        name,
     )
     assert encryption["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
-    versioning = _archive(dev, "aws:s3/bucketVersioning:BucketVersioning")
+    versioning = _bucket(dev, "aws:s3/bucketVersioning:BucketVersioning", name)
     assert versioning["versioningConfiguration"]["status"] == "Enabled"
 
 
 def test_archive_moves_to_glacier_then_expires(dev: StackRecord) -> None:
-    (rule,) = _archive(dev, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")[
+    (rule,) = _bucket(dev, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")[
         "rules"
     ]
     assert rule["status"] == "Enabled"
@@ -246,10 +257,23 @@ def test_archive_moves_to_glacier_then_expires(dev: StackRecord) -> None:
     assert rule["expiration"]["days"] > rule["transitions"][0]["days"]
 
 
-def test_archive_bucket_enforces_owner_and_tls(dev: StackRecord) -> None:
-    ownership = _archive(dev, "aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+def test_attachments_expire_after_the_days_resources_json_sets(dev: StackRecord) -> None:
+    (rule,) = _bucket(
+        dev,
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "attachments",
+    )["rules"]
+    expected = json.loads((REPO_ROOT / "config" / "resources.json").read_text())
+    assert rule["status"] == "Enabled"
+    assert rule["expiration"]["days"] == expected["attachments_bucket"]["expire_after_days"]
+    assert "transitions" not in rule or not rule["transitions"]
+
+
+@pytest.mark.parametrize("name", BUCKETS)
+def test_buckets_enforce_owner_and_tls(dev: StackRecord, name: str) -> None:
+    ownership = _bucket(dev, "aws:s3/bucketOwnershipControls:BucketOwnershipControls", name)
     assert ownership["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
-    policy = json.loads(_archive(dev, "aws:s3/bucketPolicy:BucketPolicy")["policy"])
+    policy = json.loads(_bucket(dev, "aws:s3/bucketPolicy:BucketPolicy", name)["policy"])
     deny = policy["Statement"][0]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

@@ -124,8 +124,10 @@ def test_image_comes_from_the_declared_repository_at_the_configured_tag(
 def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord) -> None:
     definition = container(prod, "gateway")
     queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
+    attachments = prod.one("aws:s3/bucket:Bucket", "attachments")
     assert {e["name"]: e["value"] for e in definition["environment"]} == {
         "EMAIL_QUEUE_URL": queue.outputs["url"],
+        "ATTACHMENTS_BUCKET": attachments.outputs["bucket"],
         "AWS_REGION": "eu-west-1",
         "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # the value under test, not a bind
         "GATEWAY_PORT": "8000",
@@ -147,8 +149,10 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
 def test_processor_environment_uses_the_names_the_processor_reads(prod: StackRecord) -> None:
     definition = container(prod, "processor")
     queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
+    attachments = prod.one("aws:s3/bucket:Bucket", "attachments")
     assert {e["name"]: e["value"] for e in definition["environment"]} == {
         "EMAIL_QUEUE_URL": queue.outputs["url"],
+        "ATTACHMENTS_BUCKET": attachments.outputs["bucket"],
         "AWS_REGION": "eu-west-1",
         "ELASTICEMAIL_BASE_URL": "https://api.elasticemail.com",
         "SENDGRID_BASE_URL": "https://api.sendgrid.com",
@@ -183,15 +187,18 @@ def test_execution_role_reads_only_the_secrets_its_task_names(
     assert sorted(granted[0]["Resource"]) == sorted(secret_arn(prod, key) for key in secrets)
 
 
-def test_gateway_may_only_send_to_its_queue(prod: StackRecord) -> None:
+def test_gateway_may_only_send_to_its_queue_and_put_attachments(prod: StackRecord) -> None:
     queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+    bucket_arn = prod.one("aws:s3/bucket:Bucket", "attachments").outputs["arn"]
     assert statements(prod, "gateway-task") == [
-        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]}
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]},
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"{bucket_arn}/*"]},
     ]
 
 
-def test_processor_may_only_consume_its_queue(prod: StackRecord) -> None:
+def test_processor_may_only_consume_its_queue_and_get_attachments(prod: StackRecord) -> None:
     queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+    bucket_arn = prod.one("aws:s3/bucket:Bucket", "attachments").outputs["arn"]
     assert statements(prod, "processor-task") == [
         {
             "Effect": "Allow",
@@ -202,7 +209,8 @@ def test_processor_may_only_consume_its_queue(prod: StackRecord) -> None:
                 "sqs:ReceiveMessage",
             ],
             "Resource": [queue_arn],
-        }
+        },
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{bucket_arn}/*"]},
     ]
 
 

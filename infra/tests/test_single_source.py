@@ -44,8 +44,9 @@ def test_program_names_derive_from_resources_json(prod: StackRecord) -> None:
     queue, dlq = program_queues(prod)
     assert queue["name"] == f"{RESOURCES['email_queue']['name']}-prod"
     assert dlq["name"] == f"{RESOURCES['dead_letter_queue']['name']}-prod"
-    bucket = prod.one("aws:s3/bucket:Bucket", "archive").inputs["bucket"]
-    assert bucket.startswith(f"{RESOURCES['archive_bucket']['name']}-prod-")
+    for name in ("archive", "attachments"):
+        bucket = prod.one("aws:s3/bucket:Bucket", name).inputs["bucket"]
+        assert bucket.startswith(f"{RESOURCES[f'{name}_bucket']['name']}-prod-"), name
 
 
 def _load_bootstrap() -> ModuleType:
@@ -86,11 +87,21 @@ class RecordingSqs:
 
 
 class RecordingS3:
+    def __init__(self) -> None:
+        self.lifecycles: dict[str, dict[str, Any]] = {}
+
     def head_bucket(self, Bucket: str) -> None:  # noqa: N803
         raise ClientError({"Error": {"Code": "404"}}, "HeadBucket")
 
     def create_bucket(self, Bucket: str, **_: Any) -> None:  # noqa: N803
         return None
+
+    def put_bucket_lifecycle_configuration(
+        self,
+        Bucket: str,  # noqa: N803
+        LifecycleConfiguration: dict[str, Any],  # noqa: N803
+    ) -> None:
+        self.lifecycles[Bucket] = LifecycleConfiguration
 
 
 def test_local_bootstrap_and_program_declare_the_same_queue_attributes(dev: StackRecord) -> None:
@@ -112,3 +123,20 @@ def test_local_bootstrap_and_program_declare_the_same_queue_attributes(dev: Stac
     assert local_queue["SqsManagedSseEnabled"] == "true"
     assert queue["sqsManagedSseEnabled"] is True
     assert json.loads(local_dlq["RedriveAllowPolicy"])["redrivePermission"] == "byQueue"
+
+
+def test_local_bootstrap_and_program_expire_attachments_after_the_same_days(
+    dev: StackRecord,
+) -> None:
+    bootstrap = _load_bootstrap()
+    s3 = RecordingS3()
+    bootstrap.bootstrap(RecordingSqs(), s3, RESOURCES)
+    (local_rule,) = s3.lifecycles[RESOURCES["attachments_bucket"]["name"]]["Rules"]
+    bucket = dev.one("aws:s3/bucket:Bucket", "attachments").outputs["bucket"]
+    (program,) = [
+        r.inputs
+        for r in dev.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+        if r.inputs["bucket"] == bucket
+    ]
+    assert local_rule["Expiration"]["Days"] == program["rules"][0]["expiration"]["days"]
+    assert local_rule["Expiration"]["Days"] == RESOURCES["attachments_bucket"]["expire_after_days"]

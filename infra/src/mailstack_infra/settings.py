@@ -53,6 +53,8 @@ class ResourceSettings:
 
     queue: QueueSettings
     archive_bucket_name: str
+    attachments_bucket_name: str
+    attachments_expire_after_days: int
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ class StackConfig:
 
 
 def load_resource_settings(path: Path) -> ResourceSettings:
-    """Read the queue, dead-letter queue and bucket settings from config/resources.json."""
+    """Read the queue, dead-letter queue and buckets' settings from config/resources.json."""
     raw = json.loads(path.read_text())
     queue = raw["email_queue"]
     dlq = raw["dead_letter_queue"]
@@ -224,6 +226,8 @@ def load_resource_settings(path: Path) -> ResourceSettings:
             dlq_message_retention_seconds=int(dlq["message_retention_seconds"]),
         ),
         archive_bucket_name=raw["archive_bucket"]["name"],
+        attachments_bucket_name=raw["attachments_bucket"]["name"],
+        attachments_expire_after_days=int(raw["attachments_bucket"]["expire_after_days"]),
     )
 
 

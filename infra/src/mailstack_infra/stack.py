@@ -10,7 +10,12 @@ from pulumi_aws.appautoscaling import (
     PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgs as _CustomMetric,  # noqa: E501 (generated name)
 )
 
-from mailstack_infra.buckets import PrivateBucket, PrivateBucketArgs, archive_to_glacier
+from mailstack_infra.buckets import (
+    PrivateBucket,
+    PrivateBucketArgs,
+    archive_to_glacier,
+    expire_after,
+)
 from mailstack_infra.cache import Cache, CacheArgs
 from mailstack_infra.cluster import Cluster
 from mailstack_infra.database import Database, DatabaseArgs
@@ -94,11 +99,24 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
         ),
         top,
     )
+    # The attachments of accepted emails, put by the gateway and read by the processor; they
+    # are needed only until the email is sent, so they expire (days from resources.json).
+    attachments = PrivateBucket(
+        "attachments",
+        PrivateBucketArgs(
+            bucket_name=(
+                f"{config.resources.attachments_bucket_name}-{config.stack}-{account.account_id}"
+            ),
+            lifecycle_rules=[expire_after(config.resources.attachments_expire_after_days)],
+        ),
+        top,
+    )
 
     outputs: dict[str, pulumi.Input[object]] = {
         "email_queue_url": queue.queue.url,
         "dead_letter_queue_url": queue.dead_letter_queue.url,
         "archive_bucket": archive.bucket.bucket,
+        "attachments_bucket": attachments.bucket.bucket,
         "alarm_topic_arn": alarms.topic.arn,
         "database_url_secret_arn": secrets.database_url.arn,
         "elasticemail_api_key_secret_arn": secrets.elasticemail_api_key.arn,
@@ -113,7 +131,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
         secrets.set_database_urls("local", local_url, local_url)
     else:
         job_network, app_outputs = _build_application(
-            config, account, provider, alarms, secrets, queue
+            config, account, provider, alarms, secrets, queue, attachments
         )
         outputs.update(app_outputs)
 
@@ -203,6 +221,7 @@ def _build_application(
     alarms: AlarmTopic,
     secrets: Secrets,
     queue: EmailQueue,
+    attachments: PrivateBucket,
 ) -> tuple[JobNetwork, dict[str, pulumi.Input[object]]]:
     """The AWS-only part: network, ALB, Postgres, the image registry and both services."""
     prefix = config.prefix
@@ -341,6 +360,7 @@ def _build_application(
         security_group_id=firewall.gateway.id,
         environment={
             "EMAIL_QUEUE_URL": queue.queue.url,
+            "ATTACHMENTS_BUCKET": attachments.bucket.bucket,
             "AWS_REGION": config.region,
             "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # inside the task; the SG admits only the ALB
             "GATEWAY_PORT": str(GATEWAY_PORT),
@@ -354,7 +374,14 @@ def _build_application(
             "REDIS_URL": cache.url_secret.arn,
         },
         health_check_url=f"http://127.0.0.1:{GATEWAY_PORT}/healthz",
-        statements=[Statement(actions=["sqs:SendMessage"], resources=[queue.queue.arn])],
+        statements=[
+            Statement(actions=["sqs:SendMessage"], resources=[queue.queue.arn]),
+            # Stores a new email's attachments before the email commits; never reads them.
+            Statement(
+                actions=["s3:PutObject"],
+                resources=[pulumi.Output.concat(attachments.bucket.arn, "/*")],
+            ),
+        ],
         port=GATEWAY_PORT,
         target_group=TargetGroupAttachment(
             target_group_arn=load_balancer.target_group.arn,
@@ -407,6 +434,7 @@ def _build_application(
         security_group_id=firewall.processor.id,
         environment={
             "EMAIL_QUEUE_URL": queue.queue.url,
+            "ATTACHMENTS_BUCKET": attachments.bucket.bucket,
             "AWS_REGION": config.region,
             "ELASTICEMAIL_BASE_URL": "https://api.elasticemail.com",
             "SENDGRID_BASE_URL": "https://api.sendgrid.com",
@@ -428,7 +456,12 @@ def _build_application(
                     "sqs:GetQueueAttributes",
                 ],
                 resources=[queue.queue.arn],
-            )
+            ),
+            # Reads an email's attachments to send them; never writes or lists.
+            Statement(
+                actions=["s3:GetObject"],
+                resources=[pulumi.Output.concat(attachments.bucket.arn, "/*")],
+            ),
         ],
         scaling_policies=[
             ScalingPolicy(

@@ -109,9 +109,24 @@ def test_names_are_the_configured_ones_with_prefix_and_suffix(
             f"/{prefix}{settings['dead_letter_queue']['name']}-x"
         )
         assert resources.archive_bucket == f"{prefix}{settings['archive_bucket']['name']}-x"
-        _s3(localstack_endpoint).head_bucket(Bucket=resources.archive_bucket)
+        assert resources.attachments_bucket == (
+            f"{prefix}{settings['attachments_bucket']['name']}-x"
+        )
+        for bucket in (resources.archive_bucket, resources.attachments_bucket):
+            _s3(localstack_endpoint).head_bucket(Bucket=bucket)
     finally:
         delete_resources(resources, localstack_endpoint)
+
+
+def test_attachments_expire_after_the_configured_days(
+    created: QueueResources, localstack_endpoint: str, settings: dict[str, Any]
+) -> None:
+    lifecycle = _s3(localstack_endpoint).get_bucket_lifecycle_configuration(
+        Bucket=created.attachments_bucket
+    )
+    (rule,) = lifecycle["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Expiration"]["Days"] == settings["attachments_bucket"]["expire_after_days"]
 
 
 def test_running_again_changes_nothing_and_restores_drifted_attributes(
@@ -156,10 +171,18 @@ def test_script_prints_the_urls_as_json(
     )
     printed = json.loads(result.stdout)
     resources = QueueResources(
-        printed["EMAIL_QUEUE_URL"], printed["EMAIL_DLQ_URL"], printed["ARCHIVE_BUCKET"]
+        printed["EMAIL_QUEUE_URL"],
+        printed["EMAIL_DLQ_URL"],
+        printed["ARCHIVE_BUCKET"],
+        printed["ATTACHMENTS_BUCKET"],
     )
     try:
-        assert set(printed) == {"EMAIL_QUEUE_URL", "EMAIL_DLQ_URL", "ARCHIVE_BUCKET"}
+        assert set(printed) == {
+            "EMAIL_QUEUE_URL",
+            "EMAIL_DLQ_URL",
+            "ARCHIVE_BUCKET",
+            "ATTACHMENTS_BUCKET",
+        }
         assert resources.email_queue_url.startswith(localstack_endpoint)
         assert _attributes(localstack_endpoint, resources.email_queue_url)["RedrivePolicy"]
     finally:
@@ -186,7 +209,10 @@ def test_runs_as_a_localstack_ready_hook_with_only_boto3(
     )
     printed = json.loads(result.stdout)
     resources = QueueResources(
-        printed["EMAIL_QUEUE_URL"], printed["EMAIL_DLQ_URL"], printed["ARCHIVE_BUCKET"]
+        printed["EMAIL_QUEUE_URL"],
+        printed["EMAIL_DLQ_URL"],
+        printed["ARCHIVE_BUCKET"],
+        printed["ATTACHMENTS_BUCKET"],
     )
     try:
         assert f"/{prefix}" in resources.email_queue_url
@@ -226,6 +252,7 @@ def test_teardown_removes_its_queues_and_filled_bucket_and_nothing_else(
     )
     s3.put_object(Bucket=mine.archive_bucket, Key="a/b.json", Body=b"{}")
     s3.put_object(Bucket=mine.archive_bucket, Key="a/b.json", Body=b"{}")
+    s3.put_object(Bucket=mine.attachments_bucket, Key="e/0", Body=b"%PDF")
 
     delete_resources(mine, localstack_endpoint)
 
@@ -234,7 +261,8 @@ def test_teardown_removes_its_queues_and_filled_bucket_and_nothing_else(
     assert mine.email_dlq_url not in queues
     buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     assert mine.archive_bucket not in buckets
+    assert mine.attachments_bucket not in buckets
     # Someone else's resources on the same LocalStack are untouched.
     assert {created.email_queue_url, created.email_dlq_url} <= set(queues)
-    assert created.archive_bucket in buckets
+    assert {created.archive_bucket, created.attachments_bucket} <= buckets
     delete_resources(mine, localstack_endpoint)  # already gone: fine

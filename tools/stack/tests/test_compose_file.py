@@ -66,7 +66,7 @@ def host_stack(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Sta
     return Stack(StackConfig(repo_root=repo_root, state_dir=tmp_path_factory.mktemp("unused")))
 
 
-QUEUES = QueueResources("http://q/emails", "http://q/dlq", "bucket")
+QUEUES = QueueResources("http://q/emails", "http://q/dlq", "bucket", "attachments")
 
 
 def test_is_valid_against_the_compose_specification_schema(compose: dict[str, Any]) -> None:
@@ -228,6 +228,14 @@ def test_queue_urls_are_the_ones_the_ready_hook_creates_in_the_network(
     assert services["processor"]["environment"]["EMAIL_DLQ_URL"] == dlq
 
 
+def test_both_services_use_the_attachments_bucket_the_ready_hook_creates(
+    services: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    for name in ("gateway", "processor"):
+        bucket = services[name]["environment"]["ATTACHMENTS_BUCKET"]
+        assert bucket == resources["attachments_bucket"]["name"], name
+
+
 def test_localstack_runs_the_bootstrap_as_a_ready_hook(
     repo_root: Path, services: dict[str, Any]
 ) -> None:
@@ -269,7 +277,9 @@ def test_service_images_run_hardened_as_on_ecs(services: dict[str, Any]) -> None
 def test_the_urls_written_to_stack_env_are_the_published_ones(
     compose: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    urls = compose_urls(compose, resources["archive_bucket"]["name"])
+    urls = compose_urls(
+        compose, resources["archive_bucket"]["name"], resources["attachments_bucket"]["name"]
+    )
     ports = Ports()
     assert urls.gateway_url == f"http://127.0.0.1:{ports.gateway}"
     assert urls.elasticemail_stub_url == f"http://127.0.0.1:{ports.elasticemail_stub}"

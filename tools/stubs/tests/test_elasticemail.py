@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,35 @@ INVALID_BODIES: dict[str, tuple[Any, str]] = {
         lambda b: _with(b, "Content", "Body", [{"ContentType": "PlainText", "Content": None}]),
         "Content.Body[0].Content",
     ),
+    "attachment without BinaryContent": (
+        lambda b: _with(b, "Content", "Attachments", [{"Name": "a.txt"}]),
+        "Content.Attachments[0].BinaryContent",
+    ),
+    "attachment not base64": (
+        lambda b: _with(b, "Content", "Attachments", [{"Name": "a", "BinaryContent": "%%"}]),
+        "Content.Attachments[0].BinaryContent",
+    ),
+    "attachment without Name": (
+        lambda b: _with(b, "Content", "Attachments", [{"BinaryContent": "aGk="}]),
+        "Content.Attachments[0].Name",
+    ),
+    "header value with a line break": (
+        lambda b: _with(b, "Content", "Headers", {"X-Ref": "1\nBcc: x@e.com"}),
+        "Content.Headers.X-Ref",
+    ),
+    "header name with a colon": (
+        lambda b: _with(b, "Content", "Headers", {"X:Ref": "1"}),
+        "Content.Headers",
+    ),
+    "Postback not a string": (
+        lambda b: _with(b, "Content", "Postback", {"a": "b"}),
+        "Content.Postback",
+    ),
+    "Merge not strings": (lambda b: _with(b, "Content", "Merge", {"n": 1}), "Content.Merge"),
+    "ChannelName not a string": (
+        lambda b: b | {"Options": {"ChannelName": ["welcome"]}},
+        "Options.ChannelName",
+    ),
 }
 
 
@@ -122,6 +152,33 @@ def test_rejects_an_invalid_body_with_400_naming_the_field(
     assert set(error) == {"Error"}
     assert field in error["Error"]
     assert [m["status"] for m in elasticemail.control.messages()] == [400]
+
+
+def test_records_attachments_headers_channel_and_postback_as_sent(
+    elasticemail: RunningStub,
+) -> None:
+    pdf = b"%PDF-1.4\x00\xff"
+    body = elasticemail.valid_body() | {"Options": {"ChannelName": "welcome"}}
+    body["Content"] |= {
+        "Headers": {"X-Entity-Ref-ID": "order-1234"},
+        "Attachments": [
+            {
+                "BinaryContent": base64.b64encode(pdf).decode(),
+                "Name": "invoice.pdf",
+                "ContentType": "application/pdf",
+            }
+        ],
+        "Postback": '{"user_id":"42"}',
+    }
+
+    assert elasticemail.send(body).status_code == 200
+
+    [recorded] = elasticemail.control.messages()
+    sent = recorded["body"]
+    assert base64.b64decode(sent["Content"]["Attachments"][0]["BinaryContent"]) == pdf
+    assert sent["Content"]["Headers"] == {"X-Entity-Ref-ID": "order-1234"}
+    assert sent["Content"]["Postback"] == '{"user_id":"42"}'
+    assert sent["Options"] == {"ChannelName": "welcome"}
 
 
 def test_rejects_malformed_json_with_400_and_records_no_body(elasticemail: RunningStub) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import time
@@ -176,6 +177,56 @@ INVALID_BODIES: dict[str, tuple[Any, list[str | None]]] = {
         _mutated(lambda b: b.update({"attachments": [{"content": "%%", "filename": "a"}]})),
         ["attachments.0.content"],
     ),
+    "attachment without filename": (
+        _mutated(lambda b: b.update({"attachments": [{"content": "aGk="}]})),
+        ["attachments.0.filename"],
+    ),
+    "inline attachment without content_id": (
+        _mutated(
+            lambda b: b.update(
+                {"attachments": [{"content": "aGk=", "filename": "a", "disposition": "inline"}]}
+            )
+        ),
+        ["attachments.0.content_id"],
+    ),
+    "attachment type with parameters": (
+        _mutated(
+            lambda b: b.update(
+                {"attachments": [{"content": "aGk=", "filename": "a", "type": "text/plain; a=b"}]}
+            )
+        ),
+        ["attachments.0.type"],
+    ),
+    "reserved header": (_mutated(lambda b: b.update({"headers": {"Bcc": "x@e.com"}})), ["headers"]),
+    "header name with a space": (
+        _mutated(lambda b: b.update({"headers": {"X Ref": "1"}})),
+        ["headers"],
+    ),
+    "header value with CRLF": (
+        _mutated(lambda b: b.update({"headers": {"X-Ref": "1\r\nBcc: x@e.com"}})),
+        ["headers"],
+    ),
+    "reserved header in a personalization": (
+        _mutated(lambda b: b["personalizations"][0].update({"headers": {"subject": "x"}})),
+        ["personalizations.0.headers"],
+    ),
+    "eleven categories": (
+        _mutated(lambda b: b.update({"categories": [f"c{index}" for index in range(11)]})),
+        ["categories"],
+    ),
+    "category over 255 characters": (
+        _mutated(lambda b: b.update({"categories": ["c" * 256]})),
+        ["categories"],
+    ),
+    "repeated category": (_mutated(lambda b: b.update({"categories": ["a", "a"]})), ["categories"]),
+    "custom_args not strings": (
+        _mutated(lambda b: b["personalizations"][0].update({"custom_args": {"n": 1}})),
+        ["personalizations.0.custom_args"],
+    ),
+    "custom_args over 10,000 bytes": (
+        _mutated(lambda b: b["personalizations"][0].update({"custom_args": {"k": "v" * 10_000}})),
+        ["personalizations.0.custom_args"],
+    ),
     "send_at too far ahead": (
         _mutated(lambda b: b.update({"send_at": int(time.time()) + 73 * 3600})),
         ["send_at"],
@@ -201,6 +252,35 @@ def test_rejects_an_invalid_body_with_400_listing_each_field(
         assert isinstance(error["message"], str)
         assert error["message"]
     assert [m["status"] for m in sendgrid.control.messages()] == [400]
+
+
+def test_records_attachments_headers_categories_and_custom_args_as_sent(
+    sendgrid: RunningStub,
+) -> None:
+    pdf = b"%PDF-1.4\x00\xff"
+    body = sendgrid.valid_body() | {
+        "headers": {"X-Entity-Ref-ID": "order-1234"},
+        "categories": ["welcome"],
+        "attachments": [
+            {
+                "content": base64.b64encode(pdf).decode(),
+                "filename": "invoice.pdf",
+                "type": "application/pdf",
+                "disposition": "inline",
+                "content_id": "invoice",
+            }
+        ],
+    }
+    body["personalizations"][0]["custom_args"] = {"user_id": "42"}
+
+    assert sendgrid.send(body).status_code == 202
+
+    [recorded] = sendgrid.control.messages()
+    sent = recorded["body"]
+    assert base64.b64decode(sent["attachments"][0]["content"]) == pdf
+    assert sent["headers"] == {"X-Entity-Ref-ID": "order-1234"}
+    assert sent["categories"] == ["welcome"]
+    assert sent["personalizations"][0]["custom_args"] == {"user_id": "42"}
 
 
 def test_rejects_malformed_json_with_400_and_records_no_body(sendgrid: RunningStub) -> None:

@@ -22,7 +22,9 @@ def _accepted_bodies(stub: RunningStub, spec: dict[str, Any]) -> dict[str, Any]:
         "reply_to": {"email": "help@example.com", "name": "Help"},
         "categories": ["receipt", "order"],
         "headers": {"X-Order": "42"},
-        "attachments": [{"content": "aGk=", "filename": "a.txt", "disposition": "inline"}],
+        "attachments": [
+            {"content": "aGk=", "filename": "a.txt", "disposition": "inline", "content_id": "a"}
+        ],
         "mail_settings": {"sandbox_mode": {"enable": True}},
     }
     full["personalizations"] = [

@@ -19,6 +19,8 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # a timeout: the provider may or may not have sent it
     # Final, by the processor.
     REJECTED = "rejected"  # permanent: a provider refused the email itself
+    # Permanent: an attachment is gone from its bucket (expired, or never stored).
+    ATTACHMENT_MISSING = "attachment_missing"
     OUT_OF_ATTEMPTS = "out_of_attempts"
     DEAD_LETTERED = "dead_lettered"
     # Not final: the message comes back after a backoff.

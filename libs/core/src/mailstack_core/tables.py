@@ -76,6 +76,14 @@ emails = Table(
     Column("last_error", Text),
     # The request body exactly as the client sent it, for audit and support.
     Column("request_body", Text, nullable=False),
+    # What the client asked for beyond the message itself (migration 0006): extra mail headers,
+    # tags (for filtering and the providers' categories) and metadata (string pairs the
+    # providers carry into their events).
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Each attachment's name, type, size, SHA-256 and S3 key; never its bytes (they are in S3).
+    Column("attachments", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     # While PROCESSING, the claim is valid until this time; a crashed processor's claim lapses.
     Column("lease_expires_at", DateTime(timezone=True)),
     # When the client asked for it to be sent; SCHEDULED until then (NULL: at once).
@@ -91,6 +99,8 @@ emails = Table(
     Index("emails_tenant_status_created_at_idx", "tenant_id", "status", "created_at"),
     # The reconciler's search for stranded emails.
     Index("emails_queued_updated_at_idx", "updated_at", postgresql_where=text("status = 'QUEUED'")),
+    # GET /v1/emails?tag=...: `tags @> ARRAY[...]`.
+    Index("emails_tags_idx", "tags", postgresql_using="gin"),
     Index(
         "emails_processing_lease_idx",
         "lease_expires_at",

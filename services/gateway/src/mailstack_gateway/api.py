@@ -23,7 +23,9 @@ from mailstack_gateway.queue import SqsEmailPublisher
 from mailstack_gateway.ratelimit import Limit, RateLimiter, RateLimitExceededError
 from mailstack_gateway.repository import AnyRow, EmailReader, EmailWriter, InvalidCursorError
 from mailstack_gateway.schemas import (
+    TAG_PATTERN,
     Address,
+    AttachmentPublic,
     EmailAccepted,
     EmailBatchAccepted,
     EmailCanceled,
@@ -59,11 +61,13 @@ class Services:
         primary_reader: EmailReader,
         replica_reader: EmailReader | None,
         publisher: SqsEmailPublisher,
+        attachments: intake.AttachmentStore,
         max_request_bytes: int,
         authenticator: Authenticator,
         rate_limiter: RateLimiter,
     ) -> None:
         self.inline = outbox.InlinePublisher(writer, publisher)
+        self.attachments = attachments
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
         self.writer = writer
@@ -166,7 +170,10 @@ _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": EmailAccepted, "description": "Accepted: stored durably and queued"},
     413: {"model": Problem, "description": "Request body too large"},
     422: {"model": ErrorBody, "description": "Every validation error, each naming its field"},
-    503: {"model": Problem, "description": "Database unavailable; nothing was accepted"},
+    503: {
+        "model": Problem,
+        "description": "Database or attachment storage unavailable; nothing was accepted",
+    },
 }
 
 
@@ -212,7 +219,12 @@ async def submit_email(
     decoded, text = await _json_body(request, services.max_request_bytes)
     email = intake.parse_email(decoded)
     email_id, replayed = await intake.accept_email(
-        principal.tenant_id, email, text, services.writer, _idempotency(idempotency_key, decoded)
+        principal.tenant_id,
+        email,
+        intake.audit_record(text, decoded, email),
+        services.writer,
+        _idempotency(idempotency_key, decoded),
+        attachments=services.attachments,
     )
     status = intake.status_on_acceptance(email)
     if replayed:
@@ -287,13 +299,18 @@ async def submit_batch(
     decoded, _ = await _json_body(request, services.max_request_bytes)
     await _count(request, services, principal, Limit.SEND, intake.batch_size(decoded))
     emails = intake.parse_batch(decoded)
-    # Each email's own JSON, as its request body: what the client sent for it.
-    bodies = [json.dumps(item, ensure_ascii=False) for item in decoded["emails"]]
+    # Each email's own JSON, as its request body: what the client sent for it (attachments
+    # described, not their bytes).
+    bodies = [
+        intake.audit_record(json.dumps(item, ensure_ascii=False), item, email)
+        for item, email in zip(decoded["emails"], emails, strict=True)
+    ]
     accepted, replayed = await intake.accept_batch(
         principal.tenant_id,
         list(zip(emails, bodies, strict=True)),
         services.writer,
         _idempotency(idempotency_key, decoded),
+        attachments=services.attachments,
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -361,6 +378,10 @@ def _email_public(row: AnyRow) -> EmailPublic:
         bcc=[Address.model_validate(a) for a in row.bcc_recipients],
         reply_to=Address.model_validate(row.reply_to) if row.reply_to else None,
         subject=row.subject,
+        headers=row.headers,
+        tags=row.tags,
+        metadata=row.metadata,
+        attachments=[AttachmentPublic.model_validate(a) for a in row.attachments],
         attempts=row.attempts,
         last_error=row.last_error,
         send_at=row.send_at,
@@ -426,14 +447,23 @@ async def list_emails(
     status: EmailStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
+    tag: Annotated[
+        str | None,
+        Query(
+            pattern=TAG_PATTERN,
+            description="Only emails carrying this tag.",
+            examples=["welcome"],
+        ),
+    ] = None,
 ) -> EmailPage:
-    page = await services.reader.page(principal.tenant_id, status, limit, cursor)
+    page = await services.reader.page(principal.tenant_id, status, limit, cursor, tag)
     return EmailPage(
         items=[
             EmailSummary(
                 id=row.id,
                 status=EmailStatus(row.status),
                 subject=row.subject,
+                tags=row.tags,
                 provider=row.provider,
                 attempts=row.attempts,
                 created_at=row.created_at,
@@ -567,6 +597,16 @@ def _invalid_cursor(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content=body.model_dump())
 
 
+def _attachment_storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("attachments.unavailable", path=request.url.path, error=str(exc))
+    EMAILS_REJECTED.labels(reason="attachment_storage_unavailable").inc()
+    body = Problem(
+        error="attachment_storage_unavailable",
+        message="the attachments could not be stored; nothing was accepted, retry later",
+    )
+    return JSONResponse(status_code=503, content=body.model_dump(), headers={"Retry-After": "5"})
+
+
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("database.unavailable", path=request.url.path, error=type(exc).__name__)
     EMAILS_REJECTED.labels(reason="database_unavailable").inc()
@@ -581,6 +621,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(PayloadTooLargeError, _payload_too_large)
     app.add_exception_handler(InvalidCursorError, _invalid_cursor)
     app.add_exception_handler(intake.IdempotencyKeyReusedError, _idempotency_key_reused)
+    app.add_exception_handler(
+        intake.AttachmentStorageUnavailableError, _attachment_storage_unavailable
+    )
     app.add_exception_handler(AuthenticationError, _unauthenticated)
     app.add_exception_handler(MissingScopeError, _forbidden)
     app.add_exception_handler(RateLimitExceededError, _rate_limited)

@@ -12,13 +12,18 @@ from typing import Any, Protocol
 import structlog
 from pydantic import ValidationError
 
+from mailstack_core.sink import SINK_DOMAIN, is_sink_address
 from mailstack_core.status import EmailStatus
 from mailstack_gateway.schemas import (
+    MAX_ATTACHMENT_BYTES,
     MAX_BATCH_EMAILS,
+    MAX_METADATA_BYTES,
     MAX_RECIPIENTS,
     NOW,
+    AttachmentCreate,
     EmailCreate,
     FieldError,
+    base64_decoded_size,
 )
 
 log = structlog.get_logger(__name__)
@@ -51,12 +56,47 @@ class EarlierRequest:
 
 
 @dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment as the email's row describes it: where its bytes are, and what they are."""
+
+    key: str
+    filename: str
+    content_type: str
+    disposition: str
+    content_id: str | None
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "disposition": self.disposition,
+            "content_id": self.content_id,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+
+class AttachmentStorageUnavailableError(RuntimeError):
+    """The attachments could not be stored; nothing was accepted."""
+
+
+class AttachmentStore(Protocol):
+    async def put(self, email_id: uuid.UUID, attachments: Sequence[AttachmentCreate]) -> list[str]:
+        """Store each attachment's bytes under the email's id; return their keys, in order.
+        Raise AttachmentStorageUnavailableError when they cannot be stored."""
+
+
+@dataclass(frozen=True)
 class NewEmail:
     """An email about to be stored: its new id, its fields and its request JSON."""
 
     id: uuid.UUID
     email: EmailCreate
     request_body: str
+    attachments: Sequence[StoredAttachment] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +120,7 @@ class IntakeStore(Protocol):
         email: EmailCreate,
         request_body: str,
         idempotency: IdempotencyKey | None = None,
+        attachments: Sequence[StoredAttachment] = (),
     ) -> EarlierRequest | None:
         """In one transaction: the email, its request body, a QUEUED history row, an outbox row
         and the idempotency key; or nothing, and the request that took the key first."""
@@ -109,6 +150,8 @@ def field_path(location: Sequence[int | str]) -> str:
     """("to", 0, "email") -> "to[0].email", the way the API names fields."""
     path = ""
     for part in location:
+        if part == "[key]":
+            continue  # a mapping's key failed: the path already ends with that key
         if isinstance(part, int):
             path += f"[{part}]"
         else:
@@ -117,6 +160,24 @@ def field_path(location: Sequence[int | str]) -> str:
 
 
 def _cross_field_errors(raw: dict[str, Any]) -> list[FieldError]:
+    errors = _recipient_errors(raw)
+    errors += _attachment_errors(raw.get("attachments"))
+    errors += _tag_errors(raw.get("tags"))
+    errors += _header_errors(raw.get("headers"))
+    metadata = raw.get("metadata")
+    if isinstance(metadata, dict):
+        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            errors.append(
+                FieldError(
+                    field="metadata",
+                    message=f"at most {MAX_METADATA_BYTES} bytes as JSON, got {size}",
+                )
+            )
+    return errors
+
+
+def _recipient_errors(raw: dict[str, Any]) -> list[FieldError]:
     errors: list[FieldError] = []
     if raw.get("text") is None and raw.get("html") is None:
         errors.append(FieldError(field="text", message="at least one of text or html is required"))
@@ -147,6 +208,114 @@ def _cross_field_errors(raw: dict[str, Any]) -> list[FieldError]:
                     )
                 )
             seen.add(email.lower())
+    return errors + _test_mode_errors(raw)
+
+
+def _recipients(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field path, address) of every recipient given as a string, in to, cc, bcc order."""
+    found: list[tuple[str, str]] = []
+    for name in ("to", "cc", "bcc"):
+        value = raw.get(name)
+        for index, address in enumerate(value if isinstance(value, list) else []):
+            email = address.get("email") if isinstance(address, dict) else None
+            if isinstance(email, str):
+                found.append((f"{name}[{index}].email", email))
+    return found
+
+
+def _test_mode_errors(raw: dict[str, Any]) -> list[FieldError]:
+    """Test mode is all or nothing: a real recipient must never ride along with sink ones."""
+    recipients = _recipients(raw)
+    if not any(is_sink_address(email) for _, email in recipients):
+        return []
+    return [
+        FieldError(
+            field=field,
+            message=(
+                f"an email to {SINK_DOMAIN} (test mode) is never sent, so every recipient must "
+                "be there; send to real recipients in another email"
+            ),
+        )
+        for field, email in recipients
+        if not is_sink_address(email)
+    ]
+
+
+def _attachment_errors(attachments: object) -> list[FieldError]:
+    """What no single attachment shows: their total size, and how Content-IDs are used."""
+    if not isinstance(attachments, list):
+        return []
+    errors: list[FieldError] = []
+    total = 0
+    content_ids: set[str] = set()
+    for index, attachment in enumerate(attachments):
+        if not isinstance(attachment, dict):
+            continue
+        path = f"attachments[{index}]"
+        content = attachment.get("content")
+        if isinstance(content, str):
+            total += base64_decoded_size(content)
+            if total > MAX_ATTACHMENT_BYTES:
+                errors.append(
+                    FieldError(
+                        field=f"{path}.content",
+                        message=(
+                            f"attachments may hold at most {MAX_ATTACHMENT_BYTES} bytes "
+                            f"together (decoded); with this one they hold {total}"
+                        ),
+                    )
+                )
+        content_id = attachment.get("content_id")
+        inline = attachment.get("disposition") == "inline"
+        if inline and content_id is None:
+            errors.append(
+                FieldError(
+                    field=f"{path}.content_id",
+                    message="required for an inline attachment (the HTML refers to it by cid:)",
+                )
+            )
+        elif content_id is not None and not inline:
+            errors.append(
+                FieldError(
+                    field=f"{path}.content_id",
+                    message='only for an attachment whose disposition is "inline"',
+                )
+            )
+        if isinstance(content_id, str):
+            if content_id in content_ids:
+                errors.append(
+                    FieldError(field=f"{path}.content_id", message="each content_id only once")
+                )
+            content_ids.add(content_id)
+    return errors
+
+
+def _tag_errors(tags: object) -> list[FieldError]:
+    if not isinstance(tags, list):
+        return []
+    errors: list[FieldError] = []
+    seen: set[object] = set()
+    for index, tag in enumerate(tags):
+        if isinstance(tag, str) and tag in seen:
+            errors.append(FieldError(field=f"tags[{index}]", message="each tag only once"))
+        seen.add(tag)
+    return errors
+
+
+def _header_errors(headers: object) -> list[FieldError]:
+    if not isinstance(headers, dict):
+        return []
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    for name in headers:
+        if name.lower() in seen:
+            errors.append(
+                FieldError(
+                    field=f"headers.{name}",
+                    message="each header only once (names are compared without case)",
+                )
+            )
+        seen.add(name.lower())
     return errors
 
 
@@ -221,25 +390,73 @@ def parse_batch(raw: object, now: datetime | None = None) -> list[EmailCreate]:
     return emails
 
 
+def audit_record(request_text: str, decoded: dict[str, Any], email: EmailCreate) -> str:
+    """The request as kept for audit: as sent, but each attachment's bytes replaced by its size
+    and SHA-256 (the bytes live in S3 until the email is sent, then expire)."""
+    if not email.attachments:
+        return request_text
+    described = [
+        {key: value for key, value in raw.items() if key != "content"}
+        | {"size": attachment.size, "sha256": attachment.sha256}
+        for raw, attachment in zip(decoded["attachments"], email.attachments, strict=True)
+    ]
+    return json.dumps(decoded | {"attachments": described}, ensure_ascii=False)
+
+
+async def _store_attachments(
+    email_id: uuid.UUID, email: EmailCreate, attachments: AttachmentStore
+) -> list[StoredAttachment]:
+    if not email.attachments:
+        return []
+    keys = await attachments.put(email_id, email.attachments)
+    return [
+        StoredAttachment(
+            key=key,
+            filename=attachment.filename,
+            content_type=attachment.content_type,
+            disposition=attachment.disposition,
+            content_id=attachment.content_id,
+            size=attachment.size,
+            sha256=attachment.sha256,
+        )
+        for key, attachment in zip(keys, email.attachments, strict=True)
+    ]
+
+
 async def accept_email(
     tenant_id: str,
     email: EmailCreate,
     request_body: str,
     store: IntakeStore,
     idempotency: IdempotencyKey | None = None,
+    *,
+    attachments: AttachmentStore,
 ) -> tuple[uuid.UUID, bool]:
     """Make the email durable, owned by the tenant; from the moment this returns, it will be
     attempted. Returns its id, and whether it is a replay: the same idempotency key and request
-    as an earlier call, whose email it returns instead of storing a second one."""
+    as an earlier call, whose email it returns instead of storing a second one.
+
+    Attachments are stored first, under the new id: a committed email always has them. If the
+    email then does not commit (an error, a replay), they are orphans that the bucket's
+    lifecycle rule deletes."""
     email_id = uuid.uuid4()
-    earlier = await store.save_queued(tenant_id, email_id, email, request_body, idempotency)
+    stored = await _store_attachments(email_id, email, attachments)
+    earlier = await store.save_queued(
+        tenant_id, email_id, email, request_body, idempotency, attachments=stored
+    )
     if earlier is not None:
         assert idempotency is not None
         if earlier.request_sha256 != idempotency.request_sha256:
             raise IdempotencyKeyReusedError
         log.info("email.replayed", email_id=str(earlier.email_id), tenant=tenant_id)
         return earlier.email_id, True
-    log.info("email.accepted", email_id=str(email_id), tenant=tenant_id, recipients=len(email.to))
+    log.info(
+        "email.accepted",
+        email_id=str(email_id),
+        tenant=tenant_id,
+        recipients=len(email.to),
+        attachments=len(stored),
+    )
     return email_id, False
 
 
@@ -248,11 +465,18 @@ async def accept_batch(
     emails: Sequence[tuple[EmailCreate, str]],
     store: IntakeStore,
     idempotency: IdempotencyKey | None = None,
+    *,
+    attachments: AttachmentStore,
 ) -> tuple[list[AcceptedEmail], bool]:
     """Make every email of a batch (each with its request JSON) durable at once, or none; return
     them in request order, and whether this is a replay of an earlier batch with the same key,
-    whose emails it returns instead of storing new ones."""
-    new_emails = [NewEmail(uuid.uuid4(), email, body) for email, body in emails]
+    whose emails it returns instead of storing new ones. Attachments are stored first, as for
+    one email (`accept_email`)."""
+    new_emails = []
+    for email, body in emails:
+        email_id = uuid.uuid4()
+        stored = await _store_attachments(email_id, email, attachments)
+        new_emails.append(NewEmail(email_id, email, body, stored))
     statuses = [status_on_acceptance(new.email) for new in new_emails]
     earlier = await store.save_batch(tenant_id, new_emails, idempotency)
     if earlier is not None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, outbox, scheduler
+from mailstack_gateway.attachments import S3AttachmentStore, s3_client
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
     Authenticator,
@@ -94,6 +95,9 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
         primary_reader=EmailReader(primary),
         replica_reader=EmailReader(replica) if replica is not None else None,
         publisher=publisher,
+        attachments=S3AttachmentStore(
+            s3_client(settings.aws_endpoint_url, settings.aws_region), settings.attachments_bucket
+        ),
         max_request_bytes=settings.max_request_bytes,
         # Keys are looked up on the primary: a key created a moment ago works at once.
         authenticator=_authenticator(settings, primary),

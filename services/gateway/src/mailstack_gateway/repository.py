@@ -16,7 +16,7 @@ from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway.cancellation import Cancellation
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail
+from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail, StoredAttachment
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -57,18 +57,19 @@ def _save_emails(keyed: bool) -> Any:
         INSERT INTO emails (
             id, tenant_id, sender_email, sender_name, to_recipients, cc_recipients,
             bcc_recipients, reply_to, subject, text_body, html_body, status, request_body,
-            send_at
+            send_at, headers, tags, metadata, attachments
         )
         SELECT
             r.id, :tenant_id, r.sender_email, r.sender_name, r.to_recipients, r.cc_recipients,
             r.bcc_recipients, r.reply_to, r.subject, r.text_body, r.html_body,
             CASE WHEN r.send_at IS NULL THEN '{EmailStatus.QUEUED.value}'
                  ELSE '{EmailStatus.SCHEDULED.value}' END,
-            r.request_body, r.send_at
+            r.request_body, r.send_at, r.headers, r.tags, r.metadata, r.attachments
         FROM json_to_recordset(CAST(:rows AS json)) AS r(
             id uuid, sender_email text, sender_name text, to_recipients jsonb,
             cc_recipients jsonb, bcc_recipients jsonb, reply_to jsonb, subject text,
-            text_body text, html_body text, request_body text, send_at timestamptz
+            text_body text, html_body text, request_body text, send_at timestamptz,
+            headers jsonb, tags text[], metadata jsonb, attachments jsonb
         )
         {"WHERE EXISTS (SELECT 1 FROM key_taken)" if keyed else ""}
         RETURNING id, status, send_at
@@ -104,6 +105,10 @@ def _email_row(new: NewEmail) -> dict[str, Any]:
         "html_body": email.html,
         "request_body": new.request_body,
         "send_at": email.send_at.isoformat() if email.send_at else None,
+        "headers": email.headers,
+        "tags": list(email.tags),
+        "metadata": email.metadata,
+        "attachments": [attachment.to_json() for attachment in new.attachments],
     }
 
 
@@ -253,10 +258,11 @@ class EmailWriter:
         email: EmailCreate,
         request_body: str,
         idempotency: IdempotencyKey | None = None,
+        attachments: Sequence[StoredAttachment] = (),
     ) -> EarlierRequest | None:
         """One email: see `save_batch`."""
         return await self.save_batch(
-            tenant_id, [NewEmail(email_id, email, request_body)], idempotency
+            tenant_id, [NewEmail(email_id, email, request_body, attachments)], idempotency
         )
 
     async def save_batch(
@@ -268,7 +274,8 @@ class EmailWriter:
         """The emails, each with its history row (QUEUED, or SCHEDULED) and, if QUEUED, its
         outbox row (and the idempotency key): one statement, so one round trip, atomic on its
         own (autocommit): all of them or none. When the key is already taken, nothing is stored
-        and the earlier request's emails are returned."""
+        and the earlier request's emails are returned. Attachments are described (they are
+        already in S3); their bytes are not stored here."""
         params: dict[str, Any] = {
             "tenant_id": tenant_id,
             "rows": json.dumps([_email_row(new) for new in new_emails]),
@@ -388,6 +395,10 @@ _PUBLIC_COLUMNS = (
     emails.c.bcc_recipients,
     emails.c.reply_to,
     emails.c.subject,
+    emails.c.headers,
+    emails.c.tags,
+    emails.c.metadata,
+    emails.c.attachments,
     emails.c.attempts,
     emails.c.last_error,
     emails.c.send_at,
@@ -446,12 +457,18 @@ class EmailReader:
             return list(result)
 
     async def page(
-        self, tenant_id: str, status: EmailStatus | None, limit: int, cursor: str | None
+        self,
+        tenant_id: str,
+        status: EmailStatus | None,
+        limit: int,
+        cursor: str | None,
+        tag: str | None = None,
     ) -> Page:
         query = select(
             emails.c.id,
             emails.c.status,
             emails.c.subject,
+            emails.c.tags,
             emails.c.provider,
             emails.c.attempts,
             emails.c.created_at,
@@ -459,6 +476,9 @@ class EmailReader:
         ).where(emails.c.tenant_id == tenant_id)
         if status is not None:
             query = query.where(emails.c.status == status)
+        if tag is not None:
+            # `tags @> ARRAY[tag]`: what the GIN index on tags answers.
+            query = query.where(emails.c.tags.contains([tag]))
         if cursor is not None:
             created_at, email_id = decode_cursor(cursor)
             query = query.where(

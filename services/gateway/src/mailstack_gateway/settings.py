@@ -15,12 +15,16 @@ class GatewaySettings(BaseSettings):
     # Read replicas (RDS) for the read-only endpoints; the primary when unset.
     database_read_url: str | None = None
     email_queue_url: str
+    # Where accepted emails' attachments are put (config/resources.json: attachments_bucket).
+    attachments_bucket: str
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=1, le=65535)
-    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # A request body (POST /v1/emails) beyond this is refused with 413: up to 10 MiB of
+    # attachments, base64-encoded, and the rest of the email.
+    max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     # Connections kept open; requests beyond them wait (up to the timeout) rather than open and
     # close a connection each, which costs more than the statement.
     database_pool_size: int = Field(default=20, ge=1)

@@ -122,6 +122,7 @@ async def gateway(database_url: str, sqs_queues: object) -> AsyncIterator[httpx.
     settings = GatewaySettings(
         database_url=database_url,
         email_queue_url=sqs_queues.email_queue_url,  # type: ignore[attr-defined]
+        attachments_bucket=sqs_queues.attachments_bucket,  # type: ignore[attr-defined]
         aws_endpoint_url="http://127.0.0.1:9",  # publishing is not what these tests check
         auth_cache_seconds=0,
         outbox_grace_seconds=60,

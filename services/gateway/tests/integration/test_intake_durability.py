@@ -32,10 +32,13 @@ EMAIL = {
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: nothing listens there
 
 
-def _settings(database_url: str, queue_url: str, endpoint: str) -> GatewaySettings:
+def _settings(
+    database_url: str, queue_url: str, endpoint: str, attachments_bucket: str = "unused"
+) -> GatewaySettings:
     return GatewaySettings(
         database_url=database_url,
         email_queue_url=queue_url,
+        attachments_bucket=attachments_bucket,
         aws_endpoint_url=endpoint,
         outbox_grace_seconds=0,
         database_timeout_seconds=1,

@@ -18,11 +18,18 @@ from mailstack_core.status import EmailStatus
 from mailstack_gateway import api
 from mailstack_gateway.auth import ALL_SCOPES, AuthenticationError, Principal, Scope, bearer_token
 from mailstack_gateway.cancellation import Cancellation
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail, status_on_acceptance
+from mailstack_gateway.intake import (
+    AttachmentStorageUnavailableError,
+    EarlierRequest,
+    IdempotencyKey,
+    NewEmail,
+    StoredAttachment,
+    status_on_acceptance,
+)
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.ratelimit import RateLimiter
 from mailstack_gateway.repository import Page, decode_cursor
-from mailstack_gateway.schemas import EmailCreate
+from mailstack_gateway.schemas import AttachmentCreate, EmailCreate
 
 CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TENANT = "acme"
@@ -64,6 +71,7 @@ class FakeWriter:
         # Each save_batch call's ids, in order: one call is one transaction.
         self.batches: list[list[uuid.UUID]] = []
         self.statuses: dict[uuid.UUID, EmailStatus] = {}
+        self.attachments: dict[uuid.UUID, list[StoredAttachment]] = {}
 
     async def save_queued(
         self,
@@ -72,6 +80,7 @@ class FakeWriter:
         email: EmailCreate,
         request_body: str,
         idempotency: IdempotencyKey | None = None,
+        attachments: Sequence[StoredAttachment] = (),
     ) -> EarlierRequest | None:
         if self.save_error is not None:
             raise self.save_error
@@ -85,6 +94,7 @@ class FakeWriter:
         self.saved[email_id] = (email, request_body)
         self.tenants[email_id] = tenant_id
         self.statuses[email_id] = status_on_acceptance(email)
+        self.attachments[email_id] = list(attachments)
         return None
 
     async def save_batch(
@@ -107,6 +117,7 @@ class FakeWriter:
             self.saved[new.id] = (new.email, new.request_body)
             self.tenants[new.id] = tenant_id
             self.statuses[new.id] = status_on_acceptance(new.email)
+            self.attachments[new.id] = list(new.attachments)
         self.batches.append(list(ids))
         return None
 
@@ -156,9 +167,14 @@ class FakeReader:
         return self.histories.get(email_id, [])
 
     async def page(
-        self, tenant_id: str, status: EmailStatus | None, limit: int, cursor: str | None
+        self,
+        tenant_id: str,
+        status: EmailStatus | None,
+        limit: int,
+        cursor: str | None,
+        tag: str | None = None,
     ) -> Page:
-        self.calls.append(("page", status, limit, cursor))
+        self.calls.append(("page", status, limit, cursor, tag))
         self.page_tenants.append(tenant_id)
         if cursor is not None:
             decode_cursor(cursor)  # the real cursor check: raises InvalidCursorError
@@ -184,6 +200,22 @@ class FakePublisher:
 
     async def ping(self) -> None:
         return None
+
+
+class FakeAttachmentStore:
+    """AttachmentStore: keeps the bytes by key, or fails every put with `error`."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.error: Exception | None = None
+
+    async def put(self, email_id: uuid.UUID, attachments: Sequence[AttachmentCreate]) -> list[str]:
+        if self.error is not None:
+            raise AttachmentStorageUnavailableError(str(self.error))
+        keys = [f"{email_id}/{index}" for index in range(len(attachments))]
+        for key, attachment in zip(keys, attachments, strict=True):
+            self.objects[key] = attachment.content
+        return keys
 
 
 class FakeBatch:
@@ -231,6 +263,10 @@ def _email_row(email_id: uuid.UUID, **overrides: Any) -> SimpleNamespace:
         "bcc_recipients": [],
         "reply_to": None,
         "subject": "Your order",
+        "headers": {},
+        "tags": [],
+        "metadata": {},
+        "attachments": [],
         "attempts": 1,
         "last_error": None,
         "send_at": None,
@@ -288,6 +324,11 @@ def publisher() -> FakePublisher:
 
 
 @pytest.fixture
+def attachment_store() -> FakeAttachmentStore:
+    return FakeAttachmentStore()
+
+
+@pytest.fixture
 def make_outbox() -> Callable[[list[uuid.UUID]], FakeOutboxStore]:
     return FakeOutboxStore
 
@@ -326,6 +367,7 @@ async def client(
     writer: FakeWriter,
     primary_reader: FakeReader,
     publisher: FakePublisher,
+    attachment_store: FakeAttachmentStore,
     max_request_bytes: int,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a single (primary) reader."""
@@ -334,6 +376,7 @@ async def client(
         primary_reader=primary_reader,  # type: ignore[arg-type]
         replica_reader=None,
         publisher=publisher,  # type: ignore[arg-type]
+        attachments=attachment_store,
         max_request_bytes=max_request_bytes,
         authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
         rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),
@@ -348,6 +391,7 @@ async def replica_client(
     primary_reader: FakeReader,
     replica_reader: FakeReader,
     publisher: FakePublisher,
+    attachment_store: FakeAttachmentStore,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a read replica in front of the primary."""
     services = api.Services(
@@ -355,6 +399,7 @@ async def replica_client(
         primary_reader=primary_reader,  # type: ignore[arg-type]
         replica_reader=replica_reader,  # type: ignore[arg-type]
         publisher=publisher,  # type: ignore[arg-type]
+        attachments=attachment_store,
         max_request_bytes=MAX_REQUEST_BYTES,
         authenticator=FakeAuthenticator(),  # type: ignore[arg-type]
         rate_limiter=RateLimiter(MemoryStorage(), send_per_minute=1000, read_per_minute=1000),

@@ -386,7 +386,7 @@ async def test_lists_a_page_passing_status_limit_and_cursor_to_the_reader(
     )
 
     assert response.status_code == 200
-    assert primary_reader.calls == [("page", EmailStatus.SENT, 2, cursor)]
+    assert primary_reader.calls == [("page", EmailStatus.SENT, 2, cursor, None)]
     body = response.json()
     assert [item["id"] for item in body["items"]] == [str(first), str(second)]
     assert body["next_cursor"] == primary_reader.next_cursor
@@ -394,6 +394,7 @@ async def test_lists_a_page_passing_status_limit_and_cursor_to_the_reader(
         "id",
         "status",
         "subject",
+        "tags",
         "provider",
         "attempts",
         "created_at",
@@ -409,7 +410,7 @@ async def test_lists_with_default_limit_and_no_filter(
 
     assert response.status_code == 200
     assert response.json() == {"items": [], "next_cursor": None}
-    assert primary_reader.calls == [("page", None, 50, None)]
+    assert primary_reader.calls == [("page", None, 50, None, None)]
 
 
 @pytest.mark.parametrize("cursor", ["garbage!", "bm90LWEtY3Vyc29y", "é"])

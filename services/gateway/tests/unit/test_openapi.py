@@ -15,6 +15,7 @@ def app() -> FastAPI:
     settings = GatewaySettings(
         database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
         email_queue_url="http://127.0.0.1:9/000000000000/emails",
+        attachments_bucket="mailstack-attachments",
         aws_endpoint_url="http://127.0.0.1:9",
     )
     return create_app(settings, run_relay=False)
@@ -89,6 +90,35 @@ def test_openapi_resolves_every_reference_of_email_create(document: dict[str, An
         assert ref.removeprefix("#/components/schemas/") in components, ref
 
 
+def _examples(property_schema: dict[str, Any]) -> list[Any]:
+    """The examples of a property, also when it is optional (`anyOf` with null)."""
+    found = list(property_schema.get("examples", []))
+    for option in property_schema.get("anyOf", []):
+        found += option.get("examples", [])
+    return found
+
+
+def test_openapi_describes_every_new_email_field_with_examples(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    email = schemas["EmailCreate"]["properties"]
+    for name in ("headers", "tags", "metadata", "attachments"):
+        assert email[name]["description"], name
+        assert _examples(email[name]), name
+    attachment = schemas["AttachmentCreate"]["properties"]
+    for name in ("filename", "content", "content_type", "disposition", "content_id"):
+        assert _examples(attachment[name]), name
+    assert attachment["content"]["contentEncoding"] == "base64"
+    assert set(schemas["EmailPublic"]["properties"]) >= {
+        "headers",
+        "tags",
+        "metadata",
+        "attachments",
+    }
+    (tag,) = [p for p in document["paths"]["/v1/emails"]["get"]["parameters"] if p["name"] == "tag"]
+    assert tag["description"]
+    assert tag["schema"]["examples"] == ["welcome"]
+
+
 def test_openapi_documents_the_error_answers_of_submit(document: dict[str, Any]) -> None:
     responses = document["paths"]["/v1/emails"]["post"]["responses"]
     assert {"202", "413", "422", "503"} <= set(responses)
@@ -118,6 +148,7 @@ def test_an_incomplete_or_symmetric_jwt_configuration_stops_the_gateway_at_start
             GatewaySettings(
                 database_url="postgresql://mailstack:unused@127.0.0.1:9/mailstack",
                 email_queue_url="http://127.0.0.1:9/000000000000/emails",
+                attachments_bucket="mailstack-attachments",
                 **jwt,  # type: ignore[arg-type]
             ),
             run_relay=False,

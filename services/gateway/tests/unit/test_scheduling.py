@@ -200,7 +200,11 @@ async def test_a_scheduler_round_hands_what_became_due_to_the_publisher() -> Non
 
 
 def test_the_scheduler_may_not_be_set_to_poll_more_than_once_a_second() -> None:
-    required = {"database_url": "postgresql://u@127.0.0.1:9/db", "email_queue_url": "http://q"}
+    required = {
+        "database_url": "postgresql://u@127.0.0.1:9/db",
+        "email_queue_url": "http://q",
+        "attachments_bucket": "mailstack-attachments",
+    }
     with pytest.raises(ValidationError, match="scheduler_poll_seconds"):
         GatewaySettings(**required, scheduler_poll_seconds=0.5)  # type: ignore[arg-type]
     assert GatewaySettings(**required).scheduler_poll_seconds == 1.0  # type: ignore[arg-type]

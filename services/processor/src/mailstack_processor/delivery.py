@@ -4,19 +4,28 @@ Failover policy (PROVIDERS.md): a transient or configuration failure falls over 
 provider; a permanent rejection fails the email at once. A timeout is an *unknown outcome*: the
 provider may have accepted the email, so falling over can deliver it twice. That window is
 accepted (it is the only one), and recorded in the history as outcome "unknown".
+
+Before any provider, the email's attachments are read from their store: one that is gone fails
+the email; a store that does not answer is retried like a provider outage. A test-mode email
+(every recipient at the sink domain) is then marked SENT by the sink, and no provider is called.
 """
 
+import asyncio
+import dataclasses
 import enum
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 
 from mailstack_core.outcomes import Outcome
+from mailstack_core.sink import SINK_PROVIDER
 from mailstack_core.status import EmailStatus
 from mailstack_processor.providers.base import (
+    Attachment,
     EmailSender,
     OutgoingEmail,
     ProviderError,
@@ -38,11 +47,39 @@ class ClaimState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class AttachmentRef:
+    """Where one attachment's bytes are, and what they must be (from the email's row)."""
+
+    key: str
+    filename: str
+    content_type: str
+    disposition: Literal["attachment", "inline"]
+    content_id: str | None
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Claim:
     state: ClaimState
     email: OutgoingEmail | None = None
     attempt: int = 0
     lease_remaining_seconds: float = 0.0
+    # The claimed email's attachments, still to be read from their store.
+    attachments: tuple[AttachmentRef, ...] = ()
+
+
+class AttachmentMissingError(Exception):
+    """An attachment is not in its store (expired or never stored), or not what was stored."""
+
+
+class AttachmentStoreUnavailableError(Exception):
+    """The attachment store did not answer: transient, like a provider outage."""
+
+
+class AttachmentSource(Protocol):
+    async def fetch(self, key: str) -> bytes:
+        """The bytes under `key`; AttachmentMissingError or AttachmentStoreUnavailableError."""
 
 
 class DeadLetterOutcome(enum.Enum):
@@ -135,6 +172,27 @@ def attempt_detail(error: ProviderError, attempt: int) -> dict[str, Any]:
     }
 
 
+async def load_attachments(
+    refs: Sequence[AttachmentRef], source: AttachmentSource
+) -> tuple[Attachment, ...]:
+    """Every attachment's bytes, checked against the SHA-256 the gateway recorded."""
+    contents = await asyncio.gather(*(source.fetch(ref.key) for ref in refs))
+    loaded = []
+    for ref, content in zip(refs, contents, strict=True):
+        if hashlib.sha256(content).hexdigest() != ref.sha256:
+            raise AttachmentMissingError(f"{ref.key} does not hold the bytes that were stored")
+        loaded.append(
+            Attachment(
+                filename=ref.filename,
+                content=content,
+                content_type=ref.content_type,
+                disposition=ref.disposition,
+                content_id=ref.content_id,
+            )
+        )
+    return tuple(loaded)
+
+
 async def deliver(
     email_id: uuid.UUID,
     receive_count: int,
@@ -143,6 +201,7 @@ async def deliver(
     policy: RetryPolicy,
     lease_seconds: int,
     breakers: CircuitBreakers | None = None,
+    attachments: AttachmentSource | None = None,
 ) -> Disposition:
     claim = await store.claim(email_id, lease_seconds, receive_count)
     bound = log.bind(email_id=str(email_id), receive_count=receive_count)
@@ -162,6 +221,19 @@ async def deliver(
         bound.info("delivery.claimed_elsewhere")
         return Disposition(Action.RETRY, int(claim.lease_remaining_seconds + 1))
     assert claim.email is not None
+    email = claim.email
+    if claim.attachments:
+        assert attachments is not None, "an email with attachments needs an attachment source"
+        loaded = await _attach(claim, attachments, receive_count, store, policy, bound)
+        if isinstance(loaded, Disposition):
+            return loaded
+        email = loaded
+
+    if email.is_test_mode:
+        receipt = SendReceipt(SINK_PROVIDER, message_id=f"sink-{email_id}", test_mode=True)
+        await store.mark_sent(email_id, receipt)
+        bound.info("delivery.sent", provider=SINK_PROVIDER, test_mode=True)
+        return Disposition(Action.DELETE, status=EmailStatus.SENT)
 
     circuits = await breakers.snapshot() if breakers is not None else {}
     skipped = [s.name for s in senders if _is_open(circuits, s.name)]
@@ -172,7 +244,7 @@ async def deliver(
     last_error: ProviderError | None = None
     for sender in candidates:
         try:
-            receipt = await sender.send(claim.email)
+            receipt = await sender.send(email)
         except ProviderRejectedError as error:
             detail = {**attempt_detail(error, claim.attempt), "outcome": Outcome.REJECTED}
             await store.mark_failed(email_id, error.provider, detail)
@@ -208,13 +280,56 @@ async def deliver(
 
     assert last_error is not None, "at least one provider is configured"
     summary = {"last_error": str(last_error), "attempt": claim.attempt}
+    return await _retry_later(email_id, receive_count, store, policy, summary, bound, last_error)
+
+
+async def _attach(
+    claim: Claim,
+    source: AttachmentSource,
+    receive_count: int,
+    store: DeliveryStore,
+    policy: RetryPolicy,
+    bound: Any,
+) -> OutgoingEmail | Disposition:
+    """The claimed email with its attachments' bytes, or what to do when they cannot be read."""
+    assert claim.email is not None
+    email_id = claim.email.id
+    try:
+        loaded = await load_attachments(claim.attachments, source)
+    except AttachmentMissingError as error:
+        detail = {
+            "outcome": Outcome.ATTACHMENT_MISSING,
+            "error": str(error),
+            "attempt": claim.attempt,
+        }
+        await store.mark_failed(email_id, None, detail)
+        bound.error("delivery.attachment_missing", error=str(error))
+        return Disposition(Action.DELETE, status=EmailStatus.FAILED)
+    except AttachmentStoreUnavailableError as error:
+        bound.warning("delivery.attachments_unavailable", error=str(error))
+        summary = {"last_error": f"attachments: {error}", "attempt": claim.attempt}
+        return await _retry_later(email_id, receive_count, store, policy, summary, bound)
+    return dataclasses.replace(claim.email, attachments=loaded)
+
+
+async def _retry_later(
+    email_id: uuid.UUID,
+    receive_count: int,
+    store: DeliveryStore,
+    policy: RetryPolicy,
+    summary: dict[str, Any],
+    bound: Any,
+    last_error: ProviderError | None = None,
+) -> Disposition:
+    """A transient failure (the last provider's, or the attachment store's): back to QUEUED for
+    the message's redelivery, or FAILED after the last attempt (then dead-lettered)."""
     if receive_count >= policy.max_attempts:
-        await store.mark_failed(
-            email_id, last_error.provider, {**summary, "outcome": Outcome.OUT_OF_ATTEMPTS}
-        )
-        bound.error("delivery.gave_up", error=str(last_error))
+        provider = last_error.provider if last_error is not None else None
+        await store.mark_failed(email_id, provider, {**summary, "outcome": Outcome.OUT_OF_ATTEMPTS})
+        bound.error("delivery.gave_up", error=summary["last_error"])
         return Disposition(Action.DEAD_LETTER, status=EmailStatus.FAILED)
-    delay = policy.backoff(receive_count, last_error.retry_after_seconds)
+    hint = last_error.retry_after_seconds if last_error is not None else None
+    delay = policy.backoff(receive_count, hint)
     await store.release_for_retry(
         email_id, {**summary, "outcome": Outcome.RETRY_SCHEDULED, "retry_in_seconds": delay}
     )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_processor import delivery
+from mailstack_processor.attachments import S3AttachmentSource, s3_client
 from mailstack_processor.breakers import CachedCircuitBreakers
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.dead_letters import DeadLetterWatcher
@@ -75,6 +76,10 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
             httpx.AsyncClient(limits=limits, follow_redirects=False)
         )
         senders = build_senders(settings, client)
+        attachments = S3AttachmentSource(
+            s3_client(settings.aws_endpoint_url, settings.aws_region, settings.max_concurrency),
+            settings.attachments_bucket,
+        )
         policy = delivery.RetryPolicy(
             max_attempts=settings.max_attempts,
             backoff_base_seconds=settings.retry_backoff_base_seconds,
@@ -91,6 +96,7 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
                 policy,
                 settings.claim_lease_seconds,
                 breakers=breakers,
+                attachments=attachments,
             )
 
         tasks = []

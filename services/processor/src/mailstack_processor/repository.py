@@ -24,9 +24,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailstack_core.outcomes import Outcome
+from mailstack_core.sink import SINK_DOMAIN
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, emails, provider_breakers
-from mailstack_processor.delivery import BreakerState, Claim, ClaimState, DeadLetterOutcome
+from mailstack_processor.delivery import (
+    AttachmentRef,
+    BreakerState,
+    Claim,
+    ClaimState,
+    DeadLetterOutcome,
+)
 from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
 
 
@@ -36,6 +43,18 @@ def _seconds(seconds: Any) -> Any:
 
 def _mailbox(value: dict[str, Any]) -> Mailbox:
     return Mailbox(email=value["email"], name=value.get("name"))
+
+
+def _attachment(value: dict[str, Any]) -> AttachmentRef:
+    return AttachmentRef(
+        key=value["key"],
+        filename=value["filename"],
+        content_type=value["content_type"],
+        disposition=value["disposition"],
+        content_id=value.get("content_id"),
+        size=int(value["size"]),
+        sha256=value["sha256"],
+    )
 
 
 async def _append(
@@ -63,6 +82,10 @@ _OUTGOING_COLUMNS = (
     emails.c.subject,
     emails.c.text_body,
     emails.c.html_body,
+    emails.c.headers,
+    emails.c.tags,
+    emails.c.metadata,
+    emails.c.attachments,
 )
 _RECLAIMED_DETAIL = {"reclaimed": True, "previous_attempt_outcome": "unknown"}
 
@@ -206,8 +229,16 @@ class EmailDeliveryStore:
             subject=row.subject,
             text=row.text_body,
             html=row.html_body,
+            headers=row.headers,
+            tags=tuple(row.tags),
+            metadata=row.metadata,
         )
-        return Claim(ClaimState.CLAIMED, email=email, attempt=row.attempts)
+        return Claim(
+            ClaimState.CLAIMED,
+            email=email,
+            attempt=row.attempts,
+            attachments=tuple(_attachment(a) for a in row.attachments),
+        )
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
@@ -233,6 +264,9 @@ class EmailDeliveryStore:
         }
         if skipped:
             detail["skipped"] = list(skipped)
+        if receipt.test_mode:
+            detail["test_mode"] = True
+            detail["note"] = f"every recipient is at {SINK_DOMAIN}: no provider was called"
         await self._run(
             _MARK_SENT,
             {

@@ -13,6 +13,8 @@ class ProcessorSettings(BaseSettings):
 
     database_url: str
     email_queue_url: str
+    # Where the gateway put accepted emails' attachments (resources.json: attachments_bucket).
+    attachments_bucket: str
     # When set, emails whose message was dead-lettered before they reached SENT/FAILED are
     # marked FAILED, so no email is left QUEUED with no message to carry it.
     email_dlq_url: str | None = None

@@ -12,7 +12,14 @@ import httpx
 import pytest
 
 from mailstack_core.status import EmailStatus
-from mailstack_processor.delivery import Claim, ClaimState, RetryPolicy
+from mailstack_processor.delivery import (
+    AttachmentMissingError,
+    AttachmentRef,
+    AttachmentStoreUnavailableError,
+    Claim,
+    ClaimState,
+    RetryPolicy,
+)
 from mailstack_processor.providers.base import (
     Mailbox,
     OutgoingEmail,
@@ -30,6 +37,7 @@ class StoredEmail:
     status: EmailStatus = EmailStatus.QUEUED
     attempts: int = 0
     lease_remaining_seconds: float = 0.0
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,11 @@ class InMemoryDeliveryStore:
         *,
         attempts: int = 0,
         lease_remaining_seconds: float = 0.0,
+        attachments: Sequence[AttachmentRef] = (),
     ) -> None:
-        self.emails[email.id] = StoredEmail(email, status, attempts, lease_remaining_seconds)
+        self.emails[email.id] = StoredEmail(
+            email, status, attempts, lease_remaining_seconds, tuple(attachments)
+        )
         self.history[email.id] = [HistoryRow(EmailStatus.QUEUED, None, {"outcome": "accepted"})]
 
     def status(self, email_id: uuid.UUID) -> EmailStatus:
@@ -88,7 +99,9 @@ class InMemoryDeliveryStore:
         stored.attempts += 1
         stored.lease_remaining_seconds = lease_seconds
         self._append(email_id, EmailStatus.PROCESSING, None, {"attempt": stored.attempts})
-        return Claim(ClaimState.CLAIMED, stored.email, stored.attempts)
+        return Claim(
+            ClaimState.CLAIMED, stored.email, stored.attempts, attachments=stored.attachments
+        )
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
@@ -104,6 +117,8 @@ class InMemoryDeliveryStore:
         detail: dict[str, Any] = {"message_id": receipt.message_id}
         if skipped:
             detail["skipped"] = list(skipped)
+        if receipt.test_mode:
+            detail["test_mode"] = True
         self._append(email_id, EmailStatus.SENT, receipt.provider, detail)
 
     async def mark_failed(
@@ -137,6 +152,23 @@ class ScriptedSender:
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome
+
+
+class FakeAttachmentSource:
+    """AttachmentSource over a dict; `unavailable` makes every fetch fail as an outage would."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.unavailable = False
+        self.fetched: list[str] = []
+
+    async def fetch(self, key: str) -> bytes:
+        self.fetched.append(key)
+        if self.unavailable:
+            raise AttachmentStoreUnavailableError("S3 did not answer")
+        if key not in self.objects:
+            raise AttachmentMissingError(f"{key} is not there")
+        return self.objects[key]
 
 
 class FakeQueue:
@@ -214,6 +246,11 @@ def store() -> InMemoryDeliveryStore:
 @pytest.fixture
 def queue() -> FakeQueue:
     return FakeQueue()
+
+
+@pytest.fixture
+def attachment_source() -> FakeAttachmentSource:
+    return FakeAttachmentSource()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from mailstack_processor.providers import sendgrid
-from mailstack_processor.providers.base import Mailbox
+from mailstack_processor.providers.base import Attachment, Mailbox
 
 SHAPES: dict[str, dict[str, Any]] = {
     "text only": {"html": None},
@@ -18,6 +18,15 @@ SHAPES: dict[str, dict[str, Any]] = {
         "bcc": (Mailbox("audit@example.com"),),
     },
     "reply_to with a name": {"reply_to": Mailbox("help@example.com", "Help Desk")},
+    "headers, categories, custom args and attachments": {
+        "headers": {"X-Entity-Ref-ID": "order-1234"},
+        "tags": ("welcome", "beta"),
+        "metadata": {"user_id": "42"},
+        "attachments": (
+            Attachment("invoice.pdf", b"%PDF-1.4", "application/pdf"),
+            Attachment("logo.png", b"\x89PNG", "image/png", "inline", "logo"),
+        ),
+    },
     "no names anywhere": {
         "sender": Mailbox("orders@example.com"),
         "to": (Mailbox("alex@example.com"), Mailbox("dee@example.com")),

@@ -10,6 +10,7 @@ from mailstack_processor.settings import ProcessorSettings
 REQUIRED = {
     "DATABASE_URL": "postgresql://mailstack@127.0.0.1:9/mailstack",
     "EMAIL_QUEUE_URL": "http://127.0.0.1:9/000000000000/emails",
+    "ATTACHMENTS_BUCKET": "mailstack-attachments",
     "ELASTICEMAIL_API_KEY": "ee-key",
     "SENDGRID_API_KEY": "sg-key",
 }

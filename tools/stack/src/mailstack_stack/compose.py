@@ -66,7 +66,9 @@ def _on_host(url: str, services: Mapping[str, Any]) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def compose_urls(document: Mapping[str, Any], archive_bucket: str) -> StackUrls:
+def compose_urls(
+    document: Mapping[str, Any], archive_bucket: str, attachments_bucket: str
+) -> StackUrls:
     """Where the compose stack's parts are reachable from the host."""
     services = document["services"]
     processor_env = services["processor"]["environment"]
@@ -79,6 +81,7 @@ def compose_urls(document: Mapping[str, Any], archive_bucket: str) -> StackUrls:
         email_queue_url=_on_host(gateway_env["EMAIL_QUEUE_URL"], services),
         email_dlq_url=_on_host(processor_env["EMAIL_DLQ_URL"], services),
         archive_bucket=archive_bucket,
+        attachments_bucket=attachments_bucket,
         database_url=_on_host(gateway_env["DATABASE_URL"], services),
         dev_issuer_url=f"http://{LOCALHOST}:{published_port(services['dev-issuer'], 8103)}",
     )
@@ -150,7 +153,11 @@ class ComposeStack:
 
     def urls(self) -> StackUrls:
         settings = json.loads(self.config.resources_file.read_text())
-        return compose_urls(load_compose(self.compose_file), settings["archive_bucket"]["name"])
+        return compose_urls(
+            load_compose(self.compose_file),
+            settings["archive_bucket"]["name"],
+            settings["attachments_bucket"]["name"],
+        )
 
     def up(self) -> StackUrls:
         """Build, create or start what is not running (compose leaves the rest alone), wait."""

@@ -254,7 +254,7 @@ def localstack_endpoint(
 
 @pytest.fixture
 def sqs_queues(repo_root: Path, localstack_endpoint: str) -> Iterator[QueueResources]:
-    """This test's own email queue, DLQ and archive bucket, deleted afterwards."""
+    """This test's own email queue, DLQ and buckets, deleted afterwards."""
     created = resources.bootstrap(repo_root, localstack_endpoint, prefix=_unique_prefix())
     try:
         yield created
@@ -301,7 +301,10 @@ def _private_stack(
             finally:
                 if endpoint is not None:
                     queues = QueueResources(
-                        stack.email_queue_url, stack.email_dlq_url, stack.archive_bucket
+                        stack.email_queue_url,
+                        stack.email_dlq_url,
+                        stack.archive_bucket,
+                        stack.attachments_bucket,
                     )
                     resources.delete_resources(queues, endpoint)
     finally:

@@ -22,6 +22,7 @@ from mailstack_stack.config import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
     from mypy_boto3_sqs.client import SQSClient
 
 _MODULE_NAME = "mailstack_localstack_bootstrap"
@@ -29,11 +30,12 @@ _MODULE_NAME = "mailstack_localstack_bootstrap"
 
 @dataclass(frozen=True)
 class QueueResources:
-    """The email queue, its dead-letter queue and the archive bucket of one stack."""
+    """The email queue, its dead-letter queue and the two buckets of one stack."""
 
     email_queue_url: str
     email_dlq_url: str
     archive_bucket: str
+    attachments_bucket: str
 
 
 def load_bootstrap(script: Path) -> ModuleType:
@@ -71,6 +73,7 @@ def bootstrap(
         email_queue_url=str(created.email_queue_url),
         email_dlq_url=str(created.email_dlq_url),
         archive_bucket=str(created.archive_bucket),
+        attachments_bucket=str(created.attachments_bucket),
     )
 
 
@@ -95,7 +98,7 @@ def _client_kwargs(endpoint_url: str, region: str) -> dict[str, object]:
 
 
 def delete_resources(resources: QueueResources, endpoint_url: str, region: str = REGION) -> None:
-    """Delete exactly these two queues and this bucket (emptied first); missing ones are fine."""
+    """Delete exactly these two queues and these buckets (emptied first); missing ones are fine."""
     kwargs = _client_kwargs(endpoint_url, region)
     sqs = boto3.client("sqs", **kwargs)  # type: ignore[call-overload]
     s3 = boto3.client("s3", **kwargs)  # type: ignore[call-overload]
@@ -107,16 +110,23 @@ def delete_resources(resources: QueueResources, endpoint_url: str, region: str =
                 ("NonExistentQueue", "QueueDoesNotExist")
             ):
                 raise
+    for bucket in (resources.archive_bucket, resources.attachments_bucket):
+        _delete_bucket(s3, bucket)
+
+
+def _delete_bucket(s3: S3Client, bucket: str) -> None:
     try:
         # Versions and delete markers too, in case the bucket got versioning; a plain bucket
         # lists its objects here with the version id "null".
         paginator = s3.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=resources.archive_bucket):
+        for page in paginator.paginate(Bucket=bucket):
             entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-            objects = [{"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries]
+            objects: list[ObjectIdentifierTypeDef] = [
+                {"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries
+            ]
             if objects:
-                s3.delete_objects(Bucket=resources.archive_bucket, Delete={"Objects": objects})
-        s3.delete_bucket(Bucket=resources.archive_bucket)
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+        s3.delete_bucket(Bucket=bucket)
     except ClientError as error:
         if error.response["Error"]["Code"] != "NoSuchBucket":
             raise

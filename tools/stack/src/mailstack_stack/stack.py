@@ -66,6 +66,7 @@ class StackUrls:
     email_queue_url: str
     email_dlq_url: str
     archive_bucket: str
+    attachments_bucket: str
     database_url: str
     # A development key with every scope, for tenant `dev` (credentials.ensure_dev_key).
     api_key: str = dataclasses.field(default="", kw_only=True)
@@ -85,6 +86,7 @@ class StackUrls:
             "EMAIL_QUEUE_URL": self.email_queue_url,
             "EMAIL_DLQ_URL": self.email_dlq_url,
             "ARCHIVE_BUCKET": self.archive_bucket,
+            "ATTACHMENTS_BUCKET": self.attachments_bucket,
             "DATABASE_URL": self.database_url,
         }
 
@@ -201,10 +203,11 @@ class Stack:
         log.info("stack.migrations.done")
 
     def service_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
-        """What both services read: database, queue, and AWS client settings for LocalStack."""
+        """What both services read: database, queue, bucket, AWS client settings for LocalStack."""
         return {
             "DATABASE_URL": database_url,
             "EMAIL_QUEUE_URL": queues.email_queue_url,
+            "ATTACHMENTS_BUCKET": queues.attachments_bucket,
             "AWS_ENDPOINT_URL": self.config.endpoint_url,
             "AWS_REGION": self.config.region,
             "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
@@ -346,6 +349,7 @@ class Stack:
             email_queue_url=queues.email_queue_url,
             email_dlq_url=queues.email_dlq_url,
             archive_bucket=queues.archive_bucket,
+            attachments_bucket=queues.attachments_bucket,
             database_url=database_url,
             dev_issuer_url=self.config.url(ports.dev_issuer),
         )

@@ -1,5 +1,8 @@
 """ElasticEmail v4 `POST /v4/emails/transactional`: key check, validation, idempotent replays."""
 
+import base64
+import binascii
+import re
 import secrets
 import uuid
 from typing import Any
@@ -16,6 +19,7 @@ API_KEY_HEADER = "x-elasticemail-apikey"
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 BODY_CONTENT_TYPES = frozenset({"HTML", "PlainText", "AMP", "CSS"})
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # Error texts are the stub's own: ElasticEmail documents the `{"Error": ...}` shape, not them.
 UNAUTHORIZED_MESSAGE = "Access Denied. The API key is missing, invalid or revoked."
 REJECTED_MESSAGE = "Invalid recipient address (rejection injected by the stub)."
@@ -59,6 +63,10 @@ def validate_transactional(body: Any) -> list[str]:
         offset = options.get("TimeOffset")
         if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
             problems.append("Options.TimeOffset: must be an integer number of minutes.")
+        for name in ("ChannelName", "PoolName"):
+            value = options.get(name)
+            if value is not None and not isinstance(value, str):
+                problems.append(f"Options.{name}: must be a string.")
     return problems
 
 
@@ -91,25 +99,55 @@ def _content_problems(content: dict[str, Any]) -> list[str]:
         else:
             for index, part in enumerate(body):
                 problems += _body_part_problems(f"Content.Body[{index}]", part)
-    headers = content.get("Headers")
-    if headers is not None and (
-        not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
+    problems += _header_problems(content.get("Headers"))
+    merge = content.get("Merge")
+    if merge is not None and (
+        not isinstance(merge, dict) or not all(isinstance(v, str) for v in merge.values())
     ):
-        problems.append("Content.Headers: must be an object of string values.")
+        problems.append("Content.Merge: must be an object of string values.")
     attachments = content.get("Attachments")
     if attachments is not None:
         if not isinstance(attachments, list):
             problems.append("Content.Attachments: must be a list.")
         else:
             for index, attachment in enumerate(attachments):
-                path = f"Content.Attachments[{index}]"
-                if not isinstance(attachment, dict):
-                    problems.append(f"{path}: must be an object.")
-                    continue
-                if not isinstance(attachment.get("BinaryContent"), str):
-                    problems.append(f"{path}.BinaryContent: required base64 string.")
-                if not isinstance(attachment.get("Name"), str):
-                    problems.append(f"{path}.Name: required string.")
+                problems += _attachment_problems(f"Content.Attachments[{index}]", attachment)
+    return problems
+
+
+def _header_problems(headers: Any) -> list[str]:
+    if headers is None:
+        return []
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        return ["Content.Headers: must be an object of string values."]
+    problems = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            problems.append(f"Content.Headers: '{name}' is not a valid header name.")
+        if any(character in value for character in "\r\n"):
+            problems.append(f"Content.Headers.{name}: must not contain line breaks.")
+    return problems
+
+
+def _attachment_problems(path: str, attachment: Any) -> list[str]:
+    """MessageAttachment: BinaryContent (base64) and Name required, ContentType optional."""
+    if not isinstance(attachment, dict):
+        return [f"{path}: must be an object."]
+    problems = []
+    content = attachment.get("BinaryContent")
+    if not isinstance(content, str) or not content:
+        problems.append(f"{path}.BinaryContent: required base64 string.")
+    else:
+        try:
+            base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"{path}.BinaryContent: is not valid base64.")
+    name = attachment.get("Name")
+    if not isinstance(name, str) or not name:
+        problems.append(f"{path}.Name: required string.")
+    content_type = attachment.get("ContentType")
+    if content_type is not None and not isinstance(content_type, str):
+        problems.append(f"{path}.ContentType: must be a string.")
     return problems
 
 

@@ -2,6 +2,8 @@
 
 import base64
 import binascii
+import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,6 +20,27 @@ SEND_PATH = "/v3/mail/send"
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CATEGORIES = 10
+MAX_CATEGORY_CHARS = 255
+# "Total custom_args size may not exceed 10,000 bytes" (per personalization and at the top).
+MAX_CUSTOM_ARGS_BYTES = 10_000
+# Headers a request may not set (the OpenAPI's `headers` description), compared without case.
+RESERVED_HEADERS = frozenset(
+    {
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+        "content-type",
+        "content-transfer-encoding",
+        "to",
+        "from",
+        "subject",
+        "reply-to",
+        "cc",
+        "bcc",
+    }
+)
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 MAX_SEND_AT_AHEAD_S = 72 * 3600
 # SendGrid caps a whole request at 30 MB.
 MAX_BODY_BYTES = 30 * 1024 * 1024
@@ -59,12 +82,47 @@ def validate_mail_send(body: Any) -> list[FieldError]:
     errors += _attachment_errors(body.get("attachments"))
     errors += _category_errors(body.get("categories"))
     errors += _send_at_errors("send_at", body.get("send_at"))
-    headers = body.get("headers")
-    if headers is not None and (
-        not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
-    ):
-        errors.append(_invalid("headers", "The headers parameter must be an object of strings."))
+    errors += _header_errors("headers", body.get("headers"))
+    custom_args = body.get("custom_args")
+    # The OpenAPI file types the top-level custom_args as a string; the API takes an object.
+    if not isinstance(custom_args, str):
+        errors += _custom_args_errors("custom_args", custom_args)
     return errors
+
+
+def _header_errors(path: str, headers: Any) -> list[FieldError]:
+    if headers is None:
+        return []
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        return [_invalid(path, "The headers parameter must be an object of strings.")]
+    errors: list[FieldError] = []
+    for name, value in headers.items():
+        if name.lower() in RESERVED_HEADERS:
+            errors.append(
+                _invalid(path, f"The header {name} is reserved and cannot be set in headers.")
+            )
+        elif not _HEADER_NAME.fullmatch(name):
+            errors.append(_invalid(path, f"The header name {name!r} is not a valid header name."))
+        if any(character in value for character in "\r\n"):
+            errors.append(_invalid(path, f"The header {name} cannot contain CRLF characters."))
+    return errors
+
+
+def _custom_args_errors(path: str, custom_args: Any) -> list[FieldError]:
+    if custom_args is None:
+        return []
+    if not isinstance(custom_args, dict) or not all(
+        isinstance(value, str) for value in custom_args.values()
+    ):
+        return [_invalid(path, "The custom_args parameter must be an object of strings.")]
+    size = len(json.dumps(custom_args, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_CUSTOM_ARGS_BYTES:
+        return [
+            _invalid(
+                path, f"The custom_args may not exceed {MAX_CUSTOM_ARGS_BYTES} bytes in total."
+            )
+        ]
+    return []
 
 
 def _sender_errors(body: dict[str, Any]) -> list[FieldError]:
@@ -148,6 +206,8 @@ def _personalization_errors(personalizations: Any) -> list[FieldError]:
                 "The from email does not contain a valid address.",
             )
         errors += _send_at_errors(f"{path}.send_at", personalization.get("send_at"))
+        errors += _header_errors(f"{path}.headers", personalization.get("headers"))
+        errors += _custom_args_errors(f"{path}.custom_args", personalization.get("custom_args"))
     if recipients > MAX_RECIPIENTS:
         errors.append(
             _invalid(
@@ -298,12 +358,39 @@ def _attachment_errors(attachments: Any) -> list[FieldError]:
         filename = attachment.get("filename")
         if not isinstance(filename, str) or not filename:
             errors.append(_invalid(f"{path}.filename", "The attachment filename is required."))
+        kind = attachment.get("type")
+        if kind is not None and (
+            not isinstance(kind, str) or not kind or any(c in kind for c in ";\r\n")
+        ):
+            errors.append(
+                _invalid(
+                    f"{path}.type",
+                    "The attachment type must be a non-empty string without ';' or CRLF.",
+                )
+            )
         disposition = attachment.get("disposition")
         if disposition is not None and disposition not in ("inline", "attachment"):
             errors.append(
                 _invalid(
                     f"{path}.disposition",
                     "The disposition must be either 'inline' or 'attachment'.",
+                )
+            )
+        content_id = attachment.get("content_id")
+        if disposition == "inline" and not (isinstance(content_id, str) and content_id):
+            errors.append(
+                _invalid(
+                    f"{path}.content_id",
+                    "The content_id parameter is required if disposition is set to inline.",
+                )
+            )
+        elif content_id is not None and (
+            not isinstance(content_id, str) or any(c in content_id for c in "; \r\n")
+        ):
+            errors.append(
+                _invalid(
+                    f"{path}.content_id",
+                    "The content_id must be a string without ';', spaces or CRLF.",
                 )
             )
     return errors
@@ -323,14 +410,14 @@ def _category_errors(categories: Any) -> list[FieldError]:
     if (
         not isinstance(categories, list)
         or len(categories) > MAX_CATEGORIES
-        or not all(isinstance(c, str) and len(c) <= 255 for c in categories)
+        or not all(isinstance(c, str) and len(c) <= MAX_CATEGORY_CHARS for c in categories)
         or len(set(categories)) != len(categories)
     ):
         return [
             _invalid(
                 "categories",
                 f"The categories must be at most {MAX_CATEGORIES} unique strings of at most "
-                "255 characters.",
+                f"{MAX_CATEGORY_CHARS} characters.",
             )
         ]
     return []

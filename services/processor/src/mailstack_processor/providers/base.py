@@ -1,8 +1,11 @@
 """The EmailSender port, the email it sends, and the provider outcomes it may raise."""
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
+
+from mailstack_core.sink import is_sink_address
 
 
 @dataclass(frozen=True)
@@ -12,6 +15,16 @@ class Mailbox:
 
     def formatted(self) -> str:
         return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    content_type: str
+    disposition: Literal["attachment", "inline"] = "attachment"
+    # Only for inline: the HTML refers to the file as `cid:<content_id>`.
+    content_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,20 @@ class OutgoingEmail:
     cc: tuple[Mailbox, ...] = ()
     bcc: tuple[Mailbox, ...] = ()
     reply_to: Mailbox | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def is_test_mode(self) -> bool:
+        """Every recipient is at the sink domain: walked to SENT, never handed to a provider."""
+        recipients = (*self.to, *self.cc, *self.bcc)
+        return bool(recipients) and all(is_sink_address(m.email) for m in recipients)
+
+    @property
+    def attachment_bytes(self) -> int:
+        return sum(len(attachment.content) for attachment in self.attachments)
 
 
 @dataclass(frozen=True)
@@ -33,6 +60,8 @@ class SendReceipt:
     message_id: str
     transaction_id: str | None = None
     http_status: int | None = None
+    # Test mode: no provider was called (the provider is the sink).
+    test_mode: bool = False
 
 
 @dataclass

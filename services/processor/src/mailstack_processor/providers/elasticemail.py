@@ -1,5 +1,14 @@
-"""ElasticEmail API v4 adapter: POST /v4/emails/transactional with X-ElasticEmail-ApiKey."""
+"""ElasticEmail API v4 adapter: POST /v4/emails/transactional with X-ElasticEmail-ApiKey.
 
+Mailstack's fields in ElasticEmail's terms: custom headers are `Content.Headers`; attachments are
+`Content.Attachments` (v4 takes no disposition or Content-ID, so an inline image arrives as an
+ordinary attachment); the first tag is the `Options.ChannelName` its reports group by (one
+channel per email); and the tags, the metadata and the email's id travel as JSON in
+`Content.Postback`, the value ElasticEmail repeats in its notifications (SendGrid's custom args).
+"""
+
+import base64
+import json
 from typing import Any
 
 import httpx
@@ -27,11 +36,35 @@ def build_request(email: OutgoingEmail) -> dict[str, Any]:
         "From": email.sender.formatted(),
         "Subject": email.subject,
         "Body": body,
-        "Headers": {"X-Mailstack-Email-Id": str(email.id)},
+        "Headers": {**email.headers, "X-Mailstack-Email-Id": str(email.id)},
     }
     if email.reply_to is not None:
         content["ReplyTo"] = email.reply_to.formatted()
-    return {"Recipients": recipients, "Content": content}
+    if email.attachments:
+        content["Attachments"] = [
+            {
+                "BinaryContent": base64.b64encode(attachment.content).decode("ascii"),
+                "Name": attachment.filename,
+                "ContentType": attachment.content_type,
+            }
+            for attachment in email.attachments
+        ]
+    request: dict[str, Any] = {"Recipients": recipients, "Content": content}
+    if email.tags or email.metadata:
+        content["Postback"] = postback(email)
+    if email.tags:
+        request["Options"] = {"ChannelName": email.tags[0]}
+    return request
+
+
+def postback(email: OutgoingEmail) -> str:
+    """What ElasticEmail's notifications carry back for this email, as compact JSON."""
+    carried = {
+        "mailstack_email_id": str(email.id),
+        "tags": list(email.tags),
+        "metadata": dict(email.metadata),
+    }
+    return json.dumps(carried, separators=(",", ":"), ensure_ascii=False)
 
 
 def error_reason(response: httpx.Response) -> str:

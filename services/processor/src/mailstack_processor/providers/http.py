@@ -16,6 +16,9 @@ from mailstack_processor.providers.base import (
 )
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# The provider deadline covers the upload too: an email with attachments (up to 10 MiB, 13 MiB
+# as base64) gets one more second per this many bytes, so a big upload is not cut as a timeout.
+UPLOAD_BYTES_PER_SECOND = 4 * 1024 * 1024
 CONFIGURATION_STATUSES = frozenset({401, 403})
 PERMANENT_STATUSES = frozenset({400, 413, 422})
 MAX_REASON_CHARS = 500
@@ -99,6 +102,9 @@ class HttpSender(ABC):
     def retry_after(self, response: httpx.Response) -> float | None:
         return retry_after(response)
 
+    def deadline_seconds(self, email: OutgoingEmail) -> float:
+        return self._timeout + email.attachment_bytes / UPLOAD_BYTES_PER_SECOND
+
     async def send(self, email: OutgoingEmail) -> SendReceipt:
         body, headers = self.request(email)
         response = await post_json(
@@ -107,7 +113,7 @@ class HttpSender(ABC):
             self._url,
             body=body,
             headers=headers,
-            timeout_seconds=self._timeout,
+            timeout_seconds=self.deadline_seconds(email),
         )
         if response.status_code == self.success_status:
             return self.receipt(response)

@@ -1,11 +1,12 @@
 """SendGrid API v3 adapter: POST /v3/mail/send with a Bearer key; 202 + X-Message-Id is success."""
 
+import base64
 import time
 from typing import Any
 
 import httpx
 
-from mailstack_processor.providers.base import Mailbox, OutgoingEmail, SendReceipt
+from mailstack_processor.providers.base import Attachment, Mailbox, OutgoingEmail, SendReceipt
 from mailstack_processor.providers.http import HttpSender, retry_after
 
 NAME = "sendgrid"
@@ -18,12 +19,25 @@ def _mailbox(mailbox: Mailbox) -> dict[str, str]:
     )
 
 
+def _attachment(attachment: Attachment) -> dict[str, str]:
+    entry = {
+        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "type": attachment.content_type,
+        "filename": attachment.filename,
+        "disposition": attachment.disposition,
+    }
+    if attachment.content_id is not None:
+        entry["content_id"] = attachment.content_id
+    return entry
+
+
 def build_request(email: OutgoingEmail) -> dict[str, Any]:
-    """The v3 mail/send body (snake_case; text/plain must precede text/html)."""
+    """The v3 mail/send body (snake_case; text/plain must precede text/html). Tags are
+    categories; metadata and the email's id are custom args, which SendGrid's events repeat."""
     personalization: dict[str, Any] = {
         "to": [_mailbox(m) for m in email.to],
         # Per personalization, where the API (and its OpenAPI file) takes an object.
-        "custom_args": {"mailstack_email_id": str(email.id)},
+        "custom_args": {**email.metadata, "mailstack_email_id": str(email.id)},
     }
     if email.cc:
         personalization["cc"] = [_mailbox(m) for m in email.cc]
@@ -42,6 +56,12 @@ def build_request(email: OutgoingEmail) -> dict[str, Any]:
     }
     if email.reply_to is not None:
         body["reply_to"] = _mailbox(email.reply_to)
+    if email.headers:
+        body["headers"] = dict(email.headers)
+    if email.tags:
+        body["categories"] = list(email.tags)
+    if email.attachments:
+        body["attachments"] = [_attachment(attachment) for attachment in email.attachments]
     return body
 
 
