@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mailstack_core.status import EmailStatus
+from mailstack_core.telemetry import annotate
 from mailstack_gateway import intake, outbox
 from mailstack_gateway.auth import AuthenticationError, MissingScopeError, Principal, Scope
 from mailstack_gateway.credentials import Authenticator
@@ -197,6 +198,7 @@ async def submit_email(
     email_id, replayed = await intake.accept_email(
         principal.tenant_id, email, text, services.writer, idempotency
     )
+    annotate(email_id=email_id, tenant=principal.tenant_id)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:

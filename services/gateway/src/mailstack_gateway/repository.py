@@ -16,6 +16,7 @@ from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway.intake import EarlierRequest, IdempotencyKey
+from mailstack_gateway.outbox import OutboxBacklog
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -208,6 +209,11 @@ class EmailWriter:
             )
             return [row.email_id for row in rows]
 
+    async def outbox_backlog(self) -> OutboxBacklog:
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(_OUTBOX_BACKLOG)).one()
+        return OutboxBacklog(int(row.depth), float(row.oldest_age or 0.0))
+
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["OutboxBatch"]:
         async with self._engine.begin() as connection:
@@ -229,6 +235,13 @@ class EmailWriter:
                 .with_for_update(skip_locked=True)
             )
             yield OutboxBatch(connection, [row.email_id for row in rows], self._max_backoff)
+
+
+# For the outbox gauges, once per reconciler round.
+_OUTBOX_BACKLOG = select(
+    func.count().label("depth"),
+    func.extract("epoch", func.now() - func.min(email_outbox.c.created_at)).label("oldest_age"),
+)
 
 
 @dataclass

@@ -41,6 +41,7 @@ class Claim:
     email: OutgoingEmail | None = None
     attempt: int = 0
     lease_remaining_seconds: float = 0.0
+    tenant_id: str | None = None
 
 
 class DeadLetterOutcome(enum.Enum):

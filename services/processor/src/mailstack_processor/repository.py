@@ -77,6 +77,7 @@ def _build_claim() -> Any:
         select(
             emails.c.id,
             emails.c.status,
+            emails.c.tenant_id,
             (emails.c.lease_expires_at < func.now()).label("lease_lapsed"),
             func.extract("epoch", emails.c.lease_expires_at - func.now()).label("lease_remaining"),
         )
@@ -116,6 +117,7 @@ def _build_claim() -> Any:
         select(
             target.c.status.label("previous_status"),
             target.c.lease_remaining,
+            target.c.tenant_id,
             claimed.c.attempts,
             *(claimed.c[column.name] for column in _OUTGOING_COLUMNS),
         )
@@ -202,7 +204,7 @@ class EmailDeliveryStore:
             text=row.text_body,
             html=row.html_body,
         )
-        return Claim(ClaimState.CLAIMED, email=email, attempt=row.attempts)
+        return Claim(ClaimState.CLAIMED, email=email, attempt=row.attempts, tenant_id=row.tenant_id)
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
