@@ -95,7 +95,6 @@ def configure_telemetry(
             server_name=service_name,
             integrations=list(sentry_integrations),
             before_send=scrub_error_event,
-            send_default_pii=False,
             # Errors only: traces go to OpenTelemetry.
             traces_sample_rate=None,
         )

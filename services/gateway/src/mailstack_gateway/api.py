@@ -268,6 +268,7 @@ def _email_public(row: AnyRow) -> EmailPublic:
 async def get_email(
     email_id: uuid.UUID, services: ServicesDep, principal: Reader
 ) -> EmailPublic | JSONResponse:
+    annotate(email_id=email_id, tenant=principal.tenant_id)
     # Another tenant's email is not found, never forbidden: its existence is not revealed.
     row = await _read(services, lambda reader: reader.get(principal.tenant_id, email_id))
     return _not_found(email_id) if row is None else _email_public(row)
@@ -284,6 +285,7 @@ async def get_email(
 async def get_history(
     email_id: uuid.UUID, services: ServicesDep, principal: Reader
 ) -> EmailHistory | JSONResponse:
+    annotate(email_id=email_id, tenant=principal.tenant_id)
     rows = await _read(services, lambda reader: reader.history(principal.tenant_id, email_id))
     if rows is None:
         return _not_found(email_id)

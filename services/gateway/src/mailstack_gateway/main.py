@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
+from sentry_sdk.integrations import Integration
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -209,12 +210,17 @@ def create_app(
     return app
 
 
+def sentry_integrations() -> list[Integration]:
+    """Unhandled request errors are reported with their request (never its credentials)."""
+    return [StarletteIntegration(), FastApiIntegration()]
+
+
 def run() -> None:
     settings = GatewaySettings()  # values come from the environment
     observed = telemetry.configure_telemetry(
         settings,
         SERVICE_NAME,
-        sentry_integrations=[StarletteIntegration(), FastApiIntegration()],
+        sentry_integrations=sentry_integrations(),
     )
     configure_logging(
         settings.log_level,

@@ -7,11 +7,13 @@ test points a service's telemetry (an OTLP traces endpoint, a Sentry DSN) to see
 """
 
 import gzip
+import json
 import threading
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 from mailstack_stack.config import LOCALHOST
 
@@ -22,6 +24,19 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # names lower-case
     body: bytes  # decompressed when the request said gzip or deflate
+
+
+def sentry_events(server: "RecordingServer") -> list[dict[str, Any]]:
+    """The error events in the Sentry envelopes the server received (a DSN pointed at it:
+    `http://key@127.0.0.1:<port>/<project>`). An envelope is newline-separated JSON: its
+    header, then a header and a payload per item."""
+    events = []
+    for request in server.requests_to("/api/"):
+        lines = request.body.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if json.loads(header).get("type") == "event":
+                events.append(json.loads(payload))
+    return events
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
