@@ -60,7 +60,8 @@ def test_names_follow_the_prometheus_conventions() -> None:
         assert metric.name.endswith("_total") == (metric.kind is metrics.Kind.COUNTER), metric.name
         if metric.kind is metrics.Kind.HISTOGRAM:
             assert metric.name.endswith("_seconds"), metric.name
-        assert metric.help and not metric.help.endswith("."), metric.name
+        assert metric.help, metric.name
+        assert not metric.help.endswith("."), metric.name
         assert set(metric.dashboard_labels) <= set(metric.labels), metric.name
 
 
