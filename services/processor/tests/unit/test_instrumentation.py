@@ -39,6 +39,18 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _failover_counts() -> dict[str, float]:
+    sends = metrics.PROCESSOR_SENDS.name
+    return {
+        "failovers": _sample(
+            metrics.PROCESSOR_FAILOVERS.name, from_provider="elasticemail", to_provider="sendgrid"
+        ),
+        "unavailable": _sample(sends, provider="elasticemail", outcome="unavailable"),
+        "sent": _sample(sends, provider="sendgrid", outcome="sent"),
+        "timed": _sample(f"{metrics.PROCESSOR_PROVIDER_SECONDS.name}_count", provider="sendgrid"),
+    }
+
+
 def _by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
     named: dict[str, list[ReadableSpan]] = {}
     for span in finished:
@@ -54,17 +66,7 @@ async def test_a_failover_is_a_span_per_provider_call_and_is_counted(
     store.add(email)
     failing = make.sender("elasticemail", ProviderUnavailableError("elasticemail", "503", 503))
     working = make.sender("sendgrid", SendReceipt("sendgrid", "sg-1", http_status=202))
-    sends = metrics.PROCESSOR_SENDS.name
-    before = {
-        "failovers": _sample(
-            metrics.PROCESSOR_FAILOVERS.name,
-            from_provider="elasticemail",
-            to_provider="sendgrid",
-        ),
-        "unavailable": _sample(sends, provider="elasticemail", outcome="unavailable"),
-        "sent": _sample(sends, provider="sendgrid", outcome="sent"),
-        "timed": _sample(f"{metrics.PROCESSOR_PROVIDER_SECONDS.name}_count", provider="sendgrid"),
-    }
+    before = _failover_counts()
 
     with tracer.start_as_current_span("email.deliver") as parent:
         disposition = await deliver(
@@ -99,16 +101,7 @@ async def test_a_failover_is_a_span_per_provider_call_and_is_counted(
         "mailstack.outcome": "sent",
         "mailstack.provider": "sendgrid",
     }
-    after = {
-        "failovers": _sample(
-            metrics.PROCESSOR_FAILOVERS.name,
-            from_provider="elasticemail",
-            to_provider="sendgrid",
-        ),
-        "unavailable": _sample(sends, provider="elasticemail", outcome="unavailable"),
-        "sent": _sample(sends, provider="sendgrid", outcome="sent"),
-        "timed": _sample(f"{metrics.PROCESSOR_PROVIDER_SECONDS.name}_count", provider="sendgrid"),
-    }
+    after = _failover_counts()
     assert {key: after[key] - before[key] for key in before} == {
         "failovers": 1,
         "unavailable": 1,
