@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from mailstack_core.messages import EmailQueuedMessage
 
@@ -26,7 +26,8 @@ SQS_BATCH_LIMIT = 10
 def current_trace_carrier() -> dict[str, str]:
     """The active span's trace context (empty when there is none, as when tracing is off)."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    if trace.get_current_span().get_span_context().is_valid:  # spares the propagators' work
+        propagate.inject(carrier)
     return carrier
 
 
