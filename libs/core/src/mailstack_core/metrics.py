@@ -122,6 +122,12 @@ PROCESSOR_DISPOSITIONS = Metric(
     "What happened to each handled message: delete, retry, dead_letter",
     ("action",),
 )
+PROCESSOR_MESSAGES_DROPPED = Metric(
+    "mailstack_processor_messages_dropped_total",
+    Kind.COUNTER,
+    "Messages deleted without sending: their email was CANCELED, or SCHEDULED (not due)",
+    ("status",),
+)
 PROCESSOR_HANDLING_ERRORS = Metric(
     "mailstack_processor_handling_errors_total",
     Kind.COUNTER,
@@ -201,6 +207,7 @@ CATALOGUE: tuple[Metric, ...] = (
     PROCESSOR_MESSAGES_RECEIVED,
     PROCESSOR_MESSAGES_POISON,
     PROCESSOR_DISPOSITIONS,
+    PROCESSOR_MESSAGES_DROPPED,
     PROCESSOR_HANDLING_ERRORS,
     PROCESSOR_RETRIES,
     PROCESSOR_DEAD_LETTERS,

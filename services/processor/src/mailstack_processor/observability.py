@@ -6,6 +6,7 @@ from mailstack_core.prometheus import counter, gauge, histogram
 MESSAGES_RECEIVED = counter(metrics.PROCESSOR_MESSAGES_RECEIVED)
 MESSAGES_POISON = counter(metrics.PROCESSOR_MESSAGES_POISON)
 DISPOSITIONS = counter(metrics.PROCESSOR_DISPOSITIONS)
+MESSAGES_DROPPED = counter(metrics.PROCESSOR_MESSAGES_DROPPED)
 HANDLING_ERRORS = counter(metrics.PROCESSOR_HANDLING_ERRORS)
 RETRIES = counter(metrics.PROCESSOR_RETRIES)
 DEAD_LETTERS = counter(metrics.PROCESSOR_DEAD_LETTERS)
