@@ -15,7 +15,6 @@ from typing import Any
 import sentry_sdk
 import structlog
 from opentelemetry import context, propagate, trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -63,6 +62,9 @@ def traces_endpoint(base: str) -> str:
 
 def tracer_provider(endpoint: str, service_name: str) -> TracerProvider:
     """Spans of this process, batched to the OTLP/HTTP collector at `endpoint`."""
+    # Imported only when tracing is on: the exporter brings protobuf and requests.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(traces_endpoint(endpoint))))
     return provider

@@ -10,11 +10,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations import Integration
-from sentry_sdk.integrations.fastapi import FastApiIntegration
-from sentry_sdk.integrations.starlette import StarletteIntegration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core import telemetry
@@ -178,6 +175,9 @@ def create_app(
     api.install(app)
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:
+        # Imported only when tracing is on, as are Sentry's integrations: start-up time.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=tracer_provider,
@@ -212,6 +212,9 @@ def create_app(
 
 def sentry_integrations() -> list[Integration]:
     """Unhandled request errors are reported with their request (never its credentials)."""
+    from sentry_sdk.integrations.fastapi import FastApiIntegration
+    from sentry_sdk.integrations.starlette import StarletteIntegration
+
     return [StarletteIntegration(), FastApiIntegration()]
 
 
@@ -220,7 +223,7 @@ def run() -> None:
     observed = telemetry.configure_telemetry(
         settings,
         SERVICE_NAME,
-        sentry_integrations=sentry_integrations(),
+        sentry_integrations=sentry_integrations() if settings.sentry_dsn else (),
     )
     configure_logging(
         settings.log_level,

@@ -9,7 +9,6 @@ import uuid
 import httpx
 import structlog
 import uvloop
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -89,6 +88,9 @@ async def serve(
             httpx.AsyncClient(limits=limits, follow_redirects=False)
         )
         if tracer_provider is not None:
+            # Imported only when tracing is on: start-up time.
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
             HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
         senders = build_senders(settings, client)
         policy = delivery.RetryPolicy(
