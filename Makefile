@@ -79,6 +79,10 @@ fmt: sync ## Format and autofix
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
+.PHONY: dashboards
+dashboards: sync ## Regenerate the Grafana dashboard and the metrics table of docs/operations.md from mailstack_core.metrics
+	$(UV) run --frozen python -m mailstack_core.dashboards dashboards/grafana/mailstack.json docs/operations.md
+
 BENCH_ARGS ?=
 
 .PHONY: bench

@@ -28,13 +28,16 @@ from mailstack_stack.config import (
     Ports,
     StackConfig,
 )
+from mailstack_stack.passthrough import is_passed
 from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
 from mailstack_stack.resources import QueueResources, load_bootstrap
 from mailstack_stack.stack import Stack, read_env_file
 
 # The services whose process stays up (migrate runs once and exits).
 LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
-LONG_RUNNING |= {"processor", "redis", "dev-issuer"}
+LONG_RUNNING |= {"processor", "redis", "dev-issuer", "jaeger"}
+# Taken from the shell, as `make up` passes them in host mode (mailstack_stack.passthrough).
+TELEMETRY = {"OTEL_EXPORTER_OTLP_ENDPOINT", "SENTRY_DSN", "DD_LOGS_INJECTION"}
 # Each built service and the Dockerfile target (final stage) it runs.
 BUILT_TARGETS = {"migrate": "gateway", "gateway": "gateway", "processor": "processor"}
 BUILT_TARGETS |= {"elasticemail-stub": "stubs", "sendgrid-stub": "stubs", "dev-issuer": "stubs"}
@@ -172,7 +175,7 @@ def test_gateway_gets_the_variables_the_host_launcher_gives_it(
 ) -> None:
     host = host_stack.gateway_env("postgresql://db", QUEUES)
     compose_env = services["gateway"]["environment"]
-    assert set(compose_env) == set(host)
+    assert set(compose_env) == set(host) | TELEMETRY
     assert compose_env["JWT_AUDIENCE"] == host["JWT_AUDIENCE"]
     assert compose_env["JWT_ALGORITHMS"] == host["JWT_ALGORITHMS"]
 
@@ -191,7 +194,7 @@ def test_processor_gets_the_variables_the_host_launcher_gives_it(
 ) -> None:
     host = host_stack.processor_env("postgresql://db", QUEUES)
     compose_env = services["processor"]["environment"]
-    assert set(compose_env) == set(host)
+    assert set(compose_env) == set(host) | TELEMETRY
     assert compose_env["MAX_ATTEMPTS"] == host["MAX_ATTEMPTS"]
     assert compose_env["ELASTICEMAIL_API_KEY"] == ELASTICEMAIL_API_KEY
     assert compose_env["SENDGRID_API_KEY"] == SENDGRID_API_KEY
@@ -373,3 +376,24 @@ def test_docker_mode_says_why_it_cannot_start_before_starting_anything(
     with pytest.raises(ComposeError, match=r"compose plugin is not available.*unknown command"):
         ComposeStack(config, docker=str(no_plugin)).preflight(daemon_answers=lambda: True)
     assert not config.state_dir.exists()
+
+
+def test_both_services_take_the_telemetry_settings_from_the_shell(
+    services: dict[str, Any],
+) -> None:
+    for name in ("gateway", "processor"):
+        environment = services[name]["environment"]
+        for variable in TELEMETRY:
+            assert is_passed(variable), variable
+            assert environment[variable].startswith(f"${{{variable}:-"), (name, variable)
+
+
+def test_jaeger_runs_only_with_its_profile_and_takes_otlp_over_http(
+    services: dict[str, Any],
+) -> None:
+    jaeger = services["jaeger"]
+    assert jaeger["profiles"] == ["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert "127.0.0.1:4318:4318" in jaeger["ports"]
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]
+    assert all("profiles" not in service for name, service in services.items() if name != "jaeger")

@@ -16,6 +16,7 @@ import pytest
 from mailstack_stack.__main__ import parse_extra_env
 from mailstack_stack.config import Ports, StackConfig
 from mailstack_stack.fixtures import StackFactory
+from mailstack_stack.passthrough import telemetry_env
 from mailstack_stack.stack import (
     COMPONENTS,
     ELASTICEMAIL_STUB,
@@ -56,6 +57,23 @@ def occupied_port() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         yield listener.getsockname()[1]
+
+
+def test_make_up_passes_the_telemetry_settings_of_its_environment_to_the_services() -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_SERVICE_NAME": "one-name-for-both",
+        "SENTRY_DSN": "http://key@127.0.0.1:9000/1",
+        "DD_LOGS_INJECTION": "true",
+        "PATH": "/usr/bin",
+    }
+
+    passed = telemetry_env(environ)
+
+    expected = {key: environ[key] for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "SENTRY_DSN")}
+    expected["DD_LOGS_INJECTION"] = "true"
+    assert passed == {"gateway": expected, "processor": expected}
+    assert telemetry_env({"PATH": "/usr/bin"}) == {}
 
 
 def test_a_port_held_by_another_process_is_an_error_not_a_healthy_stub(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from mailstack_core.status import EmailStatus
+from mailstack_core.telemetry import annotate
 from mailstack_gateway import cancellation, intake, outbox
 from mailstack_gateway.auth import AuthenticationError, MissingScopeError, Principal, Scope
 from mailstack_gateway.credentials import Authenticator
@@ -226,6 +227,7 @@ async def submit_email(
         _idempotency(idempotency_key, decoded),
         attachments=services.attachments,
     )
+    annotate(email_id=email_id, tenant=principal.tenant_id)
     status = intake.status_on_acceptance(email)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -403,6 +405,7 @@ def _email_public(row: AnyRow) -> EmailPublic:
 async def get_email(
     email_id: uuid.UUID, services: ServicesDep, principal: Reader
 ) -> EmailPublic | JSONResponse:
+    annotate(email_id=email_id, tenant=principal.tenant_id)
     # Another tenant's email is not found, never forbidden: its existence is not revealed.
     row = await _read(services, lambda reader: reader.get(principal.tenant_id, email_id))
     return _not_found(email_id) if row is None else _email_public(row)
@@ -419,6 +422,7 @@ async def get_email(
 async def get_history(
     email_id: uuid.UUID, services: ServicesDep, principal: Reader
 ) -> EmailHistory | JSONResponse:
+    annotate(email_id=email_id, tenant=principal.tenant_id)
     rows = await _read(services, lambda reader: reader.history(principal.tenant_id, email_id))
     if rows is None:
         return _not_found(email_id)

@@ -10,8 +10,11 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
+from opentelemetry.sdk.trace import TracerProvider
+from sentry_sdk.integrations import Integration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from mailstack_core import telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, outbox, scheduler
@@ -34,6 +37,9 @@ log = structlog.get_logger(__name__)
 
 # Concurrent batch publishers: while one batch is on its way to SQS, the next one forms.
 INLINE_PUBLISHERS = 2
+SERVICE_NAME = "mailstack-gateway"
+# Probes and scrapes make no spans.
+UNTRACED_PATHS = "/healthz,/metrics"
 
 
 def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
@@ -76,8 +82,14 @@ def _rate_limit_storage(settings: GatewaySettings) -> Storage:
     return redis_storage(settings.redis_url, settings.redis_timeout_seconds)
 
 
-def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
-    """Build the app; nothing connects until the first request or the lifespan starts."""
+def create_app(
+    settings: GatewaySettings,
+    *,
+    run_relay: bool = True,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """Build the app; nothing connects until the first request or the lifespan starts. With a
+    `tracer_provider` every request gets a span (none without: no tracing cost at all)."""
     primary = _engine(settings.database_url, settings)
     replica = (
         _engine(settings.database_read_url, settings)
@@ -110,6 +122,7 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        telemetry.report_errors_of_tasks()
         tasks = [
             asyncio.create_task(services.inline.run(), name=f"inline-publisher-{n}")
             for n in range(INLINE_PUBLISHERS)
@@ -173,6 +186,16 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
     app.state.services = services
     api.install(app)
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
+    if tracer_provider is not None:
+        # Imported only when tracing is on, as are Sentry's integrations: start-up time.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=tracer_provider,
+            excluded_urls=UNTRACED_PATHS,
+            exclude_spans=["receive", "send"],
+        )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -202,14 +225,35 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
     return app
 
 
+def sentry_integrations() -> list[Integration]:
+    """Unhandled request errors are reported with their request (never its credentials)."""
+    from sentry_sdk.integrations.fastapi import FastApiIntegration
+    from sentry_sdk.integrations.starlette import StarletteIntegration
+
+    return [StarletteIntegration(), FastApiIntegration()]
+
+
 def run() -> None:
     settings = GatewaySettings()  # values come from the environment
-    configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+    observed = telemetry.configure_telemetry(
+        settings,
+        SERVICE_NAME,
+        sentry_integrations=sentry_integrations() if settings.sentry_dsn else (),
     )
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        datadog_trace_ids=settings.dd_logs_injection,
+        processors=telemetry.log_processors(),
+    )
+    try:
+        uvicorn.run(
+            create_app(settings, tracer_provider=observed.tracer_provider),
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        observed.shutdown()

@@ -1,27 +1,14 @@
-"""Prometheus metrics of the gateway."""
+"""Prometheus metrics of the gateway (named and explained in mailstack_core.metrics)."""
 
-from prometheus_client import Counter, Histogram
+from mailstack_core import metrics
+from mailstack_core.prometheus import counter, gauge, histogram
 
-EMAILS_ACCEPTED = Counter("mailstack_gateway_emails_accepted_total", "Emails accepted with 202")
-EMAILS_REJECTED = Counter(
-    "mailstack_gateway_emails_rejected_total", "Emails refused, by reason", ["reason"]
-)
-REQUEST_SECONDS = Histogram(
-    "mailstack_gateway_request_seconds", "HTTP request latency", ["method", "route", "status"]
-)
-AUTH_FAILURES = Counter(
-    "mailstack_gateway_auth_failures_total",
-    "Requests refused for missing or invalid credentials, by credential kind and reason",
-    ["kind", "reason"],
-)
-RATE_LIMITED = Counter(
-    "mailstack_gateway_rate_limited_total", "Requests answered 429, by limit", ["limit"]
-)
-RATE_LIMIT_UNAVAILABLE = Counter(
-    "mailstack_gateway_rate_limit_unavailable_total",
-    "Requests let through without a rate-limit check because Redis was unreachable (fail open)",
-)
-EMAILS_REPUBLISHED = Counter(
-    "mailstack_gateway_emails_republished_total",
-    "Stranded emails (no sign of life past STRANDED_AFTER_SECONDS) put back in the outbox",
-)
+EMAILS_ACCEPTED = counter(metrics.GATEWAY_EMAILS_ACCEPTED)
+EMAILS_REJECTED = counter(metrics.GATEWAY_EMAILS_REJECTED)
+REQUEST_SECONDS = histogram(metrics.GATEWAY_REQUEST_SECONDS)
+AUTH_FAILURES = counter(metrics.GATEWAY_AUTH_FAILURES)
+RATE_LIMITED = counter(metrics.GATEWAY_RATE_LIMITED)
+RATE_LIMIT_UNAVAILABLE = counter(metrics.GATEWAY_RATE_LIMIT_UNAVAILABLE)
+EMAILS_REPUBLISHED = counter(metrics.GATEWAY_EMAILS_REPUBLISHED)
+OUTBOX_DEPTH = gauge(metrics.GATEWAY_OUTBOX_DEPTH)
+OUTBOX_OLDEST_AGE = gauge(metrics.GATEWAY_OUTBOX_OLDEST_AGE)

@@ -2,14 +2,15 @@
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from mailstack_core.queueing import SQS_BATCH_LIMIT
-from mailstack_gateway.observability import EMAILS_REPUBLISHED
+from mailstack_core.queueing import SQS_BATCH_LIMIT, TraceCarrier, current_trace_carrier
+from mailstack_gateway.observability import EMAILS_REPUBLISHED, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,12 @@ class OutboxStore(Protocol):
         """Lock these emails' outbox rows, skipping any another publisher holds."""
 
 
+@dataclass(frozen=True)
+class OutboxBacklog:
+    depth: int
+    oldest_age_seconds: float  # 0 when the outbox is empty
+
+
 class StrandedEmails(Protocol):
     async def republish_stranded(self, after_seconds: float, limit: int) -> list[uuid.UUID]:
         """Give emails whose queue message seems lost an outbox row again; return their ids."""
@@ -42,20 +49,32 @@ class StrandedEmails(Protocol):
     async def forget_expired_keys(self, limit: int = 1000) -> int:
         """Delete idempotency keys past their 24 h; return how many."""
 
+    async def outbox_backlog(self) -> OutboxBacklog:
+        """How many outbox rows there are, and how old the oldest is."""
+
+
+TraceCarriers = Mapping[uuid.UUID, TraceCarrier]
+
 
 class EmailPublisher(Protocol):
-    async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Publish one message per id; return the ids that could not be published."""
+    async def publish(
+        self, email_ids: Sequence[uuid.UUID], trace_carriers: TraceCarriers | None = None
+    ) -> set[uuid.UUID]:
+        """Publish one message per id (with the trace context `trace_carriers` holds for it);
+        return the ids that could not be published."""
 
 
 async def publish_now(
-    email_ids: Sequence[uuid.UUID], store: OutboxStore, publisher: EmailPublisher
+    email_ids: Sequence[uuid.UUID],
+    store: OutboxStore,
+    publisher: EmailPublisher,
+    trace_carriers: TraceCarriers | None = None,
 ) -> None:
     """Publish right after acceptance. The rows stay locked while publishing, so the relay
     never publishes the same email at the same time; whatever fails here is left to it."""
     try:
         async with store.claim_ids(email_ids) as batch:
-            await _publish_batch(batch, publisher)
+            await _publish_batch(batch, publisher, trace_carriers)
     except Exception as error:  # the outbox rows remain; the relay publishes them later
         log.warning(
             "outbox.publish_now_failed", email_ids=[str(i) for i in email_ids], error=str(error)
@@ -75,10 +94,11 @@ class InlinePublisher:
         self._publisher = publisher
         # How long a batch waits for company: each queue call costs far more than one more id.
         self._linger = linger_seconds
-        self._pending: asyncio.Queue[uuid.UUID] = asyncio.Queue()
+        # Each email with the trace context of the request that accepted it.
+        self._pending: asyncio.Queue[tuple[uuid.UUID, TraceCarrier]] = asyncio.Queue()
 
     def submit(self, email_id: uuid.UUID) -> None:
-        self._pending.put_nowait(email_id)
+        self._pending.put_nowait((email_id, current_trace_carrier()))
 
     async def run(self) -> None:
         while True:
@@ -90,7 +110,10 @@ class InlinePublisher:
                 async with asyncio.timeout_at(deadline):
                     while len(batch) < BATCH_SIZE:
                         batch.append(await self._pending.get())
-            await publish_now(batch, self._store, self._publisher)
+            carriers = {email_id: carrier for email_id, carrier in batch if carrier}
+            await publish_now(
+                [email_id for email_id, _ in batch], self._store, self._publisher, carriers
+            )
             for _ in batch:
                 self._pending.task_done()
 
@@ -108,11 +131,13 @@ async def relay_once(store: OutboxStore, publisher: EmailPublisher) -> int:
         return await _publish_batch(batch, publisher)
 
 
-async def _publish_batch(batch: DueBatch, publisher: EmailPublisher) -> int:
+async def _publish_batch(
+    batch: DueBatch, publisher: EmailPublisher, trace_carriers: TraceCarriers | None = None
+) -> int:
     if not batch.email_ids:
         return 0
     try:
-        failed = await publisher.publish(batch.email_ids)
+        failed = await publisher.publish(batch.email_ids, trace_carriers)
         error = "publish refused by the queue"
     except Exception as exc:
         failed, error = set(batch.email_ids), str(exc)
@@ -139,6 +164,14 @@ async def run_relay(store: OutboxStore, publisher: EmailPublisher, poll_seconds:
         await asyncio.sleep(poll_seconds)
 
 
+async def measure_backlog(store: StrandedEmails) -> OutboxBacklog:
+    """Refresh the outbox gauges (once per reconciler round, not per scrape)."""
+    backlog = await store.outbox_backlog()
+    OUTBOX_DEPTH.set(backlog.depth)
+    OUTBOX_OLDEST_AGE.set(backlog.oldest_age_seconds)
+    return backlog
+
+
 async def reconcile_once(store: StrandedEmails, after_seconds: float, limit: int) -> int:
     """One round of the reconciler; the relay publishes what it put back in the outbox."""
     republished = await store.republish_stranded(after_seconds, limit)
@@ -162,8 +195,9 @@ async def run_reconciler(
         try:
             while await reconcile_once(store, after_seconds, limit) == limit:
                 pass
-            # The same housekeeping round: idempotency keys past their 24 h.
+            # The same housekeeping round: idempotency keys past their 24 h, and the gauges.
             await store.forget_expired_keys()
+            await measure_backlog(store)
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -2,13 +2,13 @@
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
-from mailstack_core.queueing import publish_queued
+from mailstack_core.queueing import TraceCarrier, publish_queued
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -29,8 +29,14 @@ class SqsEmailPublisher:
         self._client = client
         self._queue_url = queue_url
 
-    async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        return await asyncio.to_thread(publish_queued, self._client, self._queue_url, email_ids)
+    async def publish(
+        self,
+        email_ids: Sequence[uuid.UUID],
+        trace_carriers: Mapping[uuid.UUID, TraceCarrier] | None = None,
+    ) -> set[uuid.UUID]:
+        return await asyncio.to_thread(
+            publish_queued, self._client, self._queue_url, email_ids, trace_carriers
+        )
 
     async def ping(self) -> None:
         await asyncio.to_thread(

@@ -17,6 +17,7 @@ from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway.cancellation import Cancellation
 from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail, StoredAttachment
+from mailstack_gateway.outbox import OutboxBacklog
 from mailstack_gateway.schemas import EmailCreate
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -332,6 +333,11 @@ class EmailWriter:
             return None
         return Cancellation(previous_status=EmailStatus(row.status), canceled=bool(row.canceled))
 
+    async def outbox_backlog(self) -> OutboxBacklog:
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(_OUTBOX_BACKLOG)).one()
+        return OutboxBacklog(int(row.depth), float(row.oldest_age or 0.0))
+
     @asynccontextmanager
     async def claim_ids(self, email_ids: Sequence[uuid.UUID]) -> AsyncIterator["OutboxBatch"]:
         async with self._engine.begin() as connection:
@@ -353,6 +359,13 @@ class EmailWriter:
                 .with_for_update(skip_locked=True)
             )
             yield OutboxBatch(connection, [row.email_id for row in rows], self._max_backoff)
+
+
+# For the outbox gauges, once per reconciler round.
+_OUTBOX_BACKLOG = select(
+    func.count().label("depth"),
+    func.extract("epoch", func.now() - func.min(email_outbox.c.created_at)).label("oldest_age"),
+)
 
 
 @dataclass

@@ -5,9 +5,12 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mailstack_core.telemetry import TelemetrySettings
 
-class GatewaySettings(BaseSettings):
-    """Required values have no default, so a missing one stops the process at start."""
+
+class GatewaySettings(BaseSettings, TelemetrySettings):
+    """Required values have no default, so a missing one stops the process at start. Traces,
+    error reports and Datadog log ids: TelemetrySettings."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 

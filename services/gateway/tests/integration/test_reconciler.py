@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from mailstack_core import metrics
 from mailstack_core.database import normalize_database_url
 from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
@@ -188,3 +190,27 @@ async def test_never_republishes_a_scheduled_or_canceled_email(
         assert Outcome.REPUBLISHED not in await _outcomes(engine, email_id)
     async with engine.connect() as connection:
         assert set(await connection.scalars(select(email_outbox.c.email_id))) == set()
+
+
+async def test_the_outbox_gauges_show_its_depth_and_the_age_of_its_oldest_row(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    assert await outbox.measure_backlog(writer) == outbox.OutboxBacklog(0, 0.0)
+    await _email(engine, writer, published=True)
+    oldest = await _email(engine, writer, published=False)
+    await _email(engine, writer, published=False)
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(email_outbox)
+            .where(email_outbox.c.email_id == oldest)
+            .values(created_at=text("now() - interval '90 seconds'"))
+        )
+
+    backlog = await outbox.measure_backlog(writer)
+
+    assert backlog.depth == 2
+    assert 90 <= backlog.oldest_age_seconds < 120
+    assert REGISTRY.get_sample_value(metrics.GATEWAY_OUTBOX_DEPTH.name) == 2
+    assert REGISTRY.get_sample_value(metrics.GATEWAY_OUTBOX_OLDEST_AGE.name) == pytest.approx(
+        backlog.oldest_age_seconds
+    )

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -189,11 +189,17 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.batches: list[list[uuid.UUID]] = []
+        self.trace_carriers: dict[uuid.UUID, Mapping[str, str]] = {}
         self.failing: set[uuid.UUID] = set()
         self.error: Exception | None = None
 
-    async def publish(self, email_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    async def publish(
+        self,
+        email_ids: Sequence[uuid.UUID],
+        trace_carriers: Mapping[uuid.UUID, Mapping[str, str]] | None = None,
+    ) -> set[uuid.UUID]:
         self.batches.append(list(email_ids))
+        self.trace_carriers.update(trace_carriers or {})
         if self.error is not None:
             raise self.error
         return {email_id for email_id in email_ids if email_id in self.failing}

@@ -5,7 +5,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from mailstack_gateway import outbox
+from mailstack_stack.waiting import eventually_async
 
 
 def _ids(count: int) -> list[uuid.UUID]:
@@ -197,3 +200,23 @@ async def test_draining_gives_up_after_its_timeout(writer: Any, publisher: Any) 
     await asyncio.wait_for(inline.drain(timeout_seconds=0.1), timeout=2)
 
     assert writer.published == []
+
+
+async def test_the_inline_publisher_sends_each_email_with_the_trace_of_its_request(
+    writer: Any, publisher: Any
+) -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+    inline = outbox.InlinePublisher(writer, publisher)
+    traced, untraced = _ids(2)
+    with tracer.start_as_current_span("POST /v1/emails") as request:
+        inline.submit(traced)
+    inline.submit(untraced)
+
+    task = asyncio.create_task(inline.run())
+    await eventually_async(lambda: writer.published == [traced, untraced], 2, interval=0.01)
+    task.cancel()
+
+    trace_id = f"{request.get_span_context().trace_id:032x}"
+    assert publisher.trace_carriers[traced]["traceparent"].split("-")[1] == trace_id
+    assert untraced not in publisher.trace_carriers

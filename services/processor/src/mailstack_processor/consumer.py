@@ -9,13 +9,16 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import structlog
+from opentelemetry import trace
 
 from mailstack_core.messages import EmailQueuedMessage, InvalidQueueMessageError
 from mailstack_core.queueing import SQS_BATCH_LIMIT
+from mailstack_core.status import EmailStatus
+from mailstack_core.telemetry import EMAIL_ID_ATTRIBUTE, extract_context
 from mailstack_processor.delivery import Action, Disposition
 from mailstack_processor.observability import (
     DISPOSITIONS,
@@ -25,6 +28,8 @@ from mailstack_processor.observability import (
     MESSAGES_DROPPED,
     MESSAGES_POISON,
     MESSAGES_RECEIVED,
+    QUEUE_LAG,
+    RETRIES,
 )
 from mailstack_processor.queue import ReceivedMessage
 
@@ -49,6 +54,7 @@ class Consumer:
         max_concurrency: int,
         poison_backoff_seconds: int,
         error_backoff_seconds: int = 10,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._queue = queue
         self._deliver = deliver
@@ -58,6 +64,7 @@ class Consumer:
         self._error_backoff = error_backoff_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         self._unhealthy = asyncio.Event()
+        self._tracer = tracer or trace.get_tracer(__name__)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish what was started."""
@@ -83,6 +90,7 @@ class Consumer:
                 break
             LAST_POLL.set(time.time())
             MESSAGES_RECEIVED.inc(len(messages))
+            QUEUE_LAG.set(queue_lag(messages, time.time()))
             if stop.is_set():
                 await self._release(messages)
                 break
@@ -134,19 +142,48 @@ class Consumer:
             bound.error("message.poison", error=str(error), body=message.body[:500])
             await self._visibility(message, self._poison_backoff)
             return
-        try:
-            disposition = await self._deliver(parsed.email_id, message.receive_count)
-        except Exception as error:
-            HANDLING_ERRORS.inc()
-            self._unhealthy.set()
-            bound.exception(
-                "message.handling_failed", email_id=str(parsed.email_id), error=str(error)
-            )
-            await self._visibility(message, self._error_backoff)
-            return
+        with self._delivery_span(message, parsed.email_id) as span:
+            try:
+                disposition = await self._deliver(parsed.email_id, message.receive_count)
+            except Exception as error:
+                span.record_exception(error)
+                span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+                HANDLING_ERRORS.inc()
+                self._unhealthy.set()
+                bound.exception(
+                    "message.handling_failed", email_id=str(parsed.email_id), error=str(error)
+                )
+                await self._visibility(message, self._error_backoff)
+                return
+            span.set_attribute("mailstack.disposition", disposition.action.value)
+            await self._dispose(message, disposition, bound)
+
+    @contextlib.contextmanager
+    def _delivery_span(self, message: ReceivedMessage, email_id: uuid.UUID) -> Iterator[trace.Span]:
+        """The delivery's span, in the trace of the request that accepted the email (its
+        context travels in the message's attributes)."""
+        with self._tracer.start_as_current_span(
+            "email.deliver",
+            context=extract_context(message.trace_carrier),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                EMAIL_ID_ATTRIBUTE: str(email_id),
+                "messaging.system": "aws_sqs",
+                "messaging.message.id": message.message_id,
+                "mailstack.receive_count": message.receive_count,
+            },
+            record_exception=False,
+        ) as span:
+            yield span
+
+    async def _dispose(
+        self, message: ReceivedMessage, disposition: Disposition, bound: Any
+    ) -> None:
         DISPOSITIONS.labels(action=disposition.action.value).inc()
         if disposition.dropped and disposition.status is not None:
             MESSAGES_DROPPED.labels(status=disposition.status.value).inc()
+        if disposition.action is Action.RETRY and disposition.status is EmailStatus.QUEUED:
+            RETRIES.inc()
         if disposition.action is Action.DELETE:
             try:
                 await self._queue.delete(message)
@@ -165,6 +202,12 @@ class Consumer:
             log.warning(
                 "message.visibility_failed", message_id=message.message_id, error=str(error)
             )
+
+
+def queue_lag(messages: Sequence[ReceivedMessage], now: float) -> float:
+    """How long the oldest of `messages` has been in the queue (0 for none)."""
+    ages = [now - message.sent_at for message in messages if message.sent_at is not None]
+    return max([0.0, *ages])
 
 
 async def receive_unless(

@@ -65,6 +65,7 @@ class Claim:
     email: OutgoingEmail | None = None
     attempt: int = 0
     lease_remaining_seconds: float = 0.0
+    tenant_id: str | None = None
     # The claimed email's attachments, still to be read from their store.
     attachments: tuple[AttachmentRef, ...] = ()
 

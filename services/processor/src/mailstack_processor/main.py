@@ -9,12 +9,14 @@ import uuid
 import httpx
 import structlog
 import uvloop
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from mailstack_core import telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_processor import delivery
+from mailstack_processor import delivery, instrumentation
 from mailstack_processor.attachments import S3AttachmentSource, s3_client
 from mailstack_processor.breakers import CachedCircuitBreakers
 from mailstack_processor.consumer import Consumer
@@ -27,6 +29,8 @@ from mailstack_processor.repository import EmailDeliveryStore, PostgresCircuitBr
 from mailstack_processor.settings import ProcessorSettings
 
 log = structlog.get_logger(__name__)
+
+SERVICE_NAME = "mailstack-processor"
 
 
 def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> list[EmailSender]:
@@ -47,14 +51,21 @@ def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> lis
     return [available[name] for name in settings.providers]
 
 
-async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
+async def serve(
+    settings: ProcessorSettings,
+    stop: asyncio.Event,
+    tracer_provider: TracerProvider | None = None,
+) -> None:
+    """Consume until `stop`; with a `tracer_provider` each provider call's HTTP request is a
+    span too."""
     engine = create_async_engine(
         normalize_database_url(settings.database_url),
         pool_size=settings.max_concurrency,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 3},
     )
-    store = EmailDeliveryStore(engine)
+    database = EmailDeliveryStore(engine)
+    store = instrumentation.TracedDeliveryStore(database)
     breakers = CachedCircuitBreakers(
         PostgresCircuitBreakers(
             engine, settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
@@ -64,6 +75,8 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         # A probe ends within one provider deadline; then another delivery may probe.
         probe_seconds=settings.provider_timeout_seconds + 1,
     )
+    observed_breakers = instrumentation.ObservedBreakers(breakers)
+    instrumentation.preset_metrics(settings.providers)
     limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
     async with contextlib.AsyncExitStack() as clients:
         sqs = await clients.enter_async_context(
@@ -75,6 +88,11 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         client = await clients.enter_async_context(
             httpx.AsyncClient(limits=limits, follow_redirects=False)
         )
+        if tracer_provider is not None:
+            # Imported only when tracing is on: start-up time.
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
         senders = build_senders(settings, client)
         attachments = S3AttachmentSource(
             s3_client(settings.aws_endpoint_url, settings.aws_region, settings.max_concurrency),
@@ -92,10 +110,10 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
                 email_id,
                 receive_count,
                 store,
-                senders,
+                instrumentation.observed_senders(senders),
                 policy,
                 settings.claim_lease_seconds,
-                breakers=breakers,
+                breakers=observed_breakers,
                 attachments=attachments,
             )
 
@@ -113,7 +131,7 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
         consumer = Consumer(
             queue,
             deliver,
-            health_check=store.ping,
+            health_check=database.ping,
             max_concurrency=settings.max_concurrency,
             poison_backoff_seconds=settings.poison_backoff_seconds,
         )
@@ -127,12 +145,13 @@ async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
             await engine.dispose()
 
 
-async def _main(settings: ProcessorSettings) -> None:
+async def _main(settings: ProcessorSettings, tracer_provider: TracerProvider | None) -> None:
+    telemetry.report_errors_of_tasks()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, functools.partial(_request_stop, stop, signum))
-    await serve(settings, stop)
+    await serve(settings, stop, tracer_provider)
 
 
 def _request_stop(stop: asyncio.Event, signum: int) -> None:
@@ -142,8 +161,17 @@ def _request_stop(stop: asyncio.Event, signum: int) -> None:
 
 def run() -> None:
     settings = ProcessorSettings()
-    configure_logging(settings.log_level, settings.log_format)
+    observed = telemetry.configure_telemetry(settings, SERVICE_NAME)
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        datadog_trace_ids=settings.dd_logs_injection,
+        processors=telemetry.log_processors(),
+    )
     if settings.processor_health_port:
         # /healthz and /metrics (any path answers with the metrics while the process lives).
         start_http_server(settings.processor_health_port, addr=settings.processor_health_host)
-    uvloop.run(_main(settings))
+    try:
+        uvloop.run(_main(settings, observed.tracer_provider))
+    finally:
+        observed.shutdown()

@@ -1,27 +1,20 @@
-"""Prometheus metrics of the processor."""
+"""Prometheus metrics of the processor (named and explained in mailstack_core.metrics)."""
 
-from prometheus_client import Counter, Gauge
+from mailstack_core import metrics
+from mailstack_core.prometheus import counter, gauge, histogram
 
-MESSAGES_RECEIVED = Counter("mailstack_processor_messages_received_total", "SQS messages received")
-MESSAGES_POISON = Counter(
-    "mailstack_processor_messages_poison_total", "Messages that are not a known email message"
-)
-DISPOSITIONS = Counter(
-    "mailstack_processor_dispositions_total", "What happened to each handled message", ["action"]
-)
-MESSAGES_DROPPED = Counter(
-    "mailstack_processor_messages_dropped_total",
-    "Messages deleted without sending: their email was CANCELED, or SCHEDULED (not due)",
-    ["status"],
-)
-HANDLING_ERRORS = Counter(
-    "mailstack_processor_handling_errors_total",
-    "Messages whose handling raised (e.g. database down)",
-)
-DEAD_LETTERS = Counter(
-    "mailstack_processor_dead_letters_total", "Dead-lettered messages looked at", ["outcome"]
-)
-IN_FLIGHT = Gauge("mailstack_processor_in_flight", "Messages being handled now")
-LAST_POLL = Gauge(
-    "mailstack_processor_last_poll_timestamp_seconds", "When the queue was last polled"
-)
+MESSAGES_RECEIVED = counter(metrics.PROCESSOR_MESSAGES_RECEIVED)
+MESSAGES_POISON = counter(metrics.PROCESSOR_MESSAGES_POISON)
+DISPOSITIONS = counter(metrics.PROCESSOR_DISPOSITIONS)
+MESSAGES_DROPPED = counter(metrics.PROCESSOR_MESSAGES_DROPPED)
+HANDLING_ERRORS = counter(metrics.PROCESSOR_HANDLING_ERRORS)
+RETRIES = counter(metrics.PROCESSOR_RETRIES)
+DEAD_LETTERS = counter(metrics.PROCESSOR_DEAD_LETTERS)
+SENDS = counter(metrics.PROCESSOR_SENDS)
+PROVIDER_SECONDS = histogram(metrics.PROCESSOR_PROVIDER_SECONDS)
+FAILOVERS = counter(metrics.PROCESSOR_FAILOVERS)
+BREAKER_OPEN = gauge(metrics.PROCESSOR_BREAKER_OPEN)
+BREAKER_FAILURES = gauge(metrics.PROCESSOR_BREAKER_FAILURES)
+QUEUE_LAG = gauge(metrics.PROCESSOR_QUEUE_LAG)
+IN_FLIGHT = gauge(metrics.PROCESSOR_IN_FLIGHT)
+LAST_POLL = gauge(metrics.PROCESSOR_LAST_POLL)

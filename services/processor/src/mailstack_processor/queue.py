@@ -7,14 +7,14 @@ so a stop can cancel a long poll instead of waiting it out.
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from mailstack_core.queueing import SQS_BATCH_LIMIT
+from mailstack_core.queueing import SQS_BATCH_LIMIT, TRACE_ATTRIBUTES
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -31,6 +31,9 @@ class ReceivedMessage:
     receipt_handle: str
     body: str
     receive_count: int
+    # When SQS first took the message (Unix seconds), and the trace context it carries.
+    sent_at: float | None = None
+    trace_carrier: Mapping[str, str] = field(default_factory=dict)
 
 
 class SqsBatchEntryError(Exception):
@@ -115,6 +118,23 @@ class EntryBatcher:
                 )
 
 
+def _received(message: Any) -> ReceivedMessage:
+    system = message.get("Attributes", {})
+    sent_ms = system.get("SentTimestamp")
+    return ReceivedMessage(
+        message_id=message["MessageId"],
+        receipt_handle=message["ReceiptHandle"],
+        body=message.get("Body", ""),
+        receive_count=int(system.get("ApproximateReceiveCount", 1)),
+        sent_at=int(sent_ms) / 1000 if sent_ms else None,
+        trace_carrier={
+            name: value["StringValue"]
+            for name, value in message.get("MessageAttributes", {}).items()
+            if name in TRACE_ATTRIBUTES and "StringValue" in value
+        },
+    )
+
+
 class SqsEmailQueue:
     def __init__(
         self,
@@ -135,17 +155,10 @@ class SqsEmailQueue:
             QueueUrl=self._queue_url,
             MaxNumberOfMessages=max(1, min(max_messages, SQS_BATCH_LIMIT)),
             WaitTimeSeconds=self._wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=list(TRACE_ATTRIBUTES),
         )
-        return [
-            ReceivedMessage(
-                message_id=message["MessageId"],
-                receipt_handle=message["ReceiptHandle"],
-                body=message.get("Body", ""),
-                receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
-            )
-            for message in response.get("Messages", [])
-        ]
+        return [_received(message) for message in response.get("Messages", [])]
 
     async def delete(self, message: ReceivedMessage) -> None:
         await self._deletes.submit({"ReceiptHandle": message.receipt_handle})

@@ -100,6 +100,7 @@ def _build_claim() -> Any:
         select(
             emails.c.id,
             emails.c.status,
+            emails.c.tenant_id,
             (emails.c.lease_expires_at < func.now()).label("lease_lapsed"),
             func.extract("epoch", emails.c.lease_expires_at - func.now()).label("lease_remaining"),
         )
@@ -139,6 +140,7 @@ def _build_claim() -> Any:
         select(
             target.c.status.label("previous_status"),
             target.c.lease_remaining,
+            target.c.tenant_id,
             claimed.c.attempts,
             *(claimed.c[column.name] for column in _OUTGOING_COLUMNS),
         )
@@ -238,6 +240,7 @@ class EmailDeliveryStore:
             email=email,
             attempt=row.attempts,
             attachments=tuple(_attachment(a) for a in row.attachments),
+            tenant_id=row.tenant_id,
         )
 
     async def record_failed_attempt(

@@ -3,11 +3,14 @@
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailstack_core.telemetry import TelemetrySettings
+
 KNOWN_PROVIDERS = ("elasticemail", "sendgrid")
 
 
-class ProcessorSettings(BaseSettings):
-    """Required values have no default, so a missing one stops the process at start."""
+class ProcessorSettings(BaseSettings, TelemetrySettings):
+    """Required values have no default, so a missing one stops the process at start. Traces,
+    error reports and Datadog log ids: TelemetrySettings."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 

@@ -69,11 +69,12 @@ async def test_only_one_of_many_concurrent_claims_wins(engine: AsyncEngine) -> N
     assert await _history(engine, email_id) == [("PROCESSING", None)]
 
 
-async def test_claim_loads_the_email_as_stored(engine: AsyncEngine) -> None:
+async def test_claim_loads_the_email_as_stored_with_its_tenant(engine: AsyncEngine) -> None:
     store = EmailDeliveryStore(engine)
     email_id = await _queued_email(engine)
     claim = await store.claim(email_id, 30, 1)
     assert claim.state is ClaimState.CLAIMED
+    assert claim.tenant_id == TENANT
     assert claim.email is not None
     assert claim.email.sender.formatted() == "App <app@example.com>"
     assert [m.email for m in claim.email.cc] == ["cc@example.com"]

@@ -2,12 +2,16 @@
 
 import contextlib
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mailstack_core.messages import EmailQueuedMessage
+from mailstack_core.queueing import publish_queued
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
 from mailstack_stack.resources import localstack_clients
 from mailstack_stack.waiting import eventually
@@ -63,3 +67,27 @@ async def test_a_message_left_visible_past_max_receives_moves_to_the_dlq(
 
     bodies = eventually(dead_letters, 10, interval=0, what="the message in the DLQ")
     assert bodies == ["spent"]
+
+
+async def test_a_published_message_arrives_with_its_trace_context_and_when_it_was_sent(
+    localstack_endpoint: str, sqs_queues: Any
+) -> None:
+    email_id = uuid.uuid4()
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    client, _ = localstack_clients(localstack_endpoint)
+    before = time.time()
+    failed = publish_queued(
+        client,
+        sqs_queues.email_queue_url,
+        [email_id],
+        {email_id: {"traceparent": traceparent, "tracestate": "vendor=1"}},
+    )
+    assert failed == set()
+
+    async with _queue(localstack_endpoint, sqs_queues.email_queue_url) as queue:
+        [message] = await queue.receive(10)
+
+    assert EmailQueuedMessage.from_json(message.body).email_id == email_id
+    assert message.trace_carrier == {"traceparent": traceparent, "tracestate": "vendor=1"}
+    assert message.sent_at is not None
+    assert before - 1 <= message.sent_at <= time.time() + 1

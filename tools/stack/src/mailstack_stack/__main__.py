@@ -28,6 +28,7 @@ from mailstack_stack.modes import (
     recorded_mode,
     resolve_mode,
 )
+from mailstack_stack.passthrough import telemetry_env
 from mailstack_stack.profiles import DEFAULT, PROFILES, merge_env, profile_env
 from mailstack_stack.stack import ComponentStatus, Stack, StackUrls, read_env_file
 
@@ -134,7 +135,9 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
         ports=ports,
         database_url=os.environ.get("DATABASE_URL") or None,
         localstack_services=tuple(s for s in args.localstack_services.split(",") if s),
-        extra_env=merge_env(profile_env(args.profile), parse_extra_env(args.env)),
+        extra_env=merge_env(
+            telemetry_env(os.environ), profile_env(args.profile), parse_extra_env(args.env)
+        ),
         profile=args.profile,
     )
 

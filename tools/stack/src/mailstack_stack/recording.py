@@ -1,0 +1,107 @@
+"""A real HTTP server for tests that records every request it gets and answers 200: where a
+test points a service's telemetry (an OTLP traces endpoint, a Sentry DSN) to see what it sends.
+
+    with RecordingServer() as server:
+        ... OTEL_EXPORTER_OTLP_ENDPOINT=server.url ...
+        eventually(lambda: server.requests_to("/v1/traces"), 10)
+"""
+
+import gzip
+import json
+import threading
+import zlib
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from mailstack_stack.config import LOCALHOST
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-case
+    body: bytes  # decompressed when the request said gzip or deflate
+
+
+def sentry_events(server: "RecordingServer") -> list[dict[str, Any]]:
+    """The error events in the Sentry envelopes the server received (a DSN pointed at it:
+    `http://key@127.0.0.1:<port>/<project>`). An envelope is newline-separated JSON: its
+    header, then a header and a payload per item."""
+    events = []
+    for request in server.requests_to("/api/"):
+        lines = request.body.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if json.loads(header).get("type") == "event":
+                events.append(json.loads(payload))
+    return events
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+class RecordingServer:
+    """Listens on 127.0.0.1 (a free port) from `start()` or `with` until `stop()`."""
+
+    def __init__(self, response_body: bytes = b"", content_type: str = "application/json"):
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                body = _decoded(raw, headers.get("content-encoding", ""))
+                with recorder._lock:
+                    recorder._requests.append(
+                        RecordedRequest(self.command, self.path, headers, body)
+                    )
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(response_body)))
+                self.end_headers()
+                self.wfile.write(response_body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None  # the test reads the recorded requests, not a log
+
+        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self._server.server_address[1]}"
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """The requests received so far whose path starts with `path`."""
+        with self._lock:
+            return [request for request in self._requests if request.path.startswith(path)]
+
+    def start(self) -> "RecordingServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "RecordingServer":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
