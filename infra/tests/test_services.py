@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mailstack_infra.mocks import StackRecord
+from mailstack_infra.mocks import IMAGE_DIGEST, StackRecord
 
 SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -112,13 +112,70 @@ def test_task_has_a_container_health_check(dev: StackRecord, service: str, url: 
 
 
 @pytest.mark.parametrize(("service", "tag"), [("gateway", "1.2.3"), ("processor", "4.5.6")])
-def test_image_comes_from_the_declared_repository_at_the_configured_tag(
+def test_image_is_the_digest_the_configured_tag_points_at(
     prod: StackRecord, service: str, tag: str
 ) -> None:
     repository = prod.one("aws:ecr/repository:Repository", f"images-{service}")
-    assert container(prod, service)["image"] == f"{repository.outputs['repositoryUrl']}:{tag}"
-    assert repository.inputs["imageTagMutability"] == "IMMUTABLE"
+    assert container(prod, service)["image"] == (
+        f"{repository.outputs['repositoryUrl']}@{IMAGE_DIGEST}"
+    )
+    looked_up = [args for token, args in prod.invoke_args if token == "aws:ecr/getImage:getImage"]
+    assert {"repositoryName": repository.outputs["name"], "imageTag": tag} in [
+        {key: args.get(key) for key in ("repositoryName", "imageTag")} for args in looked_up
+    ]
     assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+
+
+def test_prod_tags_are_immutable(prod: StackRecord) -> None:
+    for service in ("gateway", "processor"):
+        repository = prod.one("aws:ecr/repository:Repository", f"images-{service}").inputs
+        assert repository["imageTagMutability"] == "IMMUTABLE"
+        assert not repository.get("imageTagMutabilityExclusionFilters")
+
+
+def test_dev_tags_may_be_pushed_again_all_others_are_immutable(dev: StackRecord) -> None:
+    """`dev` follows a branch; the task definitions pin its digest at each `pulumi up`."""
+    for service in ("gateway", "processor"):
+        repository = dev.one("aws:ecr/repository:Repository", f"images-{service}").inputs
+        assert repository["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+        assert repository["imageTagMutabilityExclusionFilters"] == [
+            {"filter": "dev*", "filterType": "WILDCARD"}
+        ]
+        assert "@sha256:" in container(dev, service)["image"]
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_tasks_run_on_the_configured_architecture(dev: StackRecord, service: str) -> None:
+    platform = dev.one(TASK, f"{service}-task").inputs["runtimePlatform"]
+    assert platform == {"operatingSystemFamily": "LINUX", "cpuArchitecture": "X86_64"}
+    assert dev.outputs["image_platform"] == "linux/amd64"
+
+
+def test_the_first_deployment_creates_no_service_and_no_migration(
+    dev_bootstrap: StackRecord,
+) -> None:
+    """Without images no task could start, and the circuit breaker would fail the deployment."""
+    for type_ in (SERVICE, TASK, SCALING_TARGET, "aws:lambda/invocation:Invocation"):
+        assert dev_bootstrap.of_type(type_) == [], type_
+    assert "aws:ecr/getImage:getImage" not in dev_bootstrap.invokes
+    assert len(dev_bootstrap.of_type("aws:ecr/repository:Repository")) == 2
+    assert dev_bootstrap.outputs["images_ready"] is False
+
+
+def test_schedules_wait_for_the_schema_on_the_first_deployment(
+    dev_bootstrap: StackRecord, dev: StackRecord
+) -> None:
+    for job in ("cleanup", "retry"):
+        rule = f"{job}-schedule"
+        event_rule = "aws:cloudwatch/eventRule:EventRule"
+        assert dev_bootstrap.one(event_rule, rule).inputs["state"] == "DISABLED"
+        assert dev.one(event_rule, rule).inputs["state"] == "ENABLED"
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_services_start_only_after_the_migration_ran(prod: StackRecord, service: str) -> None:
+    depends_on = prod.depends_on[(SERVICE, f"{service}-service")]
+    assert {"migrate-run", "database", "database-proxy"} <= depends_on
 
 
 def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord) -> None:
@@ -129,6 +186,9 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
         "AWS_REGION": "eu-west-1",
         "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # the value under test, not a bind
         "GATEWAY_PORT": "8000",
+        "GATEWAY_KEEP_ALIVE_SECONDS": "75",
+        "DATABASE_POOL_SIZE": "7",
+        "PGSSLROOTCERT": "/etc/ssl/certs/mailstack-database-ca.pem",
         "RATE_LIMIT_SEND_PER_MINUTE": "600",
         "RATE_LIMIT_READ_PER_MINUTE": "1200",
         "AUTH_CACHE_SECONDS": "10",
@@ -147,13 +207,19 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
 def test_processor_environment_uses_the_names_the_processor_reads(prod: StackRecord) -> None:
     definition = container(prod, "processor")
     queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
+    dlq = prod.one("aws:sqs/queue:Queue", "email-queue-dlq")
     assert {e["name"]: e["value"] for e in definition["environment"]} == {
         "EMAIL_QUEUE_URL": queue.outputs["url"],
+        "EMAIL_DLQ_URL": dlq.outputs["url"],
+        "MAX_ATTEMPTS": "5",
         "AWS_REGION": "eu-west-1",
         "ELASTICEMAIL_BASE_URL": "https://api.elasticemail.com",
         "SENDGRID_BASE_URL": "https://api.sendgrid.com",
         "PROVIDER_TIMEOUT_SECONDS": "3",
         "PROCESSOR_HEALTH_PORT": "9101",
+        "DATABASE_POOL_SIZE": "7",
+        "DATABASE_MAX_OVERFLOW": "0",
+        "PGSSLROOTCERT": "/etc/ssl/certs/mailstack-database-ca.pem",
     }
     assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
         "DATABASE_URL": secret_arn(prod, "database-url"),
@@ -183,27 +249,38 @@ def test_execution_role_reads_only_the_secrets_its_task_names(
     assert sorted(granted[0]["Resource"]) == sorted(secret_arn(prod, key) for key in secrets)
 
 
-def test_gateway_may_only_send_to_its_queue(prod: StackRecord) -> None:
+def test_gateway_may_only_send_to_its_queue_and_read_its_attributes(prod: StackRecord) -> None:
+    """/readyz asks the queue for its attributes: without the right it answered 503 forever."""
     queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
     assert statements(prod, "gateway-task") == [
-        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]}
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]},
+        {"Effect": "Allow", "Action": ["sqs:GetQueueAttributes"], "Resource": [queue_arn]},
     ]
 
 
-def test_processor_may_only_consume_its_queue(prod: StackRecord) -> None:
-    queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+def test_processor_may_only_consume_its_queue_and_its_dead_letter_queue(
+    prod: StackRecord,
+) -> None:
+    consume = [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
     assert statements(prod, "processor-task") == [
         {
             "Effect": "Allow",
-            "Action": [
-                "sqs:ChangeMessageVisibility",
-                "sqs:DeleteMessage",
-                "sqs:GetQueueAttributes",
-                "sqs:ReceiveMessage",
-            ],
-            "Resource": [queue_arn],
+            "Action": consume,
+            "Resource": [prod.one("aws:sqs/queue:Queue", name).outputs["arn"]],
         }
+        for name in ("email-queue-queue", "email-queue-dlq")
     ]
+
+
+def test_max_attempts_follows_the_queues_max_receive_count(prod: StackRecord) -> None:
+    redrive = prod.one("aws:sqs/queue:Queue", "email-queue-queue").json("redrivePolicy")
+    environment = {e["name"]: e["value"] for e in container(prod, "processor")["environment"]}
+    assert environment["MAX_ATTEMPTS"] == str(redrive["maxReceiveCount"])
 
 
 def test_task_roles_trust_only_ecs_tasks_of_this_account(prod: StackRecord) -> None:
