@@ -203,6 +203,8 @@ def test_stack_outputs_what_a_deployer_needs(prod: StackRecord) -> None:
         "database_proxy_endpoint",
         "migration_task_definition",
         "migration_log_group",
+        "app_subnet_ids",
+        "migrate_security_group_id",
         "image_platform",
     ):
         assert prod.outputs[key], key

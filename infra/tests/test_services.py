@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -387,3 +388,32 @@ def test_an_alarm_fires_on_any_email_republished_after_its_message_was_lost(
     assert alarm["threshold"] == 0
     assert alarm["comparisonOperator"] == "GreaterThanThreshold"
     assert alarm["alarmActions"]
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """The repository's Dockerfile, its instructions by stage name."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    dockerfile = Path(__file__).resolve().parents[2] / "Dockerfile"
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split()[-1], [])
+        elif line and not line.startswith("#"):
+            current.append(line)
+    return stages
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_the_image_holds_the_ca_bundle_the_task_verifies_the_database_with(
+    dev: StackRecord, service: str
+) -> None:
+    """sslmode=verify-full needs PGSSLROOTCERT to name a file the image has."""
+    environment = {e["name"]: e["value"] for e in container(dev, service)["environment"]}
+    bundle = environment["PGSSLROOTCERT"]
+    stages = dockerfile_stages()
+    copies = [line.split() for line in stages[service] if line.startswith("COPY --from=")]
+    sources = {words[1].removeprefix("--from="): words[-1] for words in copies}
+    assert sources.get("database-ca") == bundle
+    fetched = " ".join(stages["database-ca"])
+    assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in fetched
+    assert "/etc/ssl/certs/ca-certificates.crt" in fetched  # the Amazon roots, for the proxy

@@ -166,3 +166,14 @@ def test_jobs_archive_defaults_to_what_make_builds() -> None:
 def test_secret_config_reaches_the_program_as_secrets() -> None:
     config = load("dev", {"mailstack:elasticEmailApiKey": "k"})
     assert isinstance(config.elasticemail_api_key, pulumi.Output)
+
+
+def test_the_deploy_guide_builds_every_image_for_the_tasks_platform() -> None:
+    """Tasks run X86_64: an image built on an ARM laptop without --platform will not start."""
+    guide = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    builds = [line for line in guide.splitlines() if line.startswith("docker build")]
+    assert len(builds) == 2
+    assert all('--platform "$PLATFORM"' in line for line in builds)
+    assert "PLATFORM=$(pulumi stack output image_platform)" in guide
+    assert load("dev").platform == "linux/amd64"
+    assert load("dev", {"mailstack:taskArchitecture": "ARM64"}).platform == "linux/arm64"

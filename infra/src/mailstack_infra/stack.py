@@ -420,6 +420,9 @@ def _build_application(
             "processor_service": processor.service.name,
             "migration_task_definition": migration.task_definition.arn,
             "migration_log_group": migration.log_group.name,
+            # Where a one-off task from the migration definition runs (docs/deploy.md).
+            "app_subnet_ids": network.app_subnet_ids,
+            "migrate_security_group_id": firewall.migrate.id,
         }
     )
     return job_network, outputs

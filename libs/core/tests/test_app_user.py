@@ -17,6 +17,7 @@ from mailstack_core.migrate import (
     current_revisions,
     downgrade,
     ensure_app_user,
+    main,
     schema_is_current,
 )
 
@@ -106,5 +107,20 @@ def test_the_schema_serves_this_code_at_its_head_or_a_newer_revision(database_ur
         with engine.connect() as connection:
             assert current_revisions(connection) == ("0004",)
         assert not schema_is_current(["0004"])
+    finally:
+        engine.dispose()
+
+
+def test_an_earlier_release_leaves_a_newer_schema_alone(database_url: str, app_url: str) -> None:
+    """A rollback runs the previous image's migration task: it must not fail on a revision it
+    does not know, or the rollback could not deploy."""
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'from-the-future'"))
+        assert main(["--database-url", database_url, "--app-database-url", app_url]) == 0
+        with engine.connect() as connection:
+            assert current_revisions(connection) == ("from-the-future",)
+        assert can(app_url, "SELECT count(*) FROM emails")
     finally:
         engine.dispose()

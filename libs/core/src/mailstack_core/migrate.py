@@ -60,12 +60,26 @@ def current_revisions(connection: Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
+def is_ahead(revisions: Iterable[str]) -> bool:
+    """Whether a database at `revisions` was migrated by a newer release than this code."""
+    found = set(revisions)
+    return bool(found) and not found <= _revisions()[1]
+
+
+def database_revisions(database_url: str) -> tuple[str, ...]:
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.connect() as connection:
+            return current_revisions(connection)
+    finally:
+        engine.dispose()
+
+
 def schema_is_current(revisions: Iterable[str]) -> bool:
     """Whether a database at `revisions` serves this code: at its head, or at a revision this
     code does not know (a newer one, migrated for the next release; its migrations only add)."""
-    head, known = _revisions()
     found = set(revisions)
-    return bool(found) and (head in found or not found <= known)
+    return _revisions()[0] in found or is_ahead(found)
 
 
 def ensure_app_user(database_url: str, app_database_url: str) -> None:
@@ -133,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("no database: pass --database-url or set DATABASE_URL")
-    upgrade(args.database_url, args.revision)
+    revisions = database_revisions(args.database_url)
+    if args.revision == "head" and is_ahead(revisions):
+        # A rollback to an earlier release: the schema it finds is newer, and compatible
+        # (migrations only add), so there is nothing to do but keep the app user current.
+        sys.stdout.write(f"the database is at {', '.join(revisions)}, ahead of this code\n")
+    else:
+        upgrade(args.database_url, args.revision)
     if args.app_database_url:
         ensure_app_user(args.database_url, args.app_database_url)
     return 0

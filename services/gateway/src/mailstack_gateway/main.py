@@ -1,7 +1,7 @@
 """Composition root of the gateway: builds settings, engines and clients, and wires the app."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from mailstack_core import migrate
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, outbox
@@ -66,6 +67,18 @@ def _authenticator(settings: GatewaySettings, engine: AsyncEngine) -> Authentica
             store,
         )
     return Authenticator(ApiKeyAuthenticator(store, settings.auth_cache_seconds), jwts)
+
+
+def schema_check(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    """Whether the database answers and its schema serves this code: what the load balancer
+    asks before it sends a task traffic (`/healthz?deep=1`)."""
+
+    async def check() -> bool:
+        async with engine.connect() as connection:
+            revisions = await connection.run_sync(migrate.current_revisions)
+        return migrate.schema_is_current(revisions)
+
+    return check
 
 
 def _rate_limit_storage(settings: GatewaySettings) -> Storage:
@@ -159,6 +172,7 @@ def create_app(settings: GatewaySettings, *, run_relay: bool = True) -> FastAPI:
         openapi_url=None,
     )
     app.state.services = services
+    app.state.schema_check = schema_check(primary)
     api.install(app)
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
 
@@ -197,4 +211,5 @@ def run() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.gateway_keep_alive_seconds,
     )

@@ -20,6 +20,10 @@ class GatewaySettings(BaseSettings):
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=1, le=65535)
+    # How long an idle client connection stays open: longer than a load balancer's idle
+    # timeout (the ALB's is 60 s), so the balancer, never the gateway, closes it; otherwise a
+    # request can race the close and get a 502.
+    gateway_keep_alive_seconds: int = Field(default=75, ge=1)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     # Connections kept open; requests beyond them wait (up to the timeout) rather than open and
     # close a connection each, which costs more than the statement.

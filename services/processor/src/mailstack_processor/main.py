@@ -10,7 +10,7 @@ import httpx
 import structlog
 import uvloop
 from prometheus_client import start_http_server
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
@@ -46,13 +46,18 @@ def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> lis
     return [available[name] for name in settings.providers]
 
 
-async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
-    engine = create_async_engine(
+def database_engine(settings: ProcessorSettings) -> AsyncEngine:
+    return create_async_engine(
         normalize_database_url(settings.database_url),
-        pool_size=settings.max_concurrency,
+        pool_size=settings.database_pool_size or settings.max_concurrency,
+        max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 3},
     )
+
+
+async def serve(settings: ProcessorSettings, stop: asyncio.Event) -> None:
+    engine = database_engine(settings)
     store = EmailDeliveryStore(engine)
     breakers = CachedCircuitBreakers(
         PostgresCircuitBreakers(
