@@ -27,6 +27,8 @@ class BackupPlanArgs:
     resource_arns: Sequence[pulumi.Input[str]]
     account_id: pulumi.Input[str]
     partition: pulumi.Input[str]
+    # protect + retain_on_delete on the vault (production: its recovery points outlive us).
+    protect: bool = False
 
 
 class BackupPlan(pulumi.ComponentResource):
@@ -46,7 +48,9 @@ class BackupPlan(pulumi.ComponentResource):
             f"{name}-vault",
             name=f"{args.prefix}-database",
             force_destroy=False,
-            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect
+            ),
         )
         self.plan = aws.backup.Plan(
             f"{name}-plan",

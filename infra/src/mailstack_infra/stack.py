@@ -493,6 +493,7 @@ def _build_database(
                 resource_arns=[database.primary.arn],
                 account_id=account.account_id,
                 partition=account.partition,
+                protect=config.deletion_protection,
             ),
             top,
         )
