@@ -9,6 +9,8 @@
 #     -t mailstack-gateway .
 #   (processor: mailstack-processor, services/processor; stubs: mailstack-stubs, tools/stubs)
 # Each runs as 10001:10001 with a read-only root filesystem and a writable /tmp, as on ECS.
+# ECS runs them on the architecture its task definitions name (X86_64 by default): build with
+# `--platform linux/amd64` on any other machine (docs/deploy.md).
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -44,6 +46,14 @@ COPY ${SOURCE_DIR} ${SOURCE_DIR}
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
 
+# The CA certificates libpq verifies the database with on AWS (the task definitions set
+# PGSSLROOTCERT to it): the system's, whose Amazon roots sign RDS Proxy's certificate, and the
+# RDS global bundle, which signs the instances' (the migration task and the replica reads
+# connect to them directly). Fetched at build time from AWS's trust store.
+FROM ${PYTHON_IMAGE} AS database-ca
+ADD https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /tmp/rds-global-bundle.pem
+RUN cat /etc/ssl/certs/ca-certificates.crt /tmp/rds-global-bundle.pem > /mailstack-database-ca.pem
+
 # Runtime: what every image shares, the virtual environment included.
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 mailstack \
@@ -60,6 +70,7 @@ WORKDIR /tmp
 USER 10001:10001
 
 FROM runtime AS gateway
+COPY --from=database-ca /mailstack-database-ca.pem /etc/ssl/certs/mailstack-database-ca.pem
 ENV GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000
 EXPOSE 8000
@@ -69,6 +80,7 @@ HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
 CMD ["python", "-m", "mailstack_gateway"]
 
 FROM runtime AS processor
+COPY --from=database-ca /mailstack-database-ca.pem /etc/ssl/certs/mailstack-database-ca.pem
 ENV PROCESSOR_HEALTH_PORT=9101
 EXPOSE 9101
 HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \

@@ -30,10 +30,23 @@ def base_config(stack: str) -> StackConfig:
         owner="platform-team",
         region="eu-west-1",
         resources=load_resource_settings(RESOURCES_FILE),
+        elasticemail_api_key="test-ee-key",
+        sendgrid_api_key="test-sg-key",
     )
 
 
-DEV = replace(base_config("dev"), db_multi_az=False, cache_multi_az=False, cache_node_count=1)
+# dev after its images were pushed (the bootstrap run is DEV_BOOTSTRAP).
+DEV = replace(
+    base_config("dev"),
+    db_multi_az=False,
+    cache_multi_az=False,
+    cache_node_count=1,
+    images_ready=True,
+    gateway_image_tag="dev",
+    processor_image_tag="dev",
+)
+# The first `pulumi up` of dev, before any image exists.
+DEV_BOOTSTRAP = replace(DEV, images_ready=False)
 
 
 def prod_config() -> StackConfig:
@@ -46,11 +59,17 @@ def prod_config() -> StackConfig:
         require_tls=True,
         certificate_arn=CERTIFICATE_ARN,
         db_replica_count=2,
+        db_instance_class="db.m7g.large",
         db_backup_retention_days=14,
         gateway=ServiceSizing(512, 1024, 3, 12),
         processor=ServiceSizing(512, 1024, 2, 20),
+        images_ready=True,
         gateway_image_tag="1.2.3",
         processor_image_tag="4.5.6",
+        mutable_image_tags=(),
+        db_backup_plan=True,
+        interface_endpoints=True,
+        alarm_email="oncall@example.com",
         elasticemail_api_key=pulumi.Output.secret("ee-key"),
         sendgrid_api_key=pulumi.Output.secret("sg-key"),
     )
@@ -110,6 +129,16 @@ def dev() -> StackRecord:
 def prod() -> StackRecord:
     ensure_event_loop()
     return record(prod_config())
+
+
+@pytest.fixture(scope="session")
+def dev_bootstrap() -> StackRecord:
+    return record(DEV_BOOTSTRAP)
+
+
+@pytest.fixture(scope="session")
+def dev_reserving_concurrency() -> StackRecord:
+    return record(replace(DEV, jobs_reserved_concurrency=1))
 
 
 @pytest.fixture(scope="session")

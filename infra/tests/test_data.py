@@ -18,6 +18,7 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 PROVIDER_TIMEOUT_SECONDS = 3
 PROVIDERS = 2
 
@@ -138,15 +139,29 @@ def test_no_instance_is_public_and_all_sit_in_database_subnets(prod: StackRecord
         assert instance.inputs["publiclyAccessible"] is False
 
 
-def test_postgres_port_is_open_only_to_the_services_and_the_jobs(prod: StackRecord) -> None:
-    database_sg = prod.one(SG, "firewall-database").id
-    rules = [r.inputs for r in prod.of_type(INGRESS) if r.inputs["securityGroupId"] == database_sg]
-    allowed = {prod.one(SG, f"firewall-{role}").id for role in ("gateway", "processor", "jobs")}
-    assert {r["referencedSecurityGroupId"] for r in rules} == allowed
+def ingress_peers(stack: StackRecord, group: str) -> set[str]:
+    """The groups that may open port 5432 on `group`, and nobody by address."""
+    sg = stack.one(SG, f"firewall-{group}").id
+    rules = [r.inputs for r in stack.of_type(INGRESS) if r.inputs["securityGroupId"] == sg]
     assert all((r["fromPort"], r["toPort"]) == (5432, 5432) for r in rules)
     assert not any(r.get("cidrIpv4") for r in rules)
+    return {r["referencedSecurityGroupId"] for r in rules}
+
+
+def group_ids(stack: StackRecord, *roles: str) -> set[str]:
+    return {stack.one(SG, f"firewall-{role}").id for role in roles}
+
+
+def test_postgres_port_is_open_to_the_proxy_migrations_and_replica_reads(
+    prod: StackRecord,
+) -> None:
+    assert ingress_peers(prod, "database") == group_ids(prod, "proxy", "migrate", "gateway")
     for instance in prod.of_type(RDS):
-        assert instance.inputs["vpcSecurityGroupIds"] == [database_sg]
+        assert instance.inputs["vpcSecurityGroupIds"] == [prod.one(SG, "firewall-database").id]
+
+
+def test_the_proxy_admits_the_services_and_the_jobs_only(prod: StackRecord) -> None:
+    assert ingress_peers(prod, "proxy") == group_ids(prod, "gateway", "processor", "jobs")
 
 
 def test_parameter_group_forces_tls(prod: StackRecord) -> None:
@@ -189,21 +204,153 @@ def test_every_replica_has_a_lag_alarm(prod: StackRecord) -> None:
     assert lagging == replica_ids
 
 
-def test_database_urls_point_at_the_primary_and_a_replica(prod: StackRecord) -> None:
-    primary = prod.one(RDS, "database-primary").outputs["address"]
+def test_services_connect_as_the_app_user_through_the_proxy_with_verified_tls(
+    prod: StackRecord,
+) -> None:
+    proxy = prod.one("aws:rds/proxy:Proxy", "database-proxy-proxy").outputs["endpoint"]
     replica = prod.one(RDS, "database-replica-1").outputs["address"]
+    password = prod.one(RANDOM_PASSWORD, "database-app-password").outputs["result"]
     url = prod.one(SECRET_VERSION, "rds-database-url")
     read_url = prod.one(SECRET_VERSION, "rds-database-read-url")
-    assert url.inputs["secretString"].startswith("postgresql+psycopg://mailstack:")
-    assert url.inputs["secretString"].endswith(f"@{primary}:5432/mailstack")
-    assert read_url.inputs["secretString"].endswith(f"@{replica}:5432/mailstack")
+    assert url.inputs["secretString"] == (
+        f"postgresql+psycopg://mailstack_app:{password}@{proxy}:5432/mailstack?sslmode=verify-full"
+    )
+    assert read_url.inputs["secretString"] == (
+        f"postgresql+psycopg://mailstack_app:{password}@{replica}:5432/mailstack"
+        "?sslmode=verify-full"
+    )
     assert "secretString" in url.secret_inputs
     assert "secretString" in read_url.secret_inputs
 
 
-def test_rds_alarms_cover_cpu_storage_and_connections(prod: StackRecord) -> None:
+def test_without_replicas_reads_go_through_the_proxy_too(dev: StackRecord) -> None:
+    url = dev.one(SECRET_VERSION, "rds-database-url").inputs["secretString"]
+    assert dev.one(SECRET_VERSION, "rds-database-read-url").inputs["secretString"] == url
+    assert ".proxy-" in url
+
+
+def test_the_master_url_is_kept_for_the_migration_task_alone(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary")
+    master = prod.one(RANDOM_PASSWORD, "database-password").outputs["result"]
+    admin = prod.one(SECRET_VERSION, "database-database-admin-url")
+    assert admin.inputs["secretString"] == (
+        f"postgresql+psycopg://mailstack:{master}@{primary.outputs['address']}:5432/mailstack"
+        "?sslmode=verify-full"
+    )
+    assert primary.inputs["username"] == "mailstack"
+    admin_arn = prod.one("aws:secretsmanager/secret:Secret", "database-database-admin-url")
+    readers = [
+        p.name
+        for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")
+        if admin_arn.outputs["arn"] in p.inputs["policy"]
+    ]
+    assert readers == ["migrate-execution"]
+
+
+def test_the_proxy_reads_the_app_users_credentials_and_requires_tls(prod: StackRecord) -> None:
+    proxy = prod.one("aws:rds/proxy:Proxy", "database-proxy-proxy").inputs
+    credentials = prod.one("aws:secretsmanager/secret:Secret", "database-database-app-credentials")
+    password = prod.one(RANDOM_PASSWORD, "database-app-password").outputs["result"]
+    value = prod.one(SECRET_VERSION, "database-database-app-credentials").inputs["secretString"]
+    assert json.loads(value) == {"username": "mailstack_app", "password": password}
+    assert proxy["requireTls"] is True
+    assert proxy["engineFamily"] == "POSTGRESQL"
+    assert [a["secretArn"] for a in proxy["auths"]] == [credentials.outputs["arn"]]
+    role = prod.with_output("arn", proxy["roleArn"])
+    (granted,) = prod.one("aws:iam/rolePolicy:RolePolicy", role.name).json("policy")["Statement"]
+    assert granted["Resource"] == [credentials.outputs["arn"]]
+    target = prod.one("aws:rds/proxyTarget:ProxyTarget", "database-proxy-primary").inputs
+    assert target["dbInstanceIdentifier"] == prod.one(RDS, "database-primary").outputs["identifier"]
+
+
+def test_max_connections_is_set_from_the_instance_class(
+    dev: StackRecord, prod: StackRecord
+) -> None:
+    for stack, expected in ((dev, 84), (prod, 675)):
+        group = stack.one("aws:rds/parameterGroup:ParameterGroup", "database-parameters")
+        parameters = {p["name"]: p for p in group.inputs["parameters"]}
+        assert parameters["max_connections"]["value"] == str(expected)
+        assert parameters["max_connections"]["applyMethod"] == "pending-reboot"
+        assert stack.outputs["database_max_connections"] == expected
+
+
+def test_every_task_at_maximum_scale_during_a_deployment_fits_the_proxys_share(
+    prod: StackRecord,
+) -> None:
+    """Pools: (gateway 12 + processor 20 tasks) x 2 (a rolling deployment) x pool, plus the
+    jobs, never exceed what the proxy may open (75% of max_connections)."""
+    targets = prod.one(
+        "aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup", "database-proxy-targets"
+    )
+    share = targets.inputs["connectionPoolConfig"]["maxConnectionsPercent"]
+    proxy_connections = 675 * share // 100
+
+    def pool(service: str) -> int:
+        (definition,) = prod.one("aws:ecs/taskDefinition:TaskDefinition", f"{service}-task").json(
+            "containerDefinitions"
+        )
+        return int({e["name"]: e["value"] for e in definition["environment"]}["DATABASE_POOL_SIZE"])
+
+    demand = 2 * (12 * pool("gateway") + 20 * pool("processor")) + 4
+    assert demand <= proxy_connections
+
+
+def test_connection_alarm_follows_max_connections(dev: StackRecord, prod: StackRecord) -> None:
+    for stack, expected in ((dev, 67), (prod, 540)):
+        alarms = [a for a in alarms_on(stack, "DatabaseConnections")]
+        assert alarms
+        assert {a["threshold"] for a in alarms} == {expected}
+
+
+def test_final_snapshot_names_change_with_the_instance(prod: StackRecord) -> None:
+    primary = prod.one(RDS, "database-primary").inputs
+    suffix = prod.one("random:index/randomId:RandomId", "database-final-snapshot")
+    assert primary["finalSnapshotIdentifier"] == f"mailstack-prod-db-final-{suffix.outputs['hex']}"
+    assert suffix.inputs["keepers"]["identifier"] == "mailstack-prod-db"
+
+
+def test_prod_backs_the_primary_up_with_aws_backup(prod: StackRecord, dev: StackRecord) -> None:
+    selection = prod.one("aws:backup/selection:Selection", "database-backup-selection").inputs
+    assert selection["resources"] == [prod.one(RDS, "database-primary").outputs["arn"]]
+    plan = prod.one("aws:backup/plan:Plan", "database-backup-plan").inputs
+    (rule,) = plan["rules"]
+    assert rule["schedule"].startswith("cron(")
+    assert rule["lifecycle"]["deleteAfter"] >= 30
+    role = prod.with_output("arn", selection["iamRoleArn"])
+    assert role.json("assumeRolePolicy")["Statement"][0]["Principal"] == {
+        "Service": "backup.amazonaws.com"
+    }
+    assert dev.of_type("aws:backup/plan:Plan") == []
+
+
+@pytest.mark.parametrize(
+    ("type_", "name"),
+    [
+        (RDS, "database-primary"),
+        ("aws:s3/bucket:Bucket", "archive"),
+        ("aws:secretsmanager/secret:Secret", "secrets-database-url"),
+        ("aws:secretsmanager/secret:Secret", "secrets-elasticemail-api-key"),
+        ("aws:secretsmanager/secret:Secret", "database-database-admin-url"),
+        ("aws:secretsmanager/secret:Secret", "cache-url"),
+    ],
+)
+def test_prod_data_and_secrets_are_protected_and_retained(
+    prod: StackRecord, dev: StackRecord, type_: str, name: str
+) -> None:
+    assert (prod.one(type_, name).protect, prod.one(type_, name).retain_on_delete) == (True, True)
+    assert (dev.one(type_, name).protect, dev.one(type_, name).retain_on_delete) == (False, False)
+
+
+def test_rds_alarms_cover_cpu_storage_connections_memory_and_latency(prod: StackRecord) -> None:
     primary = prod.one(RDS, "database-primary").outputs["identifier"]
-    for metric in ("CPUUtilization", "FreeStorageSpace", "DatabaseConnections"):
+    for metric in (
+        "CPUUtilization",
+        "FreeStorageSpace",
+        "DatabaseConnections",
+        "FreeableMemory",
+        "ReadLatency",
+        "WriteLatency",
+    ):
         watched = {
             a["dimensions"].get("DBInstanceIdentifier")
             for a in alarms_on(prod, metric)
@@ -282,6 +429,8 @@ def test_buckets_enforce_owner_and_tls(dev: StackRecord, name: str) -> None:
 def test_one_secret_per_provider_key_and_for_the_database_and_cache(dev: StackRecord) -> None:
     names = sorted(s.inputs["name"] for s in dev.of_type("aws:secretsmanager/secret:Secret"))
     assert names == [
+        "mailstack-dev/database-admin-url",
+        "mailstack-dev/database-app-credentials",
         "mailstack-dev/database-read-url",
         "mailstack-dev/database-url",
         "mailstack-dev/elasticemail-api-key",
@@ -290,15 +439,13 @@ def test_one_secret_per_provider_key_and_for_the_database_and_cache(dev: StackRe
     ]
 
 
-def test_provider_key_values_come_only_from_secret_config(
-    dev: StackRecord, prod: StackRecord
-) -> None:
-    # dev sets no keys: the values are put in the console; nothing in code holds them.
-    assert {v.name for v in dev.of_type(SECRET_VERSION)} == {
-        "rds-database-url",
-        "rds-database-read-url",
-        "cache-url",
-    }
+def test_every_secret_has_a_value_so_no_task_waits_on_an_empty_one(dev: StackRecord) -> None:
+    secrets = {s.id for s in dev.of_type("aws:secretsmanager/secret:Secret")}
+    filled = {v.inputs["secretId"] for v in dev.of_type(SECRET_VERSION)}
+    assert secrets == filled
+
+
+def test_provider_key_values_come_only_from_secret_config(prod: StackRecord) -> None:
     for key in ("elasticemail-api-key", "sendgrid-api-key"):
         version = prod.one(SECRET_VERSION, f"secrets-{key}")
         assert "secretString" in version.secret_inputs

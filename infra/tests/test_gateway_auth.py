@@ -35,7 +35,12 @@ def load(values: dict[str, Any]) -> StackConfig:
     pulumi.runtime.set_all_config(
         {
             key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in {"mailstack:owner": "platform-team", **values}.items()
+            for key, value in {
+                "mailstack:owner": "platform-team",
+                "mailstack:elasticEmailApiKey": "ee",
+                "mailstack:sendGridApiKey": "sg",
+                **values,
+            }.items()
         }
     )
     return load_stack_config(
@@ -167,4 +172,6 @@ def test_an_http_jwks_url_is_refused_for_a_deployment() -> None:
             region="eu-west-1",
             resources=load_resource_settings(RESOURCES_FILE),
             jwt=jwt,
+            elasticemail_api_key="ee",
+            sendgrid_api_key="sg",
         )

@@ -40,8 +40,18 @@ def test_job_runs_in_the_private_subnets_behind_its_own_group(prod: StackRecord,
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_job_never_runs_twice_at_once(dev: StackRecord, job: str) -> None:
-    assert dev.one(FUNCTION, f"{job}-function").inputs["reservedConcurrentExecutions"] == 1
+def test_job_reserves_no_concurrency_by_default(dev: StackRecord, job: str) -> None:
+    """A new account's quota (10) leaves nothing to reserve: reserving 1 failed the deploy.
+    Overlapping runs are safe, the jobs lock their rows (SKIP LOCKED)."""
+    assert "reservedConcurrentExecutions" not in dev.one(FUNCTION, f"{job}-function").inputs
+
+
+def test_job_concurrency_can_be_reserved_where_the_quota_allows(
+    dev_reserving_concurrency: StackRecord,
+) -> None:
+    for job in JOBS:
+        function = dev_reserving_concurrency.one(FUNCTION, f"{job}-function")
+        assert function.inputs["reservedConcurrentExecutions"] == 1
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -58,10 +68,14 @@ def test_failed_runs_are_retried_then_reported(dev: StackRecord, job: str) -> No
         "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig", f"{job}-invoke"
     ).inputs
     topic = dev.one("aws:sns/topic:Topic", "alarms-topic").outputs["arn"]
+    key = dev.one("aws:kms/key:Key", "alarms-key").outputs["arn"]
     assert config["functionName"] == dev.one(FUNCTION, f"{job}-function").outputs["name"]
     assert 0 < config["maximumRetryAttempts"] <= 2
     assert config["destinationConfig"]["onFailure"]["destination"] == topic
     assert granted(dev, job, "sns:Publish") == [topic]
+    # The topic is encrypted with its own key: publishing needs the key as well.
+    assert granted(dev, job, "kms:GenerateDataKey") == [key]
+    assert granted(dev, job, "kms:Decrypt") == [key]
 
 
 def test_cleanup_writes_only_to_the_archive_and_reads_only_the_database_secret(
@@ -86,14 +100,17 @@ def test_job_environment_and_handlers(dev: StackRecord) -> None:
     secret = dev.one("aws:secretsmanager/secret:Secret", "secrets-database-url").outputs["arn"]
     assert cleanup["handler"] == "mailstack_jobs.cleanup.handler"
     assert retry["handler"] == "mailstack_jobs.retry.handler"
+    # The jobs connect through the proxy, whose certificate the runtime's own bundle verifies.
     assert cleanup["environment"]["variables"] == {
         "DATABASE_URL_SECRET_ARN": secret,
         "ARCHIVE_BUCKET": dev.one("aws:s3/bucket:Bucket", "archive").outputs["bucket"],
         "RETENTION_DAYS": "183",
+        "PGSSLROOTCERT": "/etc/pki/tls/certs/ca-bundle.crt",
     }
     assert retry["environment"]["variables"] == {
         "DATABASE_URL_SECRET_ARN": secret,
         "EMAIL_QUEUE_URL": dev.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["url"],
+        "PGSSLROOTCERT": "/etc/pki/tls/certs/ca-bundle.crt",
     }
 
 
@@ -126,10 +143,12 @@ def test_only_the_schedule_rule_may_invoke_the_function(dev: StackRecord, job: s
 
 
 @pytest.mark.parametrize("job", JOBS)
-def test_job_errors_raise_an_alarm(dev: StackRecord, job: str) -> None:
-    alarm = dev.one("aws:cloudwatch/metricAlarm:MetricAlarm", f"{job}-errors").inputs
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+def test_job_errors_and_throttles_raise_an_alarm(dev: StackRecord, job: str, metric: str) -> None:
+    alarm = dev.one("aws:cloudwatch/metricAlarm:MetricAlarm", f"{job}-{metric.lower()}").inputs
     assert alarm["namespace"] == "AWS/Lambda"
-    assert alarm["metricName"] == "Errors"
+    assert alarm["metricName"] == metric
+    assert (alarm["statistic"], alarm["threshold"]) == ("Sum", 0)
     assert alarm["dimensions"] == {
         "FunctionName": dev.one(FUNCTION, f"{job}-function").outputs["name"]
     }

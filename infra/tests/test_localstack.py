@@ -62,6 +62,7 @@ def test_provider_points_at_localstack_with_the_skip_flags(localstack: StackReco
         "s3",
         "secretsmanager",
         "iam",
+        "kms",
         "sts",
         "lambda",
         "events",
@@ -76,6 +77,20 @@ def test_aws_stacks_use_the_real_endpoints(dev: StackRecord) -> None:
     (provider,) = dev.of_type("pulumi:providers:aws")
     assert "endpoints" not in provider.inputs
     assert "accessKey" not in provider.inputs
+
+
+def test_every_service_the_stack_uses_is_sent_to_localstack(localstack: StackRecord) -> None:
+    """A service without an endpoint goes to real AWS with the `test` keys (the alarm topic's
+    KMS key did)."""
+    (provider,) = localstack.of_type("pulumi:providers:aws")
+    endpoints = provider.inputs["endpoints"]
+    (endpoints,) = json.loads(endpoints) if isinstance(endpoints, str) else endpoints
+    # The cloudwatch module holds alarms, EventBridge rules and log groups.
+    apis = {"cloudwatch": {"cloudwatch", "events", "logs"}}
+    modules = {r.type.split(":")[1].split("/")[0] for r in localstack if r.type.startswith("aws:")}
+    for module in modules:
+        for api in apis.get(module, {module}):
+            assert endpoints.get(api) == "http://localhost:4566", api
 
 
 def test_jobs_use_the_local_postgres(localstack: StackRecord) -> None:

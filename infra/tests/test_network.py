@@ -130,7 +130,17 @@ def test_alb_access_logs_go_to_an_encrypted_private_bucket(prod: StackRecord) ->
     statements = json.loads(policy.inputs["policy"])["Statement"]
     writer = next(s for s in statements if s.get("Sid") == "AllowAlbAccessLogs")
     assert writer["Action"] == "s3:PutObject"
-    assert writer["Principal"] == {"AWS": "arn:aws:iam::156460612806:root"}
+    # The log delivery service principal works in every region; the legacy per-region ELB
+    # accounts do not exist in regions opened since August 2022.
+    assert writer["Principal"] == {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
+    assert writer["Resource"] == f"arn:aws:s3:::{bucket}/alb/AWSLogs/123456789012/*"
+
+
+def test_alb_log_bucket_policy_uses_the_partition_of_the_account() -> None:
+    from mailstack_infra.load_balancer import access_log_statement
+
+    statement = access_log_statement("logs", "123456789012", "aws-cn")
+    assert statement["Resource"] == "arn:aws-cn:s3:::logs/alb/AWSLogs/123456789012/*"
 
 
 def test_https_listener_uses_tls13_and_http_redirects_to_it(prod: StackRecord) -> None:
@@ -162,10 +172,123 @@ def test_only_the_alb_is_open_to_the_internet_and_only_on_80_and_443(
         assert {(r["fromPort"], r["toPort"]) for r in public} == {(p, p) for p in ports}
 
 
-def test_target_group_targets_ips_checks_healthz_and_drains_quickly(dev: StackRecord) -> None:
+def test_target_group_targets_ips_checks_deep_health_and_drains_quickly(dev: StackRecord) -> None:
+    """The ALB probes the gateway's database and schema, so a task whose database is down or
+    whose schema is behind takes no traffic."""
     group = dev.one(TARGET_GROUP, "edge-gateway").inputs
     assert group["targetType"] == "ip"
-    assert group["healthCheck"]["path"] == "/healthz"
+    assert group["healthCheck"]["path"] == "/healthz?deep=1"
+    assert group["healthCheck"]["matcher"] == "200"
     assert 10 <= group["deregistrationDelay"] <= 30
     assert "namePrefix" in group
     assert "name" not in group
+
+
+@pytest.mark.parametrize(("fixture", "listener"), [("dev", "edge-http"), ("prod", "edge-https")])
+def test_admin_paths_end_at_the_load_balancer(
+    fixture: str, listener: str, request: pytest.FixtureRequest
+) -> None:
+    stack: StackRecord = request.getfixturevalue(fixture)
+    (rule,) = stack.of_type("aws:lb/listenerRule:ListenerRule")
+    assert rule.inputs["listenerArn"] == stack.one(LISTENER, listener).outputs["arn"]
+    (condition,) = rule.inputs["conditions"]
+    assert {"/metrics", "/docs", "/openapi.json"} <= set(condition["pathPattern"]["values"])
+    (action,) = rule.inputs["actions"]
+    assert action["type"] == "fixed-response"
+    assert action["fixedResponse"]["statusCode"] == "404"
+    assert json.loads(action["fixedResponse"]["messageBody"])["error"] == "not_found"
+
+
+def test_alb_idle_timeout_is_shorter_than_the_gateways_keep_alive(dev: StackRecord) -> None:
+    """Else the gateway may close a connection the ALB is about to reuse: a sporadic 502."""
+    idle = dev.one(ALB, "edge-alb").inputs["idleTimeout"]
+    (definition,) = dev.one("aws:ecs/taskDefinition:TaskDefinition", "gateway-task").json(
+        "containerDefinitions"
+    )
+    environment = {e["name"]: e["value"] for e in definition["environment"]}
+    assert int(environment["GATEWAY_KEEP_ALIVE_SECONDS"]) > idle
+
+
+def test_alb_alarms_on_p99_target_response_time(dev: StackRecord) -> None:
+    alarm = dev.one("aws:cloudwatch/metricAlarm:MetricAlarm", "edge-response-time-p99").inputs
+    assert alarm["metricName"] == "TargetResponseTime"
+    assert alarm["extendedStatistic"] == "p99"
+    assert "statistic" not in alarm
+    assert alarm["dimensions"] == {"LoadBalancer": dev.one(ALB, "edge-alb").outputs["arnSuffix"]}
+
+
+def test_a_waf_web_acl_guards_the_alb(prod: StackRecord) -> None:
+    acl = prod.one("aws:wafv2/webAcl:WebAcl", "waf-acl")
+    association = prod.one("aws:wafv2/webAclAssociation:WebAclAssociation", "waf-alb").inputs
+    assert association["resourceArn"] == prod.one(ALB, "edge-alb").outputs["arn"]
+    assert association["webAclArn"] == acl.outputs["arn"]
+    assert acl.inputs["scope"] == "REGIONAL"
+    rules = {r["name"]: r for r in acl.inputs["rules"]}
+    for group in ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"):
+        statement = rules[group]["statement"]["managedRuleGroupStatement"]
+        assert (statement["vendorName"], statement["name"]) == ("AWS", group)
+    rate = rules["rate-per-ip"]
+    assert rate["action"] == {"block": {}}
+    assert rate["statement"]["rateBasedStatement"]["aggregateKeyType"] == "IP"
+    assert rate["statement"]["rateBasedStatement"]["limit"] == 20_000
+    assert len({r["priority"] for r in rules.values()}) == len(rules)
+
+
+def test_waf_only_counts_the_common_rules_an_email_api_trips_by_design(prod: StackRecord) -> None:
+    """Bodies over 8 KB and HTML email bodies are this API's normal payload."""
+    acl = prod.one("aws:wafv2/webAcl:WebAcl", "waf-acl").inputs
+    (common,) = [r for r in acl["rules"] if r["name"] == "AWSManagedRulesCommonRuleSet"]
+    overrides = common["statement"]["managedRuleGroupStatement"]["ruleActionOverrides"]
+    assert {o["name"]: o["actionToUse"] for o in overrides} == {
+        "SizeRestrictions_BODY": {"count": {}},
+        "CrossSiteScripting_BODY": {"count": {}},
+    }
+
+
+def test_waf_logs_what_it_blocks_to_a_group_with_retention(prod: StackRecord) -> None:
+    logging = prod.one(
+        "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration", "waf-logs"
+    ).inputs
+    group = prod.with_output("arn", logging["logDestinationConfigs"][0])
+    assert group.inputs["name"].startswith("aws-waf-logs-")
+    assert group.inputs["retentionInDays"] > 0
+
+
+def test_s3_is_reached_through_a_gateway_endpoint_from_the_app_subnets(dev: StackRecord) -> None:
+    endpoint = dev.one("aws:ec2/vpcEndpoint:VpcEndpoint", "endpoints-s3").inputs
+    assert endpoint["vpcEndpointType"] == "Gateway"
+    assert endpoint["serviceName"] == "com.amazonaws.eu-west-1.s3"
+    app_tables = sorted(
+        t.id
+        for t in dev.of_type("aws:ec2/routeTable:RouteTable")
+        if t.inputs["tags"]["Name"].startswith("mailstack-dev-app-")
+    )
+    assert sorted(endpoint["routeTableIds"]) == app_tables
+    assert [e.name for e in dev.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")] == ["endpoints-s3"]
+
+
+def test_prod_reaches_the_aws_apis_through_interface_endpoints(prod: StackRecord) -> None:
+    endpoints = {
+        e.inputs["serviceName"]: e.inputs
+        for e in prod.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        if e.inputs["vpcEndpointType"] == "Interface"
+    }
+    assert set(endpoints) == {
+        f"com.amazonaws.eu-west-1.{service}"
+        for service in ("sqs", "secretsmanager", "ecr.api", "ecr.dkr", "logs")
+    }
+    group = prod.one("aws:ec2/securityGroup:SecurityGroup", "firewall-endpoints").id
+    app = sorted(subnet_ids(prod, "app"))
+    for endpoint in endpoints.values():
+        assert endpoint["privateDnsEnabled"] is True
+        assert endpoint["securityGroupIds"] == [group]
+        assert sorted(endpoint["subnetIds"]) == app
+    callers = {
+        r.inputs["referencedSecurityGroupId"]
+        for r in prod.of_type(INGRESS)
+        if r.inputs["securityGroupId"] == group
+    }
+    roles = ("gateway", "processor", "jobs", "migrate")
+    assert callers == {
+        prod.one("aws:ec2/securityGroup:SecurityGroup", f"firewall-{role}").id for role in roles
+    }

@@ -18,11 +18,76 @@ def test_every_log_group_has_retention(dev: StackRecord, prod: StackRecord) -> N
         assert all(g.inputs.get("retentionInDays", 0) > 0 for g in groups)
 
 
-def test_alarms_notify_an_encrypted_topic(prod: StackRecord) -> None:
+def test_alarms_notify_a_topic_encrypted_with_its_own_key(prod: StackRecord) -> None:
+    """Not `alias/aws/sns`: CloudWatch may not use the AWS-managed key, so alarms encrypted
+    with it change state and notify no one."""
     topic = prod.one("aws:sns/topic:Topic", "alarms-topic")
-    assert topic.inputs["kmsMasterKeyId"] == "alias/aws/sns"
+    key = prod.one("aws:kms/key:Key", "alarms-key")
+    assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
+    assert key.inputs["enableKeyRotation"] is True
     for alarm in prod.of_type(ALARM):
         assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
+
+
+def test_the_alarm_key_lets_cloudwatch_and_eventbridge_publish(prod: StackRecord) -> None:
+    statements = prod.one("aws:kms/key:Key", "alarms-key").json("policy")["Statement"]
+    (publishers,) = [s for s in statements if "Service" in s["Principal"]]
+    assert publishers["Effect"] == "Allow"
+    assert sorted(publishers["Principal"]["Service"]) == [
+        "cloudwatch.amazonaws.com",
+        "events.amazonaws.com",
+    ]
+    assert sorted(publishers["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    (admin,) = [s for s in statements if "AWS" in s["Principal"]]
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+
+
+def test_the_topic_accepts_alarms_and_rules_of_this_account(prod: StackRecord) -> None:
+    topic = prod.one("aws:sns/topic:Topic", "alarms-topic").outputs["arn"]
+    policy = prod.one("aws:sns/topicPolicy:TopicPolicy", "alarms-topic")
+    assert policy.inputs["arn"] == topic
+    (statement,) = policy.json("policy")["Statement"]
+    assert statement["Action"] == "sns:Publish"
+    assert statement["Resource"] == topic
+    assert sorted(statement["Principal"]["Service"]) == [
+        "cloudwatch.amazonaws.com",
+        "events.amazonaws.com",
+    ]
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+@pytest.mark.parametrize(("service", "minimum"), [("gateway", 3), ("processor", 2)])
+def test_a_service_below_its_minimum_task_count_raises_an_alarm(
+    prod: StackRecord, service: str, minimum: int
+) -> None:
+    alarm = prod.one(ALARM, f"{service}-running-tasks").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == (
+        "ECS/ContainerInsights",
+        "RunningTaskCount",
+    )
+    assert alarm["dimensions"]["ServiceName"] == f"mailstack-prod-{service}"
+    assert (alarm["threshold"], alarm["comparisonOperator"]) == (minimum, "LessThanThreshold")
+    assert alarm["treatMissingData"] == "breaching"
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_a_failed_deployment_is_published_to_the_alarm_topic(
+    prod: StackRecord, service: str
+) -> None:
+    rule = prod.one("aws:cloudwatch/eventRule:EventRule", f"{service}-deployment-failed")
+    pattern = rule.json("eventPattern")
+    assert pattern["source"] == ["aws.ecs"]
+    assert pattern["detail-type"] == ["ECS Deployment State Change"]
+    assert pattern["detail"] == {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]}
+    assert pattern["resources"] == [prod.one("aws:ecs/service:Service", f"{service}-service").id]
+    target = prod.one("aws:cloudwatch/eventTarget:EventTarget", f"{service}-deployment-failed")
+    assert target.inputs["rule"] == rule.outputs["name"]
+    assert target.inputs["arn"] == prod.one("aws:sns/topic:Topic", "alarms-topic").outputs["arn"]
+
+
+def test_prod_requires_an_alarm_email_subscription(prod: StackRecord) -> None:
+    subscription = prod.one("aws:sns/topicSubscription:TopicSubscription", "alarms-email")
+    assert subscription.inputs["endpoint"] == "oncall@example.com"
 
 
 @pytest.mark.parametrize(
@@ -33,13 +98,19 @@ def test_alarms_notify_an_encrypted_topic(prod: StackRecord) -> None:
         ("AWS/ApplicationELB", "UnHealthyHostCount"),
         ("AWS/ECS", "CPUUtilization"),
         ("AWS/ECS", "MemoryUtilization"),
+        ("ECS/ContainerInsights", "RunningTaskCount"),
+        ("AWS/ApplicationELB", "TargetResponseTime"),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
         ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
         ("AWS/RDS", "CPUUtilization"),
         ("AWS/RDS", "FreeStorageSpace"),
         ("AWS/RDS", "DatabaseConnections"),
         ("AWS/RDS", "ReplicaLag"),
+        ("AWS/RDS", "FreeableMemory"),
+        ("AWS/RDS", "ReadLatency"),
+        ("AWS/RDS", "WriteLatency"),
         ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
     ],
 )
 def test_the_stack_alarms_on(prod: StackRecord, namespace: str, metric: str) -> None:
@@ -115,7 +186,7 @@ def test_the_program_makes_only_the_mocked_invokes(prod: StackRecord) -> None:
         "aws:index/getAvailabilityZones:getAvailabilityZones",
         "aws:index/getCallerIdentity:getCallerIdentity",
         "aws:index/getPartition:getPartition",
-        "aws:elb/getServiceAccount:getServiceAccount",
+        "aws:ecr/getImage:getImage",
     }
 
 
@@ -129,6 +200,12 @@ def test_stack_outputs_what_a_deployer_needs(prod: StackRecord) -> None:
         "database_endpoint",
         "cleanup_function",
         "retry_function",
+        "database_proxy_endpoint",
+        "migration_task_definition",
+        "migration_log_group",
+        "app_subnet_ids",
+        "migrate_security_group_id",
+        "image_platform",
     ):
         assert prod.outputs[key], key
     assert prod.outputs["gateway_url"].startswith("https://")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailstack_infra.mocks import StackRecord
+from mailstack_infra.mocks import IMAGE_DIGEST, StackRecord
 
 SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -112,13 +113,70 @@ def test_task_has_a_container_health_check(dev: StackRecord, service: str, url: 
 
 
 @pytest.mark.parametrize(("service", "tag"), [("gateway", "1.2.3"), ("processor", "4.5.6")])
-def test_image_comes_from_the_declared_repository_at_the_configured_tag(
+def test_image_is_the_digest_the_configured_tag_points_at(
     prod: StackRecord, service: str, tag: str
 ) -> None:
     repository = prod.one("aws:ecr/repository:Repository", f"images-{service}")
-    assert container(prod, service)["image"] == f"{repository.outputs['repositoryUrl']}:{tag}"
-    assert repository.inputs["imageTagMutability"] == "IMMUTABLE"
+    assert container(prod, service)["image"] == (
+        f"{repository.outputs['repositoryUrl']}@{IMAGE_DIGEST}"
+    )
+    looked_up = [args for token, args in prod.invoke_args if token == "aws:ecr/getImage:getImage"]
+    assert {"repositoryName": repository.outputs["name"], "imageTag": tag} in [
+        {key: args.get(key) for key in ("repositoryName", "imageTag")} for args in looked_up
+    ]
     assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+
+
+def test_prod_tags_are_immutable(prod: StackRecord) -> None:
+    for service in ("gateway", "processor"):
+        repository = prod.one("aws:ecr/repository:Repository", f"images-{service}").inputs
+        assert repository["imageTagMutability"] == "IMMUTABLE"
+        assert not repository.get("imageTagMutabilityExclusionFilters")
+
+
+def test_dev_tags_may_be_pushed_again_all_others_are_immutable(dev: StackRecord) -> None:
+    """`dev` follows a branch; the task definitions pin its digest at each `pulumi up`."""
+    for service in ("gateway", "processor"):
+        repository = dev.one("aws:ecr/repository:Repository", f"images-{service}").inputs
+        assert repository["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+        assert repository["imageTagMutabilityExclusionFilters"] == [
+            {"filter": "dev*", "filterType": "WILDCARD"}
+        ]
+        assert "@sha256:" in container(dev, service)["image"]
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_tasks_run_on_the_configured_architecture(dev: StackRecord, service: str) -> None:
+    platform = dev.one(TASK, f"{service}-task").inputs["runtimePlatform"]
+    assert platform == {"operatingSystemFamily": "LINUX", "cpuArchitecture": "X86_64"}
+    assert dev.outputs["image_platform"] == "linux/amd64"
+
+
+def test_the_first_deployment_creates_no_service_and_no_migration(
+    dev_bootstrap: StackRecord,
+) -> None:
+    """Without images no task could start, and the circuit breaker would fail the deployment."""
+    for type_ in (SERVICE, TASK, SCALING_TARGET, "aws:lambda/invocation:Invocation"):
+        assert dev_bootstrap.of_type(type_) == [], type_
+    assert "aws:ecr/getImage:getImage" not in dev_bootstrap.invokes
+    assert len(dev_bootstrap.of_type("aws:ecr/repository:Repository")) == 2
+    assert dev_bootstrap.outputs["images_ready"] is False
+
+
+def test_schedules_wait_for_the_schema_on_the_first_deployment(
+    dev_bootstrap: StackRecord, dev: StackRecord
+) -> None:
+    for job in ("cleanup", "retry"):
+        rule = f"{job}-schedule"
+        event_rule = "aws:cloudwatch/eventRule:EventRule"
+        assert dev_bootstrap.one(event_rule, rule).inputs["state"] == "DISABLED"
+        assert dev.one(event_rule, rule).inputs["state"] == "ENABLED"
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_services_start_only_after_the_migration_ran(prod: StackRecord, service: str) -> None:
+    depends_on = prod.depends_on[(SERVICE, f"{service}-service")]
+    assert {"migrate-run", "database", "database-proxy"} <= depends_on
 
 
 def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord) -> None:
@@ -131,6 +189,9 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
         "AWS_REGION": "eu-west-1",
         "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # the value under test, not a bind
         "GATEWAY_PORT": "8000",
+        "GATEWAY_KEEP_ALIVE_SECONDS": "75",
+        "DATABASE_POOL_SIZE": "7",
+        "PGSSLROOTCERT": "/etc/ssl/certs/mailstack-database-ca.pem",
         "RATE_LIMIT_SEND_PER_MINUTE": "600",
         "RATE_LIMIT_READ_PER_MINUTE": "1200",
         "AUTH_CACHE_SECONDS": "10",
@@ -150,14 +211,20 @@ def test_processor_environment_uses_the_names_the_processor_reads(prod: StackRec
     definition = container(prod, "processor")
     queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
     attachments = prod.one("aws:s3/bucket:Bucket", "attachments")
+    dlq = prod.one("aws:sqs/queue:Queue", "email-queue-dlq")
     assert {e["name"]: e["value"] for e in definition["environment"]} == {
         "EMAIL_QUEUE_URL": queue.outputs["url"],
         "ATTACHMENTS_BUCKET": attachments.outputs["bucket"],
+        "EMAIL_DLQ_URL": dlq.outputs["url"],
+        "MAX_ATTEMPTS": "5",
         "AWS_REGION": "eu-west-1",
         "ELASTICEMAIL_BASE_URL": "https://api.elasticemail.com",
         "SENDGRID_BASE_URL": "https://api.sendgrid.com",
         "PROVIDER_TIMEOUT_SECONDS": "3",
         "PROCESSOR_HEALTH_PORT": "9101",
+        "DATABASE_POOL_SIZE": "7",
+        "DATABASE_MAX_OVERFLOW": "0",
+        "PGSSLROOTCERT": "/etc/ssl/certs/mailstack-database-ca.pem",
     }
     assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
         "DATABASE_URL": secret_arn(prod, "database-url"),
@@ -187,31 +254,44 @@ def test_execution_role_reads_only_the_secrets_its_task_names(
     assert sorted(granted[0]["Resource"]) == sorted(secret_arn(prod, key) for key in secrets)
 
 
-def test_gateway_may_only_send_to_its_queue_and_put_attachments(prod: StackRecord) -> None:
+def test_gateway_may_only_send_to_its_queue_put_attachments_and_read_its_attributes(
+    prod: StackRecord,
+) -> None:
+    """/readyz asks the queue for its attributes: without the right it answered 503 forever."""
     queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
     bucket_arn = prod.one("aws:s3/bucket:Bucket", "attachments").outputs["arn"]
     assert statements(prod, "gateway-task") == [
         {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]},
         {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"{bucket_arn}/*"]},
+        {"Effect": "Allow", "Action": ["sqs:GetQueueAttributes"], "Resource": [queue_arn]},
     ]
 
 
-def test_processor_may_only_consume_its_queue_and_get_attachments(prod: StackRecord) -> None:
-    queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+def test_processor_may_only_consume_its_queues_and_get_attachments(prod: StackRecord) -> None:
+    consume = [
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
     bucket_arn = prod.one("aws:s3/bucket:Bucket", "attachments").outputs["arn"]
     assert statements(prod, "processor-task") == [
-        {
-            "Effect": "Allow",
-            "Action": [
-                "sqs:ChangeMessageVisibility",
-                "sqs:DeleteMessage",
-                "sqs:GetQueueAttributes",
-                "sqs:ReceiveMessage",
-            ],
-            "Resource": [queue_arn],
-        },
+        *(
+            {
+                "Effect": "Allow",
+                "Action": consume,
+                "Resource": [prod.one("aws:sqs/queue:Queue", name).outputs["arn"]],
+            }
+            for name in ("email-queue-queue", "email-queue-dlq")
+        ),
         {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{bucket_arn}/*"]},
     ]
+
+
+def test_max_attempts_follows_the_queues_max_receive_count(prod: StackRecord) -> None:
+    redrive = prod.one("aws:sqs/queue:Queue", "email-queue-queue").json("redrivePolicy")
+    environment = {e["name"]: e["value"] for e in container(prod, "processor")["environment"]}
+    assert environment["MAX_ATTEMPTS"] == str(redrive["maxReceiveCount"])
 
 
 def test_task_roles_trust_only_ecs_tasks_of_this_account(prod: StackRecord) -> None:
@@ -318,3 +398,32 @@ def test_an_alarm_fires_on_any_email_republished_after_its_message_was_lost(
     assert alarm["threshold"] == 0
     assert alarm["comparisonOperator"] == "GreaterThanThreshold"
     assert alarm["alarmActions"]
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """The repository's Dockerfile, its instructions by stage name."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    dockerfile = Path(__file__).resolve().parents[2] / "Dockerfile"
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split()[-1], [])
+        elif line and not line.startswith("#"):
+            current.append(line)
+    return stages
+
+
+@pytest.mark.parametrize("service", ["gateway", "processor"])
+def test_the_image_holds_the_ca_bundle_the_task_verifies_the_database_with(
+    dev: StackRecord, service: str
+) -> None:
+    """sslmode=verify-full needs PGSSLROOTCERT to name a file the image has."""
+    environment = {e["name"]: e["value"] for e in container(dev, service)["environment"]}
+    bundle = environment["PGSSLROOTCERT"]
+    stages = dockerfile_stages()
+    copies = [line.split() for line in stages[service] if line.startswith("COPY --from=")]
+    sources = {words[1].removeprefix("--from="): words[-1] for words in copies}
+    assert sources.get("database-ca") == bundle
+    fetched = " ".join(stages["database-ca"])
+    assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in fetched
+    assert "/etc/ssl/certs/ca-certificates.crt" in fetched  # the Amazon roots, for the proxy

@@ -18,6 +18,17 @@ from mailstack_infra.settings import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What an operator sets before the first `pulumi up` (docs/deploy.md): never in the stack files.
+OPERATOR = {
+    "dev": {"mailstack:elasticEmailApiKey": "ee", "mailstack:sendGridApiKey": "sg"},
+    "prod": {
+        "mailstack:elasticEmailApiKey": "ee",
+        "mailstack:sendGridApiKey": "sg",
+        "mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x",
+        "mailstack:alarmEmail": "oncall@example.com",
+    },
+    "localstack": {},
+}
 
 
 def stack_file(stack: str) -> dict[str, Any]:
@@ -25,8 +36,12 @@ def stack_file(stack: str) -> dict[str, Any]:
     return dict(loaded["config"])
 
 
-def load(stack: str, extra: dict[str, Any] | None = None) -> StackConfig:
-    values = {**stack_file(stack), **(extra or {})}
+def load(
+    stack: str, extra: dict[str, Any] | None = None, *, without: tuple[str, ...] = ()
+) -> StackConfig:
+    """The stack file with what the operator sets (less `without`) and `extra` on top."""
+    values = {**stack_file(stack), **OPERATOR[stack], **(extra or {})}
+    values = {key: value for key, value in values.items() if key not in without}
     pulumi.runtime.set_all_config(
         {
             key: value if isinstance(value, str) else json.dumps(value)
@@ -57,7 +72,7 @@ def test_dev_stack_is_small_and_unprotected() -> None:
 
 
 def test_prod_stack_is_protected_redundant_and_replicated() -> None:
-    config = load("prod", {"mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x"})
+    config = load("prod")
     assert config.az_count == 3
     assert config.nat_per_az is True
     assert config.deletion_protection is True
@@ -71,7 +86,7 @@ def test_prod_stack_is_protected_redundant_and_replicated() -> None:
 def test_dev_cache_is_one_small_node_and_prod_fails_over_across_zones() -> None:
     dev = load("dev")
     assert (dev.cache_node_count, dev.cache_multi_az) == (1, False)
-    prod = load("prod", {"mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x"})
+    prod = load("prod")
     assert prod.cache_multi_az is True
     assert prod.cache_node_count >= 2
     assert not prod.cache_node_type.startswith("cache.t")
@@ -84,13 +99,57 @@ def test_a_multi_az_cache_needs_a_replica() -> None:
 
 @pytest.mark.parametrize("stack", ["dev", "prod", "localstack"])
 def test_no_stack_file_trusts_a_jwt_issuer_by_default(stack: str) -> None:
-    extra = {"mailstack:certificateArn": "arn:aws:acm:eu-west-1:1:certificate/x"}
-    assert load(stack, extra if stack == "prod" else None).jwt is None
+    assert load(stack).jwt is None
 
 
 def test_prod_refuses_to_start_without_a_certificate() -> None:
     with pytest.raises(ConfigError, match="certificateArn"):
-        load("prod")
+        load("prod", without=("mailstack:certificateArn",))
+
+
+def test_prod_refuses_to_start_without_an_alarm_email() -> None:
+    with pytest.raises(ConfigError, match="mailstack:alarmEmail is required in production"):
+        load("prod", without=("mailstack:alarmEmail",))
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("key", ["mailstack:elasticEmailApiKey", "mailstack:sendGridApiKey"])
+def test_aws_stacks_refuse_to_start_without_both_provider_keys(stack: str, key: str) -> None:
+    """The processor needs both; a secret without a value keeps every task from starting."""
+    with pytest.raises(ConfigError, match=f"{key} must be set: pulumi config set --secret"):
+        load(stack, without=(key,))
+
+
+def test_localstack_needs_no_provider_keys() -> None:
+    assert load("localstack").elasticemail_api_key is None
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stack_files_start_in_bootstrap_mode_until_the_images_are_pushed(stack: str) -> None:
+    assert stack_file(stack)["mailstack:imagesReady"] is False
+    assert load(stack).images_ready is False
+    assert load(stack, {"mailstack:imagesReady": "true"}).images_ready is True
+
+
+def test_dev_tags_may_be_pushed_again_and_prod_tags_never() -> None:
+    assert load("dev").mutable_image_tags == ("dev*",)
+    assert load("prod").mutable_image_tags == ()
+
+
+def test_prod_has_a_backup_plan_and_interface_endpoints_and_dev_neither() -> None:
+    prod, dev = load("prod"), load("dev")
+    assert (prod.db_backup_plan, prod.interface_endpoints) == (True, True)
+    assert (dev.db_backup_plan, dev.interface_endpoints) == (False, False)
+
+
+def test_jobs_reserve_no_concurrency_unless_configured() -> None:
+    assert load("dev").jobs_reserved_concurrency is None
+    assert load("dev", {"mailstack:jobsReservedConcurrency": "1"}).jobs_reserved_concurrency == 1
+
+
+def test_an_unknown_task_architecture_is_refused() -> None:
+    with pytest.raises(ConfigError, match="taskArchitecture"):
+        load("dev", {"mailstack:taskArchitecture": "RISCV"})
 
 
 def test_localstack_stack_targets_localstack_with_a_local_database() -> None:
@@ -107,3 +166,14 @@ def test_jobs_archive_defaults_to_what_make_builds() -> None:
 def test_secret_config_reaches_the_program_as_secrets() -> None:
     config = load("dev", {"mailstack:elasticEmailApiKey": "k"})
     assert isinstance(config.elasticemail_api_key, pulumi.Output)
+
+
+def test_the_deploy_guide_builds_every_image_for_the_tasks_platform() -> None:
+    """Tasks run X86_64: an image built on an ARM laptop without --platform will not start."""
+    guide = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    builds = [line for line in guide.splitlines() if line.startswith("docker build")]
+    assert len(builds) == 2
+    assert all('--platform "$PLATFORM"' in line for line in builds)
+    assert "PLATFORM=$(pulumi stack output image_platform)" in guide
+    assert load("dev").platform == "linux/amd64"
+    assert load("dev", {"mailstack:taskArchitecture": "ARM64"}).platform == "linux/arm64"

@@ -24,6 +24,8 @@ class PrivateBucketArgs:
     lifecycle_rules: Sequence[LifecycleRule]
     sse_algorithm: str = "aws:kms"
     extra_policy_statements: Sequence[pulumi.Input[dict[str, Any]]] = field(default_factory=list)
+    # protect + retain_on_delete on the bucket (production data).
+    protect: bool = False
 
 
 class PrivateBucket(pulumi.ComponentResource):
@@ -38,7 +40,13 @@ class PrivateBucket(pulumi.ComponentResource):
         super().__init__("mailstack:storage:PrivateBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.bucket = aws.s3.Bucket(name, bucket=args.bucket_name, opts=child)
+        self.bucket = aws.s3.Bucket(
+            name,
+            bucket=args.bucket_name,
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect
+            ),
+        )
         aws.s3.BucketOwnershipControls(
             name,
             bucket=self.bucket.id,

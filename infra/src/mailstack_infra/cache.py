@@ -43,6 +43,8 @@ class CacheArgs:
     log_retention_days: int
     secret_recovery_window_days: int
     alarm_topic_arn: pulumi.Input[str]
+    # protect + retain_on_delete on the URL's secret (production).
+    protect: bool = False
 
 
 def redis_url(token: str, host: str) -> str:
@@ -177,7 +179,9 @@ class Cache(pulumi.ComponentResource):
             name=f"{args.prefix}/redis-url",
             description="REDIS_URL of the gateway (rediss://:<auth token>@<primary>:6379/0)",
             recovery_window_in_days=args.secret_recovery_window_days,
-            opts=child,
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect
+            ),
         )
         url: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(token.result, self.replication_group.primary_endpoint_address).apply(

@@ -1,7 +1,8 @@
-"""RDS Postgres: a Multi-AZ primary, read replicas, their parameter group, logs and alarms."""
+"""RDS Postgres: a Multi-AZ primary, read replicas, users, parameter group, logs and alarms."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,16 +11,26 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from mailstack_infra.connections import ConnectionBudget, instance_memory_bytes
 from mailstack_infra.iam import trust_policy
 from mailstack_infra.observability import Threshold, alarm
 
 DATABASE_NAME = "mailstack"
+# The master user runs the migrations only; the services and jobs connect as the app user,
+# which the migration task creates with DML rights and nothing else.
 MASTER_USER = "mailstack"
+APP_USER = "mailstack_app"
 POSTGRES_PORT = 5432
 LOG_EXPORTS = ["postgresql", "upgrade"]
 FREE_STORAGE_ALARM_BYTES = 2 * 1024**3
-CONNECTIONS_ALARM = 100
+FREE_MEMORY_ALARM_SHARE = 0.1
+# An instance class the program cannot size: alarm below a tenth of 2 GiB.
+UNKNOWN_CLASS_MEMORY_BYTES = 2 * 1024**3
+LATENCY_ALARM_SECONDS = 0.02
 REPLICA_LAG_ALARM_SECONDS = 60
+# Every connection verifies the server's certificate and host name. The CA file comes from the
+# client's PGSSLROOTCERT (the task definitions and the Lambdas set it), so one URL serves both.
+TLS_QUERY = "sslmode=verify-full"
 
 
 @dataclass(frozen=True)
@@ -42,11 +53,17 @@ class DatabaseArgs:
     partition: pulumi.Input[str]
     account_id: pulumi.Input[str]
     alarm_topic_arn: pulumi.Input[str]
+    budget: ConnectionBudget
+    secret_recovery_window_days: int
+    # protect + retain_on_delete on the primary and its secrets (production).
+    protect: bool = False
 
 
-def sqlalchemy_url(password: str, host: str) -> str:
-    """The URL the services read from DATABASE_URL / DATABASE_READ_URL."""
-    return f"postgresql+psycopg://{MASTER_USER}:{password}@{host}:{POSTGRES_PORT}/{DATABASE_NAME}"
+def sqlalchemy_url(user: str, password: str, host: str) -> str:
+    """A URL as the services read it (DATABASE_URL, DATABASE_READ_URL): TLS, verified."""
+    return (
+        f"postgresql+psycopg://{user}:{password}@{host}:{POSTGRES_PORT}/{DATABASE_NAME}?{TLS_QUERY}"
+    )
 
 
 class Database(pulumi.ComponentResource):
@@ -58,8 +75,13 @@ class Database(pulumi.ComponentResource):
 
     primary: aws.rds.Instance
     replicas: list[aws.rds.Instance]
-    url: pulumi.Output[str]
-    read_url: pulumi.Output[str]
+    app_password: random.RandomPassword
+    # The master's URL, for the migration task only, straight to the primary.
+    admin_url_secret: aws.secretsmanager.Secret
+    # {"username", "password"} of the app user, as RDS Proxy reads its credentials.
+    app_credentials_secret: aws.secretsmanager.Secret
+    # The app user's URL on the first replica, for reads (None without replicas).
+    replica_url: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -67,12 +89,21 @@ class Database(pulumi.ComponentResource):
         super().__init__("mailstack:database:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         identifier = f"{args.prefix}-db"
+        kept = pulumi.ResourceOptions(
+            parent=self, protect=args.protect, retain_on_delete=args.protect
+        )
 
-        password = random.RandomPassword(
-            f"{name}-password",
-            length=32,
-            # Letters and digits only: the password goes into a URL unescaped.
-            special=False,
+        # Letters and digits only: the passwords go into URLs unescaped.
+        password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
+        self.app_password = random.RandomPassword(
+            f"{name}-app-password", length=32, special=False, opts=child
+        )
+        # Changes whenever the instance is replaced, so a new final snapshot never collides
+        # with the one the old instance left behind.
+        snapshot_suffix = random.RandomId(
+            f"{name}-final-snapshot",
+            byte_length=4,
+            keepers={"identifier": identifier, "engine": args.engine_major},
             opts=child,
         )
         subnet_group = aws.rds.SubnetGroup(
@@ -88,6 +119,12 @@ class Database(pulumi.ComponentResource):
             parameters=[
                 aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
                 aws.rds.ParameterGroupParameterArgs(name="log_min_duration_statement", value="500"),
+                # Explicit, so the proxy's share, the pools and the alarm all know the number.
+                aws.rds.ParameterGroupParameterArgs(
+                    name="max_connections",
+                    value=str(args.budget.max_connections),
+                    apply_method="pending-reboot",
+                ),
             ],
             opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["family"]),
         )
@@ -154,9 +191,13 @@ class Database(pulumi.ComponentResource):
             backup_window="02:00-03:00",
             maintenance_window="sun:03:30-sun:04:30",
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{identifier}-final",
+            final_snapshot_identifier=pulumi.Output.concat(
+                identifier, "-final-", snapshot_suffix.hex
+            ),
             **common,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=log_groups(identifier)),
+            opts=pulumi.ResourceOptions.merge(
+                kept, pulumi.ResourceOptions(depends_on=log_groups(identifier))
+            ),
         )
 
         self.replicas = []
@@ -180,16 +221,46 @@ class Database(pulumi.ComponentResource):
                 )
             )
 
-        self.url = pulumi.Output.secret(
+        def secret(
+            key: str, description: str, value: pulumi.Input[str]
+        ) -> aws.secretsmanager.Secret:
+            created = aws.secretsmanager.Secret(
+                f"{name}-{key}",
+                name=f"{args.prefix}/{key}",
+                description=description,
+                recovery_window_in_days=args.secret_recovery_window_days,
+                opts=kept,
+            )
+            aws.secretsmanager.SecretVersion(
+                f"{name}-{key}",
+                secret_id=created.id,
+                secret_string=pulumi.Output.secret(value),
+                opts=child,
+            )
+            return created
+
+        self.admin_url_secret = secret(
+            "database-admin-url",
+            "The master user's URL of the primary: for the migration task only",
             pulumi.Output.all(password.result, self.primary.address).apply(
-                lambda values: sqlalchemy_url(values[0], values[1])
-            )
+                lambda values: sqlalchemy_url(MASTER_USER, values[0], values[1])
+            ),
         )
-        reader = self.replicas[0] if self.replicas else self.primary
-        self.read_url = pulumi.Output.secret(
-            pulumi.Output.all(password.result, reader.address).apply(
-                lambda values: sqlalchemy_url(values[0], values[1])
+        self.app_credentials_secret = secret(
+            "database-app-credentials",
+            "The app user's name and password, as RDS Proxy reads them",
+            self.app_password.result.apply(
+                lambda value: json.dumps({"username": APP_USER, "password": value})
+            ),
+        )
+        self.replica_url = (
+            pulumi.Output.secret(
+                pulumi.Output.all(self.app_password.result, self.replicas[0].address).apply(
+                    lambda values: sqlalchemy_url(APP_USER, values[0], values[1])
+                )
             )
+            if self.replicas
+            else None
         )
 
         instances = [
@@ -220,16 +291,48 @@ class Database(pulumi.ComponentResource):
                 topic_arn=args.alarm_topic_arn,
                 parent=self,
             )
+            connections = args.budget.alarm_threshold
             alarm(
                 f"{name}-{label}-connections",
-                description=f"Postgres {label} has more than {CONNECTIONS_ALARM} connections",
+                description=(
+                    f"Postgres {label} holds more than {connections} of its "
+                    f"{args.budget.max_connections} connections"
+                ),
                 namespace="AWS/RDS",
                 metric="DatabaseConnections",
                 dimensions=dimensions,
-                when=Threshold(CONNECTIONS_ALARM, statistic="Maximum"),
+                when=Threshold(connections, statistic="Maximum"),
                 topic_arn=args.alarm_topic_arn,
                 parent=self,
             )
+            memory = instance_memory_bytes(args.instance_class) or UNKNOWN_CLASS_MEMORY_BYTES
+            free_memory = memory * FREE_MEMORY_ALARM_SHARE
+            alarm(
+                f"{name}-{label}-memory",
+                description=f"Postgres {label} has less than 10% of its memory free",
+                namespace="AWS/RDS",
+                metric="FreeableMemory",
+                dimensions=dimensions,
+                when=Threshold(
+                    int(free_memory), statistic="Minimum", comparison="LessThanThreshold"
+                ),
+                topic_arn=args.alarm_topic_arn,
+                parent=self,
+            )
+            for direction in ("Read", "Write"):
+                alarm(
+                    f"{name}-{label}-{direction.lower()}-latency",
+                    description=(
+                        f"Postgres {label} {direction.lower()}s take over "
+                        f"{int(LATENCY_ALARM_SECONDS * 1000)} ms for 15 minutes"
+                    ),
+                    namespace="AWS/RDS",
+                    metric=f"{direction}Latency",
+                    dimensions=dimensions,
+                    when=Threshold(LATENCY_ALARM_SECONDS),
+                    topic_arn=args.alarm_topic_arn,
+                    parent=self,
+                )
         for index, replica in enumerate(self.replicas):
             alarm(
                 f"{name}-replica-{index + 1}-lag",

@@ -22,6 +22,7 @@ class FirewallArgs:
     prefix: str
     vpc_id: pulumi.Input[str]
     https_listener: bool
+    interface_endpoints: bool = False
 
 
 class Firewall(pulumi.ComponentResource):
@@ -31,8 +32,11 @@ class Firewall(pulumi.ComponentResource):
     gateway: aws.ec2.SecurityGroup
     processor: aws.ec2.SecurityGroup
     jobs: aws.ec2.SecurityGroup
+    migrate: aws.ec2.SecurityGroup
+    proxy: aws.ec2.SecurityGroup
     database: aws.ec2.SecurityGroup
     cache: aws.ec2.SecurityGroup
+    endpoints: aws.ec2.SecurityGroup | None
 
     def __init__(
         self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
@@ -54,7 +58,11 @@ class Firewall(pulumi.ComponentResource):
         self.gateway = group("gateway", "mailstack gateway tasks: only from the ALB")
         self.processor = group("processor", "mailstack processor tasks: no ingress")
         self.jobs = group("jobs", "mailstack cleanup and retry Lambdas: no ingress")
-        self.database = group("database", "mailstack Postgres: only from the app and jobs")
+        self.migrate = group("migrate", "mailstack migration task: no ingress")
+        self.proxy = group("proxy", "mailstack RDS Proxy: only from the services and jobs")
+        self.database = group(
+            "database", "mailstack Postgres: the proxy, migrations and replica reads"
+        )
         self.cache = group("cache", "mailstack Redis rate-limit counters: only from the gateway")
 
         public_ports = [HTTP_PORT, HTTPS_PORT] if args.https_listener else [HTTP_PORT]
@@ -63,19 +71,34 @@ class Firewall(pulumi.ComponentResource):
         self._egress("alb-to-gateway", self.alb, GATEWAY_PORT, peer=self.gateway)
         self._ingress("gateway-from-alb", self.gateway, GATEWAY_PORT, peer=self.alb)
 
-        # Tasks and jobs reach AWS APIs, ECR and the email providers over HTTPS only.
-        for role, sg in (
+        # Tasks and jobs reach AWS APIs, ECR and the email providers over HTTPS only; the
+        # primary through the proxy only.
+        clients = [
             ("gateway", self.gateway),
             ("processor", self.processor),
             ("jobs", self.jobs),
-        ):
+            ("migrate", self.migrate),
+        ]
+        for role, sg in clients:
             self._egress(f"{role}-https", sg, HTTPS_PORT, cidr=ANYWHERE)
-            self._egress(f"{role}-to-database", sg, POSTGRES_PORT, peer=self.database)
-            self._ingress(f"database-from-{role}", self.database, POSTGRES_PORT, peer=sg)
+        for role, sg in clients[:3]:
+            self._link(role, sg, "proxy", self.proxy, POSTGRES_PORT)
+        self._link("proxy", self.proxy, "database", self.database, POSTGRES_PORT)
+        # The migration task talks to the primary directly (DDL, as the master user); the
+        # gateway reads from the replicas, which have no proxy.
+        self._link("migrate", self.migrate, "database", self.database, POSTGRES_PORT)
+        self._link("gateway", self.gateway, "database", self.database, POSTGRES_PORT)
 
         # Only the gateway counts rate limits; the processor and the jobs never talk to Redis.
-        self._egress("gateway-to-cache", self.gateway, REDIS_PORT, peer=self.cache)
-        self._ingress("cache-from-gateway", self.cache, REDIS_PORT, peer=self.gateway)
+        self._link("gateway", self.gateway, "cache", self.cache, REDIS_PORT)
+
+        self.endpoints = None
+        if args.interface_endpoints:
+            self.endpoints = group(
+                "endpoints", "mailstack VPC interface endpoints: HTTPS from the app tier"
+            )
+            for role, sg in clients:
+                self._ingress(f"endpoints-from-{role}", self.endpoints, HTTPS_PORT, peer=sg)
 
         self.register_outputs(
             {
@@ -83,10 +106,24 @@ class Firewall(pulumi.ComponentResource):
                 "gateway_security_group_id": self.gateway.id,
                 "processor_security_group_id": self.processor.id,
                 "jobs_security_group_id": self.jobs.id,
+                "migrate_security_group_id": self.migrate.id,
+                "proxy_security_group_id": self.proxy.id,
                 "database_security_group_id": self.database.id,
                 "cache_security_group_id": self.cache.id,
             }
         )
+
+    def _link(
+        self,
+        client: str,
+        client_sg: aws.ec2.SecurityGroup,
+        server: str,
+        server_sg: aws.ec2.SecurityGroup,
+        port: int,
+    ) -> None:
+        """Let `client` open TCP connections to `server` on `port`: its egress, their ingress."""
+        self._egress(f"{client}-to-{server}", client_sg, port, peer=server_sg)
+        self._ingress(f"{server}-from-{client}", server_sg, port, peer=client_sg)
 
     def _ingress(
         self,

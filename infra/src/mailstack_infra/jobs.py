@@ -36,13 +36,19 @@ class ScheduledJobArgs:
     statements: Sequence[Statement]
     log_retention_days: int
     alarm_topic_arn: pulumi.Input[str]
+    # What the role needs to publish a failed run to the alarm topic (topic and its key).
+    alarm_statements: Sequence[Statement]
     partition: pulumi.Input[str]
     network: JobNetwork | None = None
     max_retries: int = 2
+    # None: no reservation (a new account's quota of 10 has none to spare).
+    reserved_concurrency: int | None = None
+    # Off until the schema exists (the first deployment, before the images are pushed).
+    schedule_enabled: bool = True
 
 
 class ScheduledJob(pulumi.ComponentResource):
-    """A Lambda that runs one at a time on a cron schedule and reports failed runs."""
+    """A Lambda on a cron schedule that reports failed and throttled runs."""
 
     function: aws.lambda_.Function
     role: aws.iam.Role
@@ -70,7 +76,7 @@ class ScheduledJob(pulumi.ComponentResource):
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
                 resources=[pulumi.Output.concat(self.log_group.arn, ":*")],
             ),
-            Statement(actions=["sns:Publish"], resources=[args.alarm_topic_arn]),
+            *args.alarm_statements,
             *args.statements,
         ]
         policy = aws.iam.RolePolicy(
@@ -102,8 +108,9 @@ class ScheduledJob(pulumi.ComponentResource):
             code=args.code,
             timeout=args.timeout_seconds,
             memory_size=args.memory_mb,
-            # One run at a time: two overlapping runs would archive or re-queue the same rows.
-            reserved_concurrent_executions=1,
+            # Overlapping runs are safe (each locks its rows, SKIP LOCKED); reserving even one
+            # unit fails in an account whose quota leaves no 100 unreserved.
+            reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=dict(args.environment)),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="JSON", log_group=self.log_group.name
@@ -136,6 +143,7 @@ class ScheduledJob(pulumi.ComponentResource):
             name=f"{function_name}-schedule",
             description=f"Runs {function_name}",
             schedule_expression=args.schedule,
+            state="ENABLED" if args.schedule_enabled else "DISABLED",
             opts=child,
         )
         aws.cloudwatch.EventTarget(
@@ -153,16 +161,17 @@ class ScheduledJob(pulumi.ComponentResource):
             opts=child,
         )
 
-        alarm(
-            f"{name}-errors",
-            description=f"{function_name} failed",
-            namespace="AWS/Lambda",
-            metric="Errors",
-            dimensions={"FunctionName": self.function.name},
-            when=Threshold(0, statistic="Sum", evaluation_periods=1),
-            topic_arn=args.alarm_topic_arn,
-            parent=self,
-        )
+        for metric, what in (("Errors", "failed"), ("Throttles", "was throttled")):
+            alarm(
+                f"{name}-{metric.lower()}",
+                description=f"{function_name} {what}",
+                namespace="AWS/Lambda",
+                metric=metric,
+                dimensions={"FunctionName": self.function.name},
+                when=Threshold(0, statistic="Sum", evaluation_periods=1),
+                topic_arn=args.alarm_topic_arn,
+                parent=self,
+            )
 
         self.register_outputs(
             {"function_name": self.function.name, "schedule": self.rule.schedule_expression}

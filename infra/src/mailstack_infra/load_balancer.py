@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -13,9 +15,20 @@ from mailstack_infra.firewall import GATEWAY_PORT
 from mailstack_infra.observability import Threshold, alarm
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-HEALTH_CHECK_PATH = "/healthz"
+# The gateway's public readiness probe: fails while the database is unreachable or its
+# schema is older than the gateway's code, so such a task never takes traffic.
+HEALTH_CHECK_PATH = "/healthz?deep=1"
 ACCESS_LOG_PREFIX = "alb"
 ACCESS_LOG_DAYS = 90
+# The ALB closes a connection idle this long; the gateway keeps connections open longer, so it
+# is always the ALB that closes them (else a request can race the close: a 502).
+IDLE_TIMEOUT_SECONDS = 60
+# Admin-only routes of the gateway that have no business on the internet at all.
+INTERNAL_PATHS = ("/metrics", "/metrics/*", "/docs", "/docs/*", "/openapi.json")
+# The ELB log delivery service principal, valid in every region (the per-region ELB accounts
+# are the legacy way and do not exist in regions opened since August 2022).
+LOG_DELIVERY_PRINCIPAL = "logdelivery.elasticloadbalancing.amazonaws.com"
+RESPONSE_TIME_P99_ALARM_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -29,8 +42,19 @@ class LoadBalancerArgs:
     certificate_arn: str | None
     deletion_protection: bool
     account_id: pulumi.Input[str]
-    elb_account_arn: pulumi.Input[str]
+    partition: pulumi.Input[str]
     alarm_topic_arn: pulumi.Input[str]
+
+
+def access_log_statement(bucket: str, account_id: str, partition: str) -> dict[str, Any]:
+    """The bucket policy statement that lets the ALB deliver its access logs."""
+    return {
+        "Sid": "AllowAlbAccessLogs",
+        "Effect": "Allow",
+        "Principal": {"Service": LOG_DELIVERY_PRINCIPAL},
+        "Action": "s3:PutObject",
+        "Resource": f"arn:{partition}:s3:::{bucket}/{ACCESS_LOG_PREFIX}/AWSLogs/{account_id}/*",
+    }
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -54,16 +78,8 @@ class LoadBalancer(pulumi.ComponentResource):
                 lifecycle_rules=[expire_after(ACCESS_LOG_DAYS)],
                 sse_algorithm="AES256",
                 extra_policy_statements=[
-                    pulumi.Output.all(log_bucket_name, args.account_id, args.elb_account_arn).apply(
-                        lambda values: {
-                            "Sid": "AllowAlbAccessLogs",
-                            "Effect": "Allow",
-                            "Principal": {"AWS": values[2]},
-                            "Action": "s3:PutObject",
-                            "Resource": (
-                                f"arn:aws:s3:::{values[0]}/{ACCESS_LOG_PREFIX}/AWSLogs/{values[1]}/*"
-                            ),
-                        }
+                    pulumi.Output.all(log_bucket_name, args.account_id, args.partition).apply(
+                        lambda values: access_log_statement(values[0], values[1], values[2])
                     )
                 ],
             ),
@@ -80,7 +96,7 @@ class LoadBalancer(pulumi.ComponentResource):
             drop_invalid_header_fields=True,
             enable_deletion_protection=args.deletion_protection,
             enable_http2=True,
-            idle_timeout=60,
+            idle_timeout=IDLE_TIMEOUT_SECONDS,
             access_logs=aws.lb.LoadBalancerAccessLogsArgs(
                 bucket=logs.bucket.bucket, prefix=ACCESS_LOG_PREFIX, enabled=True
             ),
@@ -150,6 +166,32 @@ class LoadBalancer(pulumi.ComponentResource):
                     opts=child,
                 )
             ]
+        # On the listener that forwards (the other one only redirects to it).
+        aws.lb.ListenerRule(
+            f"{name}-internal-paths",
+            listener_arn=self.listeners[0].arn,
+            priority=1,
+            conditions=[
+                aws.lb.ListenerRuleConditionArgs(
+                    path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(
+                        values=list(INTERNAL_PATHS)
+                    )
+                )
+            ],
+            actions=[
+                aws.lb.ListenerRuleActionArgs(
+                    type="fixed-response",
+                    fixed_response=aws.lb.ListenerRuleActionFixedResponseArgs(
+                        content_type="application/json",
+                        status_code="404",
+                        message_body=json.dumps(
+                            {"error": "not_found", "message": "no such resource"}
+                        ),
+                    ),
+                )
+            ],
+            opts=child,
+        )
 
         alb_dimension = {"LoadBalancer": self.alb.arn_suffix}
         alarm(
@@ -174,7 +216,7 @@ class LoadBalancer(pulumi.ComponentResource):
         )
         alarm(
             f"{name}-unhealthy-hosts",
-            description="Gateway tasks fail the /healthz check",
+            description="Gateway tasks fail the load balancer's health check",
             namespace="AWS/ApplicationELB",
             metric="UnHealthyHostCount",
             dimensions={
@@ -182,6 +224,21 @@ class LoadBalancer(pulumi.ComponentResource):
                 "TargetGroup": self.target_group.arn_suffix,
             },
             when=Threshold(0, statistic="Maximum", period=60, evaluation_periods=3),
+            topic_arn=args.alarm_topic_arn,
+            parent=self,
+        )
+
+        alarm(
+            f"{name}-response-time-p99",
+            description=(
+                f"The slowest 1% of gateway responses take over {RESPONSE_TIME_P99_ALARM_SECONDS} s"
+            ),
+            namespace="AWS/ApplicationELB",
+            metric="TargetResponseTime",
+            dimensions=alb_dimension,
+            when=Threshold(
+                RESPONSE_TIME_P99_ALARM_SECONDS, statistic="p99", period=60, evaluation_periods=5
+            ),
             topic_arn=args.alarm_topic_arn,
             parent=self,
         )

@@ -13,7 +13,8 @@ import pulumi
 ACCOUNT_ID = "123456789012"
 # The key the engine marks a secret value with in serialized properties (not a credential).
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # noqa: S105
-ELB_ACCOUNT_ARN = "arn:aws:iam::156460612806:root"
+# The digest every mocked `ecr.get_image` answers with.
+IMAGE_DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class RecordedResource:
     outputs: Mapping[str, Any]
     provider: str | None
     secret_inputs: frozenset[str] = frozenset()
+    # Resource options the engine never shows the mocks, recorded when the resource is built.
+    protect: bool = False
+    retain_on_delete: bool = False
 
     @property
     def id(self) -> str:
@@ -42,7 +46,12 @@ class StackRecord:
 
     resources: list[RecordedResource] = field(default_factory=list)
     invokes: list[str] = field(default_factory=list)
+    invoke_args: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # (type, name) -> (protect, retain_on_delete), as the program asked for them.
+    options: dict[tuple[str, str], tuple[bool, bool]] = field(default_factory=dict)
+    # (type, name) -> the names of the resources it explicitly depends on.
+    depends_on: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[RecordedResource]:
         return iter(self.resources)
@@ -100,6 +109,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         name = inputs.get("name") or inputs.get("namePrefix") or args.name
         outputs = {**inputs, **self._computed(args.typ, args.name, str(name), inputs)}
         resource_id = str(outputs.pop("id", f"{args.name}-id"))
+        protect, retain = self.record.options.get((args.typ, args.name), (False, False))
         self.record.resources.append(
             RecordedResource(
                 type=args.typ,
@@ -108,6 +118,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 outputs={**outputs, "id": resource_id},
                 provider=args.provider,
                 secret_inputs=secret_inputs,
+                protect=protect,
+                retain_on_delete=retain,
             )
         )
         return resource_id, outputs
@@ -117,11 +129,28 @@ class RecordingMocks(pulumi.runtime.Mocks):
     ) -> dict[str, Any]:
         region, account = self.region, ACCOUNT_ID
         service = _service(typ) if ":" in typ else "pulumi"
-        computed: dict[str, Any] = {
-            "name": name,
-            "arn": f"arn:aws:{service}:{region}:{account}:{typ.rsplit(':', 1)[-1]}/{logical}",
-        }
+        computed: dict[str, Any] = {"name": name}
+        if "arn" not in inputs:
+            # Some resources take an `arn` input (an event target's, a topic policy's topic).
+            computed["arn"] = (
+                f"arn:aws:{service}:{region}:{account}:{typ.rsplit(':', 1)[-1]}/{logical}"
+            )
         by_type: dict[str, Callable[[], dict[str, Any]]] = {
+            "aws:kms/key:Key": lambda: {
+                "arn": f"arn:aws:kms:{region}:{account}:key/{logical}-0000",
+                "keyId": f"{logical}-0000",
+            },
+            "aws:rds/proxy:Proxy": lambda: {
+                "endpoint": f"{name}.proxy-abc.{region}.rds.amazonaws.com",
+                "arn": f"arn:aws:rds:{region}:{account}:db-proxy:prx-{logical}",
+            },
+            "aws:ecs/service:Service": lambda: {
+                "id": f"arn:aws:ecs:{region}:{account}:service/{inputs['cluster']}/{name}",
+            },
+            "aws:ecs/taskDefinition:TaskDefinition": lambda: {
+                "arn": f"arn:aws:ecs:{region}:{account}:task-definition/{inputs['family']}:1",
+            },
+            "random:index/randomId:RandomId": lambda: {"hex": "a1b2c3d4"},
             "aws:sqs/queue:Queue": lambda: {
                 "arn": f"arn:aws:sqs:{region}:{account}:{name}",
                 "url": f"https://sqs.{region}.amazonaws.com/{account}/{name}",
@@ -177,6 +206,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self, args: pulumi.runtime.MockCallArgs
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         self.record.invokes.append(args.token)
+        self.record.invoke_args.append((args.token, dict(args.args)))
         answers: dict[str, dict[str, Any]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": {
                 "id": self.region,
@@ -202,9 +232,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "endpoint": f"ec2.{self.region}.amazonaws.com",
                 "description": self.region,
             },
-            "aws:elb/getServiceAccount:getServiceAccount": {
-                "id": "156460612806",
-                "arn": ELB_ACCOUNT_ARN,
+            "aws:ecr/getImage:getImage": {
+                "id": IMAGE_DIGEST,
+                "imageDigest": IMAGE_DIGEST,
+                "imageTags": [args.args.get("imageTag")],
+                "repositoryName": args.args.get("repositoryName"),
+                "registryId": ACCOUNT_ID,
             },
         }
         if args.token not in answers:
@@ -243,8 +276,23 @@ def record_stack(
     ensure_event_loop()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
 
+    def remember_options(
+        args: pulumi.ResourceTransformationArgs,
+    ) -> pulumi.ResourceTransformationResult | None:
+        key = (args.type_, args.name)
+        mocks.record.options[key] = (bool(args.opts.protect), bool(args.opts.retain_on_delete))
+        depends_on = args.opts.depends_on
+        resources = depends_on if isinstance(depends_on, list) else [depends_on]
+        mocks.record.depends_on[key] = {
+            str(resource._name)  # the mocks cannot see a resource name otherwise
+            for resource in resources
+            if isinstance(resource, pulumi.Resource)
+        }
+        return None
+
     @pulumi.runtime.test  # type: ignore[untyped-decorator]  # pulumi leaves it unannotated
     def run() -> pulumi.Output[Any]:
+        pulumi.runtime.register_stack_transformation(remember_options)
         outputs = build()
         return pulumi.Output.from_input(dict(outputs)).apply(mocks.record.outputs.update)
 

@@ -41,6 +41,7 @@ class Network(pulumi.ComponentResource):
     public_subnet_ids: list[pulumi.Output[str]]
     app_subnet_ids: list[pulumi.Output[str]]
     database_subnet_ids: list[pulumi.Output[str]]
+    app_route_table_ids: list[pulumi.Output[str]]
 
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -118,6 +119,7 @@ class Network(pulumi.ComponentResource):
         self.public_subnet_ids = []
         self.app_subnet_ids = []
         self.database_subnet_ids = []
+        self.app_route_table_ids = []
         nat_gateways: list[aws.ec2.NatGateway] = []
         for index, zone in enumerate(zones):
             public = subnet("public", index, zone, public_rt)
@@ -146,6 +148,7 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{args.prefix}-app-{zone}"},
                 opts=child,
             )
+            self.app_route_table_ids.append(app_rt.id)
             nat = nat_gateways[index] if args.nat_per_az else nat_gateways[0]
             aws.ec2.Route(
                 f"{name}-app-default-{index}",

@@ -17,6 +17,27 @@ S3_ENCRYPTION = (
 )
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+LISTENER = "aws:lb/listener:Listener"
+LISTENER_RULE = "aws:lb/listenerRule:ListenerRule"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+KMS_KEY = "aws:kms/key:Key"
+KMS_ALIAS = "aws:kms/alias:Alias"
+METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+EVENT_TARGET = "aws:cloudwatch/eventTarget:EventTarget"
+LAMBDA_FUNCTION = "aws:lambda/function:Function"
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+SECRET_TYPE = "aws:secretsmanager/secret:Secret"  # noqa: S105  # a type name
+SECRET_VERSION_TYPE = "aws:secretsmanager/secretVersion:SecretVersion"  # noqa: S105
+WAF_ASSOCIATION = "aws:wafv2/webAclAssociation:WebAclAssociation"
+BACKUP_SELECTION = "aws:backup/selection:Selection"
+# What CloudWatch (alarms) and EventBridge (rules) need of an encrypted topic's key.
+PUBLISH_KEY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+ALB_LOG_DELIVERY = "logdelivery.elasticloadbalancing.amazonaws.com"
+# The gateway's admin-only routes, which the public listener must answer itself.
+INTERNAL_PATHS = ("/metrics", "/docs", "/openapi.json")
+# A new account's Lambda concurrency quota, and the unreserved concurrency Lambda keeps.
+NEW_ACCOUNT_LAMBDA_CONCURRENCY = 10
+UNRESERVED_LAMBDA_MINIMUM = 100
 IAM_POLICY_HOLDERS = {
     "aws:iam/rolePolicy:RolePolicy": "policy",
     "aws:iam/policy:Policy": "policy",
@@ -140,20 +161,237 @@ def require_deletion_protection(resource: Resource, *, production: bool) -> list
     return []
 
 
+def require_image_digests(resource: Resource) -> list[str]:
+    """Task definitions run images by digest: a tag can be pushed again, and a task started
+    later (scaling, a replaced task) would then run code nobody deployed."""
+    if resource.type != TASK_DEFINITION or resource.props.get("containerDefinitions") is None:
+        return []
+    containers = _json(resource.props["containerDefinitions"])
+    return [
+        f"{resource.name}: container {c.get('name')} runs {c.get('image')}, not an image digest"
+        for c in containers
+        if "@sha256:" not in str(c.get("image", ""))
+    ]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _of_type(resources: Sequence[Resource], type_: str) -> list[Resource]:
+    return [resource for resource in resources if resource.type == type_]
+
+
+def _principals(statement: Mapping[str, Any]) -> set[str]:
+    principal = statement.get("Principal", {})
+    if not isinstance(principal, Mapping):
+        return {str(principal)}
+    return {str(p) for value in principal.values() for p in _as_list(value)}
+
+
+def _allows(statement: Mapping[str, Any], action: str) -> bool:
+    """Whether an Allow statement's actions cover `action` (IAM wildcards included)."""
+    if statement.get("Effect") != "Allow":
+        return False
+    for granted in _as_list(statement.get("Action", [])):
+        granted = str(granted)
+        if granted == action or granted in ("*", "kms:*"):
+            return True
+        if granted.endswith("*") and action.startswith(granted[:-1]):
+            return True
+    return False
+
+
+def _key_of_topic(resources: Sequence[Resource], key_id: str) -> Resource | None:
+    """The stack's KMS key a topic's `kmsMasterKeyId` names: by ARN, key id, or alias."""
+    aliases = {
+        str(a.props.get("name")): str(a.props.get("targetKeyId"))
+        for a in _of_type(resources, KMS_ALIAS)
+    }
+    wanted = {key_id, aliases.get(key_id, key_id)}
+    for key in _of_type(resources, KMS_KEY):
+        if {str(key.props.get("arn")), str(key.props.get("keyId"))} & wanted:
+            return key
+    return None
+
+
+def require_alarm_topics_usable_by_publishers(resources: Sequence[Resource]) -> list[str]:
+    """A topic that CloudWatch alarms (or EventBridge rules) publish to is encrypted with a
+    customer-managed key of the stack whose policy lets that service use it. With the
+    AWS-managed `alias/aws/sns` key, or a key that does not allow them, alarms change state
+    and notify no one (a stack rule)."""
+    publishers: dict[str, set[str]] = {}
+    for alarm in _of_type(resources, METRIC_ALARM):
+        for arn in [*alarm.props.get("alarmActions", []), *alarm.props.get("okActions", [])]:
+            publishers.setdefault(str(arn), set()).add("cloudwatch.amazonaws.com")
+    for target in _of_type(resources, EVENT_TARGET):
+        publishers.setdefault(str(target.props.get("arn")), set()).add("events.amazonaws.com")
+    violations = []
+    for topic in _of_type(resources, SNS_TOPIC):
+        services = publishers.get(str(topic.props.get("arn")))
+        key_id = topic.props.get("kmsMasterKeyId")
+        if not services or not key_id:
+            continue
+        if str(key_id).startswith("alias/aws/"):
+            violations.append(
+                f"{topic.name}: alarms cannot use the AWS-managed key {key_id}; "
+                "encrypt the topic with a customer-managed key"
+            )
+            continue
+        key = _key_of_topic(resources, str(key_id))
+        if key is None:
+            violations.append(f"{topic.name}: its key {key_id} is not a key of this stack")
+            continue
+        statements = _statements(key.props.get("policy") or "{}")
+        for service in sorted(services):
+            granted = [s for s in statements if service in _principals(s)]
+            missing = [a for a in PUBLISH_KEY_ACTIONS if not any(_allows(s, a) for s in granted)]
+            if missing:
+                violations.append(
+                    f"{topic.name}: key {key.name} does not allow {service} {missing}"
+                )
+    return violations
+
+
+def limit_reserved_lambda_concurrency(
+    resources: Sequence[Resource], *, account_concurrency: int = NEW_ACCOUNT_LAMBDA_CONCURRENCY
+) -> list[str]:
+    """Reserved concurrency fits the account's quota: Lambda keeps min(100, quota) unreserved,
+    so a new account (quota 10) can reserve nothing (a stack rule)."""
+    reserved = {
+        f.name: int(f.props["reservedConcurrentExecutions"])
+        for f in _of_type(resources, LAMBDA_FUNCTION)
+        if f.props.get("reservedConcurrentExecutions") not in (None, -1)
+    }
+    available = account_concurrency - min(UNRESERVED_LAMBDA_MINIMUM, account_concurrency)
+    if sum(reserved.values()) <= available:
+        return []
+    return [
+        f"{name}: reserves {units} of an account concurrency of {account_concurrency}, which "
+        f"leaves {available} to reserve"
+        for name, units in sorted(reserved.items())
+    ]
+
+
+def require_task_secrets_have_values(resources: Sequence[Resource]) -> list[str]:
+    """Every secret a task definition injects is a secret of the stack with a value: ECS
+    cannot start a task whose secret has none, and retries it forever (a stack rule)."""
+    secrets = {str(s.props.get("arn")): s for s in _of_type(resources, SECRET_TYPE)}
+    valued = {str(v.props.get("secretId")) for v in _of_type(resources, SECRET_VERSION_TYPE)}
+    violations = []
+    for task in _of_type(resources, TASK_DEFINITION):
+        for container in _json(task.props.get("containerDefinitions") or "[]"):
+            for entry in container.get("secrets", []):
+                arn = str(entry.get("valueFrom"))
+                secret = secrets.get(arn)
+                names = {arn} | (
+                    {str(secret.props.get(key)) for key in ("id", "name")} if secret else set()
+                )
+                if not names & valued:
+                    violations.append(
+                        f"{task.name}: {entry.get('name')} comes from {arn}, which no "
+                        "secret version of this stack fills"
+                    )
+    return violations
+
+
+def _public_load_balancers(resources: Sequence[Resource]) -> list[Resource]:
+    return [lb for lb in _of_type(resources, LOAD_BALANCER) if not lb.props.get("internal")]
+
+
+def require_waf_on_public_load_balancers(resources: Sequence[Resource]) -> list[str]:
+    """Every internet-facing load balancer has a WAF web ACL (a stack rule)."""
+    protected = {str(a.props.get("resourceArn")) for a in _of_type(resources, WAF_ASSOCIATION)}
+    return [
+        f"{lb.name}: an internet-facing load balancer without a WAF web ACL"
+        for lb in _public_load_balancers(resources)
+        if str(lb.props.get("arn")) not in protected
+    ]
+
+
+def require_internal_paths_blocked(resources: Sequence[Resource]) -> list[str]:
+    """A public listener that forwards to the gateway answers its admin-only paths itself
+    (metrics, the schema, the docs stay off the internet) with a fixed response."""
+    public = {str(lb.props.get("arn")) for lb in _public_load_balancers(resources)}
+    blocked: dict[str, set[str]] = {}
+    for rule in _of_type(resources, LISTENER_RULE):
+        if not any(a.get("type") == "fixed-response" for a in rule.props.get("actions", [])):
+            continue
+        paths = blocked.setdefault(str(rule.props.get("listenerArn")), set())
+        for condition in rule.props.get("conditions", []):
+            paths.update(condition.get("pathPattern", {}).get("values", []))
+    violations = []
+    for listener in _of_type(resources, LISTENER):
+        forwards = any(a.get("type") == "forward" for a in listener.props.get("defaultActions", []))
+        if not forwards or str(listener.props.get("loadBalancerArn")) not in public:
+            continue
+        open_paths = set(INTERNAL_PATHS) - blocked.get(str(listener.props.get("arn")), set())
+        if open_paths:
+            violations.append(f"{listener.name}: forwards {sorted(open_paths)} to the targets")
+    return violations
+
+
+def require_alb_log_delivery_principal(resources: Sequence[Resource]) -> list[str]:
+    """A load balancer's access-log bucket lets the ELB log delivery service principal write:
+    the legacy per-region ELB accounts do not exist in regions opened since August 2022."""
+    policies = {str(p.props.get("bucket")): p for p in _of_type(resources, BUCKET_POLICY)}
+    violations = []
+    for lb in _of_type(resources, LOAD_BALANCER):
+        logs = lb.props.get("accessLogs") or {}
+        if not logs.get("enabled"):
+            continue
+        policy = policies.get(str(logs.get("bucket")))
+        statements = _statements(policy.props.get("policy") or "{}") if policy else []
+        if not any(
+            ALB_LOG_DELIVERY in _principals(s) and _allows(s, "s3:PutObject") for s in statements
+        ):
+            violations.append(
+                f"{lb.name}: its log bucket does not let {ALB_LOG_DELIVERY} put objects"
+            )
+    return violations
+
+
+def require_database_backup_plan(resources: Sequence[Resource], *, production: bool) -> list[str]:
+    """In production, every primary database is in an AWS Backup selection (a stack rule)."""
+    if not production:
+        return []
+    selected = {
+        str(arn)
+        for selection in _of_type(resources, BACKUP_SELECTION)
+        for arn in selection.props.get("resources", [])
+    }
+    return [
+        f"{db.name}: a production database outside every AWS Backup plan"
+        for db in _of_type(resources, RDS_INSTANCE)
+        if not db.props.get("replicateSourceDb") and str(db.props.get("arn")) not in selected
+    ]
+
+
 RESOURCE_RULES = (
     require_encryption_at_rest,
     require_cache_encryption_in_transit,
     forbid_public_database,
     forbid_wildcard_iam_actions,
     require_log_retention,
+    require_image_digests,
+)
+STACK_RULES = (
+    require_bucket_encryption,
+    require_alarm_topics_usable_by_publishers,
+    limit_reserved_lambda_concurrency,
+    require_task_secrets_have_values,
+    require_waf_on_public_load_balancers,
+    require_internal_paths_blocked,
+    require_alb_log_delivery_principal,
 )
 
 
 def check_stack(resources: Sequence[Resource], *, production: bool) -> list[str]:
     """Every rule over every resource: the violations a policy pack run would report."""
-    violations = require_bucket_encryption(resources)
+    violations = [v for rule in STACK_RULES for v in rule(resources)]
+    violations.extend(require_database_backup_plan(resources, production=production))
     for resource in resources:
-        for rule in RESOURCE_RULES:
-            violations.extend(rule(resource))
+        for resource_rule in RESOURCE_RULES:
+            violations.extend(resource_rule(resource))
         violations.extend(require_deletion_protection(resource, production=production))
     return violations

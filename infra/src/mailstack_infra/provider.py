@@ -13,6 +13,7 @@ LOCALSTACK_SERVICES = (
     "cloudwatchlogs",
     "events",
     "iam",
+    "kms",
     "lambda_",
     "logs",
     "s3",

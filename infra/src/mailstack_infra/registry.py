@@ -18,10 +18,12 @@ class ImageRegistryArgs:
 
     prefix: str
     images: Sequence[str]
+    # ECR wildcard filters of the tags that may be pushed again (none: every tag immutable).
+    mutable_tags: Sequence[str] = ()
 
 
 class ImageRegistry(pulumi.ComponentResource):
-    """One private, immutable-tag, scanned repository per service image."""
+    """One private, scanned repository per service image; release tags are immutable."""
 
     repositories: dict[str, aws.ecr.Repository]
 
@@ -35,7 +37,15 @@ class ImageRegistry(pulumi.ComponentResource):
             repository = aws.ecr.Repository(
                 f"{name}-{image}",
                 name=f"{args.prefix}/{image}",
-                image_tag_mutability="IMMUTABLE",
+                image_tag_mutability=(
+                    "IMMUTABLE_WITH_EXCLUSION" if args.mutable_tags else "IMMUTABLE"
+                ),
+                image_tag_mutability_exclusion_filters=[
+                    aws.ecr.RepositoryImageTagMutabilityExclusionFilterArgs(
+                        filter=tag, filter_type="WILDCARD"
+                    )
+                    for tag in args.mutable_tags
+                ],
                 image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                     scan_on_push=True
                 ),
@@ -74,5 +84,13 @@ class ImageRegistry(pulumi.ComponentResource):
         )
 
     def image(self, name: str, tag: str) -> pulumi.Output[str]:
-        """The full image reference of a service at a tag."""
-        return pulumi.Output.concat(self.repositories[name].repository_url, ":", tag)
+        """The image a service runs: the digest the tag points at now, so a task definition
+        never changes under ECS when a (mutable) tag is pushed again, and `pulumi up` fails
+        with ECR's error while the tag has not been pushed."""
+        repository = self.repositories[name]
+        pushed = aws.ecr.get_image_output(
+            repository_name=repository.name,
+            image_tag=tag,
+            opts=pulumi.InvokeOutputOptions(parent=self, depends_on=[repository]),
+        )
+        return pulumi.Output.concat(repository.repository_url, "@", pushed.image_digest)

@@ -16,6 +16,8 @@ class SecretsArgs:
     recovery_window_days: int
     elasticemail_api_key: pulumi.Input[str] | None
     sendgrid_api_key: pulumi.Input[str] | None
+    # protect + retain_on_delete on every secret (production).
+    protect: bool = False
 
 
 class Secrets(pulumi.ComponentResource):
@@ -38,16 +40,18 @@ class Secrets(pulumi.ComponentResource):
                 name=f"{args.prefix}/{key}",
                 description=description,
                 recovery_window_in_days=args.recovery_window_days,
-                opts=child,
+                opts=pulumi.ResourceOptions(
+                    parent=self, protect=args.protect, retain_on_delete=args.protect
+                ),
             )
 
         self.elasticemail_api_key = secret("elasticemail-api-key", "ElasticEmail API key")
         self.sendgrid_api_key = secret("sendgrid-api-key", "SendGrid API key")
         self.database_url = secret(
-            "database-url", "SQLAlchemy URL of the primary (postgresql+psycopg://...)"
+            "database-url", "The app user's URL of the primary, through RDS Proxy"
         )
         self.database_read_url = secret(
-            "database-read-url", "SQLAlchemy URL for read-only queries (a replica when present)"
+            "database-read-url", "The app user's URL for read-only queries (a replica when present)"
         )
 
         for key, target, value in (

@@ -57,6 +57,7 @@ class FargateServiceArgs:
     image: pulumi.Input[str]
     repository_arn: pulumi.Input[str]
     sizing: ServiceSizing
+    cpu_architecture: str
     region: str
     account_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
@@ -71,6 +72,48 @@ class FargateServiceArgs:
     target_group: TargetGroupAttachment | None = None
     scaling_policies: Sequence[ScalingPolicy] = field(default_factory=list)
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+def task_execution_role(
+    name: str,
+    *,
+    account_id: pulumi.Input[str],
+    repository_arn: pulumi.Input[str],
+    log_group: aws.cloudwatch.LogGroup,
+    secret_arns: Sequence[pulumi.Input[str]],
+    parent: pulumi.Resource,
+) -> aws.iam.Role:
+    """The role ECS starts a task with: pull its image, write its logs, read its secrets."""
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        f"{name}-execution",
+        assume_role_policy=trust_policy("ecs-tasks.amazonaws.com", source_account=account_id),
+        opts=child,
+    )
+    statements = [
+        # ECR issues registry tokens account-wide; the action cannot be scoped further.
+        Statement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+        Statement(
+            actions=[
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            resources=[repository_arn],
+        ),
+        Statement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[pulumi.Output.concat(log_group.arn, ":*")],
+        ),
+    ]
+    if secret_arns:
+        statements.append(
+            Statement(actions=["secretsmanager:GetSecretValue"], resources=list(secret_arns))
+        )
+    aws.iam.RolePolicy(
+        f"{name}-execution", role=role.id, policy=policy_document(statements), opts=child
+    )
+    return role
 
 
 def health_check_command(url: str) -> list[str]:
@@ -107,37 +150,13 @@ class FargateService(pulumi.ComponentResource):
         )
 
         ecs_trust = trust_policy("ecs-tasks.amazonaws.com", source_account=args.account_id)
-        self.execution_role = aws.iam.Role(
-            f"{name}-execution", assume_role_policy=ecs_trust, opts=child
-        )
-        execution_statements = [
-            # ECR issues registry tokens account-wide; the action cannot be scoped further.
-            Statement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
-            Statement(
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[args.repository_arn],
-            ),
-            Statement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[pulumi.Output.concat(self.log_group.arn, ":*")],
-            ),
-        ]
-        if args.secrets:
-            execution_statements.append(
-                Statement(
-                    actions=["secretsmanager:GetSecretValue"],
-                    resources=list(args.secrets.values()),
-                )
-            )
-        aws.iam.RolePolicy(
-            f"{name}-execution",
-            role=self.execution_role.id,
-            policy=policy_document(execution_statements),
-            opts=child,
+        self.execution_role = task_execution_role(
+            name,
+            account_id=args.account_id,
+            repository_arn=args.repository_arn,
+            log_group=self.log_group,
+            secret_arns=list(args.secrets.values()),
+            parent=self,
         )
 
         self.task_role = aws.iam.Role(f"{name}-task", assume_role_policy=ecs_trust, opts=child)
@@ -156,8 +175,9 @@ class FargateService(pulumi.ComponentResource):
             memory=str(args.sizing.memory),
             network_mode="awsvpc",
             requires_compatibilities=["FARGATE"],
+            # The images must be built for this architecture (docker build --platform).
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture="X86_64"
+                operating_system_family="LINUX", cpu_architecture=args.cpu_architecture
             ),
             execution_role_arn=self.execution_role.arn,
             task_role_arn=self.task_role.arn,
@@ -243,6 +263,17 @@ class FargateService(pulumi.ComponentResource):
                 opts=child,
             )
 
+        self._alarms(name, service_name, args)
+        self.register_outputs(
+            {
+                "service_name": self.service.name,
+                "task_definition_arn": self.task_definition.arn,
+                "log_group": self.log_group.name,
+            }
+        )
+
+    def _alarms(self, name: str, service_name: str, args: FargateServiceArgs) -> None:
+        """CPU and memory; fewer tasks running than the minimum; a deployment ECS gave up on."""
         dimensions = {"ClusterName": args.cluster_name, "ServiceName": self.service.name}
         for metric, label in (("CPUUtilization", "cpu"), ("MemoryUtilization", "memory")):
             alarm(
@@ -255,56 +286,117 @@ class FargateService(pulumi.ComponentResource):
                 topic_arn=args.alarm_topic_arn,
                 parent=self,
             )
-
-        self.register_outputs(
-            {
-                "service_name": self.service.name,
-                "task_definition_arn": self.task_definition.arn,
-                "log_group": self.log_group.name,
-            }
+        alarm(
+            f"{name}-running-tasks",
+            description=(
+                f"{service_name} runs fewer than its {args.sizing.min_tasks} tasks for 5 minutes "
+                "(tasks crash, fail health checks or cannot start)"
+            ),
+            namespace="ECS/ContainerInsights",
+            metric="RunningTaskCount",
+            dimensions=dimensions,
+            when=Threshold(
+                args.sizing.min_tasks,
+                statistic="Minimum",
+                comparison="LessThanThreshold",
+                period=60,
+                evaluation_periods=5,
+                # No data: the service or its metrics are gone, which is no better.
+                missing_data="breaching",
+            ),
+            topic_arn=args.alarm_topic_arn,
+            parent=self,
+        )
+        # A deployment the circuit breaker stopped (and rolled back) is an event, not a metric.
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-deployment-failed",
+            name=f"{service_name}-deployment-failed",
+            description=f"A deployment of {service_name} failed and was rolled back",
+            event_pattern=pulumi.Output.json_dumps(
+                {
+                    "source": ["aws.ecs"],
+                    "detail-type": ["ECS Deployment State Change"],
+                    "resources": [self.service.id],
+                    "detail": {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]},
+                }
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-deployment-failed",
+            rule=rule.name,
+            arn=args.alarm_topic_arn,
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _container(self, name: str, args: FargateServiceArgs) -> dict[str, Any]:
-        # Every field ECS would otherwise fill in with a default is spelled out, so the stored
-        # definition equals the declared one and `pulumi up` does not replace it each time.
-        port_mappings = (
-            []
-            if args.port is None
-            else [{"containerPort": args.port, "hostPort": args.port, "protocol": "tcp"}]
+        return container_definition(
+            name,
+            image=args.image,
+            environment=args.environment,
+            secrets=args.secrets,
+            log_group_name=self.log_group.name,
+            region=args.region,
+            port=args.port,
+            health_check_url=args.health_check_url,
         )
-        return {
-            "name": name,
-            "image": args.image,
-            "essential": True,
-            "cpu": 0,
-            "user": CONTAINER_USER,
-            "readonlyRootFilesystem": True,
-            "portMappings": port_mappings,
-            "environment": [
-                {"name": key, "value": value} for key, value in sorted(args.environment.items())
-            ],
-            "secrets": [
-                {"name": key, "valueFrom": arn} for key, arn in sorted(args.secrets.items())
-            ],
-            "mountPoints": [
-                # The only writable path: a task-local scratch volume, the root fs stays read-only.
-                {"sourceVolume": SCRATCH_VOLUME, "containerPath": "/tmp", "readOnly": False}  # noqa: S108
-            ],
-            "volumesFrom": [],
-            "systemControls": [],
-            "healthCheck": {
-                "command": health_check_command(args.health_check_url),
-                "interval": 30,
-                "timeout": 5,
-                "retries": 3,
-                "startPeriod": 30,
+
+
+def container_definition(
+    name: str,
+    *,
+    image: pulumi.Input[str],
+    environment: Mapping[str, pulumi.Input[str]],
+    secrets: Mapping[str, pulumi.Input[str]],
+    log_group_name: pulumi.Input[str],
+    region: str,
+    port: int | None = None,
+    health_check_url: str | None = None,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A read-only, non-root container logging to its group, secrets as `valueFrom` ARNs.
+
+    Every field ECS would otherwise fill in with a default is spelled out, so the stored
+    definition equals the declared one and `pulumi up` does not replace it each time.
+    """
+    port_mappings = (
+        [] if port is None else [{"containerPort": port, "hostPort": port, "protocol": "tcp"}]
+    )
+    definition: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "essential": True,
+        "cpu": 0,
+        "user": CONTAINER_USER,
+        "readonlyRootFilesystem": True,
+        "portMappings": port_mappings,
+        "environment": [
+            {"name": key, "value": value} for key, value in sorted(environment.items())
+        ],
+        "secrets": [{"name": key, "valueFrom": arn} for key, arn in sorted(secrets.items())],
+        "mountPoints": [
+            # The only writable path: a task-local scratch volume, the root fs stays read-only.
+            {"sourceVolume": SCRATCH_VOLUME, "containerPath": "/tmp", "readOnly": False}  # noqa: S108
+        ],
+        "volumesFrom": [],
+        "systemControls": [],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group_name,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": name,
             },
-            "logConfiguration": {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": self.log_group.name,
-                    "awslogs-region": args.region,
-                    "awslogs-stream-prefix": name,
-                },
-            },
+        },
+    }
+    if command is not None:
+        definition["command"] = list(command)
+    if health_check_url is not None:
+        definition["healthCheck"] = {
+            "command": health_check_command(health_check_url),
+            "interval": 30,
+            "timeout": 5,
+            "retries": 3,
+            "startPeriod": 30,
         }
+    return definition

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import pulumi
 
 Target = Literal["aws", "localstack"]
+# The CPU architectures Fargate runs, and the `docker build --platform` each needs.
+TASK_PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
 
 # Signature algorithms the gateway may accept: public-key ones only, so a token can never be
 # forged with a secret that sits in the gateway's own configuration (HS*) or with none at all.
@@ -139,8 +141,16 @@ class StackConfig:
     deletion_protection: bool = False
     certificate_arn: str | None = None
     require_tls: bool = False
+    # False until the images are pushed: the first `pulumi up` then creates everything but the
+    # ECS services and the migration, which need an image to run (docs/deploy.md, bootstrap).
+    images_ready: bool = False
     gateway_image_tag: str = "latest"
     processor_image_tag: str = "latest"
+    # Tags matching these ECR wildcard filters may be pushed again (a `dev` tag that follows a
+    # branch); every other tag is immutable. The task definitions pin the pushed digest, so a
+    # re-pushed tag reaches ECS only through `pulumi up`.
+    mutable_image_tags: tuple[str, ...] = ("dev*",)
+    task_architecture: str = "X86_64"
     gateway: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 2, 4))
     processor: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 1, 4))
     gateway_requests_per_target: int = 500
@@ -152,6 +162,10 @@ class StackConfig:
     db_multi_az: bool = True
     db_backup_retention_days: int = 7
     db_replica_count: int = 0
+    # RDS's max_connections, set explicitly; None derives it from the instance class's memory.
+    db_max_connections: int | None = None
+    # An AWS Backup plan for the primary, on top of RDS's own automated backups.
+    db_backup_plan: bool = False
     cache_node_type: str = "cache.t4g.micro"
     cache_engine_version: str = "8.0"
     cache_node_count: int = 2
@@ -160,6 +174,14 @@ class StackConfig:
     alarm_email: str | None = None
     jobs_archive_path: str = "build/jobs.zip"
     jobs_runtime: str = "python3.11"
+    # Unset: a new account's Lambda quota (10) leaves nothing to reserve. The jobs lock the
+    # rows they work on, so overlapping runs are safe without it.
+    jobs_reserved_concurrency: int | None = None
+    # SQS, Secrets Manager, ECR and CloudWatch Logs reached through interface endpoints
+    # instead of the NAT gateway; the S3 gateway endpoint (free) is always there.
+    interface_endpoints: bool = False
+    # Requests one client IP may make in five minutes before the WAF blocks it.
+    waf_requests_per_five_minutes: int = 20_000
     retention_days: int = 183
     archive_glacier_after_days: int = 30
     archive_expire_after_days: int = 2555
@@ -173,6 +195,11 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.target not in ("aws", "localstack"):
             raise ConfigError(f"mailstack:target must be aws or localstack, not {self.target!r}")
+        if self.task_architecture not in TASK_PLATFORMS:
+            raise ConfigError(
+                f"mailstack:taskArchitecture must be one of {sorted(TASK_PLATFORMS)}, "
+                f"not {self.task_architecture!r}"
+            )
         if not 2 <= self.az_count <= 3:
             raise ConfigError("mailstack:azCount must be 2 or 3")
         if self.target == "localstack" and not self.local_database_url:
@@ -198,6 +225,41 @@ class StackConfig:
             for key, url in (("jwtIssuer", self.jwt.issuer), ("jwtJwksUrl", self.jwt.jwks_url)):
                 if url is not None and not url.startswith("https://"):
                     raise ConfigError(f"mailstack:{key} must be an https:// URL, not {url!r}")
+        if self.target == "aws":
+            self._check_deployment()
+
+    def _check_deployment(self) -> None:
+        """What only a stack on AWS needs: its secrets, its on-call address, sane limits."""
+        missing = [
+            f"mailstack:{key}"
+            for key, value in (
+                ("elasticEmailApiKey", self.elasticemail_api_key),
+                ("sendGridApiKey", self.sendgrid_api_key),
+            )
+            if value is None
+        ]
+        if missing:
+            # The processor needs both keys; a secret without a value stops every task at start.
+            raise ConfigError(
+                f"{' and '.join(missing)} must be set: pulumi config set --secret "
+                f"{missing[0]} <key> (docs/deploy.md, step 2)"
+            )
+        if self.deletion_protection and not self.alarm_email:
+            raise ConfigError(
+                "mailstack:alarmEmail is required in production (deletionProtection): "
+                "pulumi config set mailstack:alarmEmail oncall@example.com"
+            )
+        if self.jobs_reserved_concurrency is not None and self.jobs_reserved_concurrency < 1:
+            raise ConfigError("mailstack:jobsReservedConcurrency must be at least 1 when set")
+        if self.waf_requests_per_five_minutes < 10:
+            raise ConfigError("mailstack:wafRequestsPerFiveMinutes must be at least 10")
+        if self.db_max_connections is not None and self.db_max_connections < 20:
+            raise ConfigError("mailstack:dbMaxConnections must be at least 20")
+
+    @property
+    def platform(self) -> str:
+        """The `docker build --platform` the images need to run on the tasks' architecture."""
+        return TASK_PLATFORMS[self.task_architecture]
 
     @property
     def is_localstack(self) -> bool:
@@ -240,6 +302,13 @@ def _sizing(raw: Mapping[str, Any] | None, default: ServiceSizing) -> ServiceSiz
         min_tasks=int(raw.get("minTasks", default.min_tasks)),
         max_tasks=int(raw.get("maxTasks", default.max_tasks)),
     )
+
+
+def _tag_filters(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated ECR wildcard filters; an empty string makes every tag immutable."""
+    if raw is None:
+        return default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 JWT_KEYS = (
@@ -286,6 +355,8 @@ def load_stack_config(
         region="",
         resources=resources,
         local_database_url="unused",
+        elasticemail_api_key="unused",
+        sendgrid_api_key="unused",
     )
     limits = defaults.rate_limits
 
@@ -315,8 +386,13 @@ def load_stack_config(
         deletion_protection=flag("deletionProtection", defaults.deletion_protection),
         certificate_arn=config.get("certificateArn"),
         require_tls=flag("requireTls", defaults.require_tls),
+        images_ready=flag("imagesReady", defaults.images_ready),
         gateway_image_tag=text("gatewayImageTag", defaults.gateway_image_tag),
         processor_image_tag=text("processorImageTag", defaults.processor_image_tag),
+        mutable_image_tags=_tag_filters(
+            config.get("mutableImageTags"), defaults.mutable_image_tags
+        ),
+        task_architecture=text("taskArchitecture", defaults.task_architecture),
         gateway=_sizing(config.get_object("gateway"), defaults.gateway),
         processor=_sizing(config.get_object("processor"), defaults.processor),
         gateway_requests_per_target=number(
@@ -332,6 +408,8 @@ def load_stack_config(
         db_multi_az=flag("dbMultiAz", defaults.db_multi_az),
         db_backup_retention_days=number("dbBackupRetentionDays", defaults.db_backup_retention_days),
         db_replica_count=number("dbReplicaCount", defaults.db_replica_count),
+        db_max_connections=config.get_int("dbMaxConnections"),
+        db_backup_plan=flag("dbBackupPlan", defaults.db_backup_plan),
         cache_node_type=text("cacheNodeType", defaults.cache_node_type),
         cache_engine_version=text("cacheEngineVersion", defaults.cache_engine_version),
         cache_node_count=number("cacheNodeCount", defaults.cache_node_count),
@@ -340,6 +418,11 @@ def load_stack_config(
         alarm_email=config.get("alarmEmail"),
         jobs_archive_path=text("jobsArchive", defaults.jobs_archive_path),
         jobs_runtime=text("jobsRuntime", defaults.jobs_runtime),
+        jobs_reserved_concurrency=config.get_int("jobsReservedConcurrency"),
+        interface_endpoints=flag("interfaceEndpoints", defaults.interface_endpoints),
+        waf_requests_per_five_minutes=number(
+            "wafRequestsPerFiveMinutes", defaults.waf_requests_per_five_minutes
+        ),
         retention_days=number("retentionDays", defaults.retention_days),
         archive_glacier_after_days=number(
             "archiveGlacierAfterDays", defaults.archive_glacier_after_days

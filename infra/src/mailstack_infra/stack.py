@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -10,6 +11,7 @@ from pulumi_aws.appautoscaling import (
     PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgs as _CustomMetric,  # noqa: E501 (generated name)
 )
 
+from mailstack_infra.backup import BackupPlan, BackupPlanArgs
 from mailstack_infra.buckets import (
     PrivateBucket,
     PrivateBucketArgs,
@@ -18,14 +20,18 @@ from mailstack_infra.buckets import (
 )
 from mailstack_infra.cache import Cache, CacheArgs
 from mailstack_infra.cluster import Cluster
-from mailstack_infra.database import Database, DatabaseArgs
+from mailstack_infra.connections import ConnectionBudget, max_connections, plan_connections
+from mailstack_infra.database import APP_USER, Database, DatabaseArgs, sqlalchemy_url
+from mailstack_infra.endpoints import Endpoints, EndpointsArgs
 from mailstack_infra.firewall import GATEWAY_PORT, Firewall, FirewallArgs
 from mailstack_infra.iam import Statement
 from mailstack_infra.jobs import JobNetwork, ScheduledJob, ScheduledJobArgs
-from mailstack_infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from mailstack_infra.load_balancer import IDLE_TIMEOUT_SECONDS, LoadBalancer, LoadBalancerArgs
+from mailstack_infra.migration import Migration, MigrationArgs
 from mailstack_infra.network import Network, NetworkArgs
 from mailstack_infra.observability import AlarmTopic, AlarmTopicArgs, Threshold, alarm
 from mailstack_infra.provider import aws_provider
+from mailstack_infra.proxy import DatabaseProxy, DatabaseProxyArgs
 from mailstack_infra.queue import EmailQueue, EmailQueueArgs
 from mailstack_infra.registry import ImageRegistry, ImageRegistryArgs
 from mailstack_infra.secrets import Secrets, SecretsArgs
@@ -37,6 +43,7 @@ from mailstack_infra.service import (
     TrackingMetric,
 )
 from mailstack_infra.settings import JwtSettings, RateLimitSettings, StackConfig
+from mailstack_infra.waf import WebFirewall, WebFirewallArgs
 
 # The gateway's count of republished (stranded) emails, from its `outbox.republished` events.
 REPUBLISHED_METRIC = "EmailsRepublished"
@@ -44,6 +51,14 @@ REPUBLISHED_METRIC = "EmailsRepublished"
 PROCESSOR_HEALTH_PORT = 9101
 CLEANUP_HANDLER = "mailstack_jobs.cleanup.handler"
 RETRY_HANDLER = "mailstack_jobs.retry.handler"
+# The CA certificates libpq verifies the database with (PGSSLROOTCERT). In the images: the
+# Amazon root CAs (RDS Proxy) and the RDS global bundle (instances), put there by the
+# Dockerfile; in the Lambda runtime: the system bundle, which holds the Amazon roots (the jobs
+# connect through the proxy only).
+TASK_DATABASE_CA = "/etc/ssl/certs/mailstack-database-ca.pem"
+LAMBDA_DATABASE_CA = "/etc/pki/tls/certs/ca-bundle.crt"
+# The gateway keeps idle connections open longer than the ALB does, so the ALB closes them.
+GATEWAY_KEEP_ALIVE_SECONDS = IDLE_TIMEOUT_SECONDS + 15
 
 
 @dataclass(frozen=True)
@@ -53,28 +68,42 @@ class Account:
     account_id: str
     partition: str
     region: str
+    # `com.amazonaws` in the commercial partition: the prefix of VPC endpoint service names.
+    service_prefix: str
 
 
 def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pulumi.Input[object]]:
     """Declare every resource of one stack and return its outputs."""
     provider = aws_provider(config)
     invoke = pulumi.InvokeOptions(provider=provider)
+    partition = aws.get_partition(opts=invoke)
     account = Account(
         account_id=aws.get_caller_identity(opts=invoke).account_id,
-        partition=aws.get_partition(opts=invoke).partition,
+        partition=partition.partition,
         region=config.region,
+        service_prefix=partition.reverse_dns_prefix,
     )
     top = pulumi.ResourceOptions(providers={"aws": provider})
     prefix = config.prefix
 
-    alarms = AlarmTopic("alarms", AlarmTopicArgs(prefix=prefix, email=config.alarm_email), top)
+    alarms = AlarmTopic(
+        "alarms",
+        AlarmTopicArgs(
+            prefix=prefix,
+            email=config.alarm_email,
+            account_id=account.account_id,
+            partition=account.partition,
+        ),
+        top,
+    )
     secrets = Secrets(
         "secrets",
         SecretsArgs(
             prefix=prefix,
-            recovery_window_days=30 if config.deletion_protection else 7,
+            recovery_window_days=recovery_window_days(config),
             elasticemail_api_key=config.elasticemail_api_key,
             sendgrid_api_key=config.sendgrid_api_key,
+            protect=config.deletion_protection,
         ),
         top,
     )
@@ -96,6 +125,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
                     config.archive_glacier_after_days, config.archive_expire_after_days
                 )
             ],
+            protect=config.deletion_protection,
         ),
         top,
     )
@@ -124,6 +154,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
     }
 
     job_network: JobNetwork | None = None
+    job_environment: dict[str, pulumi.Input[str]] = {}
     if config.is_localstack:
         # LocalStack's free runtime has no ECS, ECR, RDS or ELB: the services and Postgres run
         # locally (make up), and the jobs deployed here talk to that Postgres.
@@ -134,6 +165,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             config, account, provider, alarms, secrets, queue, attachments
         )
         outputs.update(app_outputs)
+        job_environment["PGSSLROOTCERT"] = LAMBDA_DATABASE_CA
 
     def scheduled_job(
         name: str,
@@ -161,8 +193,12 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
                 statements=statements,
                 log_retention_days=config.log_retention_days,
                 alarm_topic_arn=alarms.topic.arn,
+                alarm_statements=alarms.publish_statements,
                 partition=account.partition,
                 network=job_network,
+                reserved_concurrency=config.jobs_reserved_concurrency,
+                # On AWS the schema exists once the first migration ran (with the images).
+                schedule_enabled=config.is_localstack or config.images_ready,
             ),
             top,
         )
@@ -183,6 +219,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             "DATABASE_URL_SECRET_ARN": secrets.database_url.arn,
             "ARCHIVE_BUCKET": archive.bucket.bucket,
             "RETENTION_DAYS": str(config.retention_days),
+            **job_environment,
         },
         statements=[
             read_database_url,
@@ -203,6 +240,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
         environment={
             "DATABASE_URL_SECRET_ARN": secrets.database_url.arn,
             "EMAIL_QUEUE_URL": queue.queue.url,
+            **job_environment,
         },
         statements=[
             read_database_url,
@@ -214,6 +252,11 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
     return outputs
 
 
+def recovery_window_days(config: StackConfig) -> int:
+    """How long a deleted secret can still be restored."""
+    return 30 if config.deletion_protection else 7
+
+
 def _build_application(
     config: StackConfig,
     account: Account,
@@ -223,7 +266,8 @@ def _build_application(
     queue: EmailQueue,
     attachments: PrivateBucket,
 ) -> tuple[JobNetwork, dict[str, pulumi.Input[object]]]:
-    """The AWS-only part: network, ALB, Postgres, the image registry and both services."""
+    """The AWS-only part: network, edge, Postgres, cache, registries, then (with images) the
+    migration and both services."""
     prefix = config.prefix
     top = pulumi.ResourceOptions(providers={"aws": provider})
     invoke = pulumi.InvokeOptions(provider=provider)
@@ -249,6 +293,20 @@ def _build_application(
             prefix=prefix,
             vpc_id=network.vpc.id,
             https_listener=config.certificate_arn is not None,
+            interface_endpoints=config.interface_endpoints,
+        ),
+        top,
+    )
+    Endpoints(
+        "endpoints",
+        EndpointsArgs(
+            prefix=prefix,
+            vpc_id=network.vpc.id,
+            region=config.region,
+            service_prefix=account.service_prefix,
+            route_table_ids=network.app_route_table_ids,
+            subnet_ids=network.app_subnet_ids,
+            security_group_id=firewall.endpoints.id if firewall.endpoints else None,
         ),
         top,
     )
@@ -262,11 +320,148 @@ def _build_application(
             certificate_arn=config.certificate_arn,
             deletion_protection=config.deletion_protection,
             account_id=account.account_id,
-            elb_account_arn=aws.elb.get_service_account(opts=invoke).arn,
+            partition=account.partition,
             alarm_topic_arn=alarms.topic.arn,
         ),
         top,
     )
+    WebFirewall(
+        "waf",
+        WebFirewallArgs(
+            prefix=prefix,
+            load_balancer_arn=load_balancer.alb.arn,
+            requests_per_five_minutes=config.waf_requests_per_five_minutes,
+            log_retention_days=config.log_retention_days,
+        ),
+        top,
+    )
+    budget = plan_connections(
+        max_connections(config.db_instance_class, config.db_max_connections),
+        config.gateway,
+        config.processor,
+    )
+    database, proxy = _build_database(
+        config, account, top, zones, network, firewall, alarms, secrets, budget
+    )
+    cache = Cache(
+        "cache",
+        CacheArgs(
+            prefix=prefix,
+            engine_version=config.cache_engine_version,
+            node_type=config.cache_node_type,
+            node_count=config.cache_node_count,
+            multi_az=config.cache_multi_az,
+            subnet_ids=network.database_subnet_ids,
+            security_group_id=firewall.cache.id,
+            availability_zones=zones,
+            log_retention_days=config.log_retention_days,
+            secret_recovery_window_days=recovery_window_days(config),
+            alarm_topic_arn=alarms.topic.arn,
+            protect=config.deletion_protection,
+        ),
+        top,
+    )
+    registry = ImageRegistry(
+        "images",
+        ImageRegistryArgs(
+            prefix=prefix,
+            images=["gateway", "processor"],
+            mutable_tags=config.mutable_image_tags,
+        ),
+        top,
+    )
+    cluster = Cluster("ecs", prefix, top)
+
+    outputs: dict[str, pulumi.Input[object]] = {
+        "vpc_id": network.vpc.id,
+        "load_balancer_dns_name": load_balancer.alb.dns_name,
+        "gateway_url": pulumi.Output.concat(
+            "https://" if config.certificate_arn else "http://", load_balancer.alb.dns_name
+        ),
+        "gateway_repository_url": registry.repositories["gateway"].repository_url,
+        "processor_repository_url": registry.repositories["processor"].repository_url,
+        "image_platform": config.platform,
+        "images_ready": config.images_ready,
+        "cluster_name": cluster.cluster.name,
+        "database_endpoint": database.primary.endpoint,
+        "database_proxy_endpoint": proxy.proxy.endpoint,
+        "database_replica_endpoints": [replica.endpoint for replica in database.replicas],
+        "database_max_connections": budget.max_connections,
+        "cache_endpoint": cache.replication_group.primary_endpoint_address,
+        "redis_url_secret_arn": cache.url_secret.arn,
+    }
+    job_network = JobNetwork(network.app_subnet_ids, firewall.jobs.id)
+    if not config.images_ready:
+        # Bootstrap: no image exists yet, so no task could start; ECS would fail the first
+        # deployment. Push the images, set mailstack:imagesReady, and `pulumi up` again.
+        return job_network, outputs
+
+    common = ServiceCommon(
+        config=config,
+        account=account,
+        cluster=cluster,
+        registry=registry,
+        subnet_ids=network.app_subnet_ids,
+        alarm_topic_arn=alarms.topic.arn,
+        opts=top,
+    )
+    migration = Migration(
+        "migrate",
+        MigrationArgs(
+            prefix=prefix,
+            cluster_arn=cluster.cluster.arn,
+            cluster_name=cluster.cluster.name,
+            image=registry.image("gateway", config.gateway_image_tag),
+            repository_arn=registry.repositories["gateway"].arn,
+            cpu_architecture=config.task_architecture,
+            region=config.region,
+            account_id=account.account_id,
+            partition=account.partition,
+            subnet_ids=network.app_subnet_ids,
+            security_group_id=firewall.migrate.id,
+            secrets={
+                "DATABASE_URL": database.admin_url_secret.arn,
+                "APP_DATABASE_URL": secrets.database_url.arn,
+            },
+            environment={"PGSSLROOTCERT": TASK_DATABASE_CA},
+            runtime=config.jobs_runtime,
+            log_retention_days=config.log_retention_days,
+        ),
+        pulumi.ResourceOptions(providers={"aws": provider}, depends_on=[database, proxy]),
+    )
+    # New tasks start only on a migrated schema, with their secrets in place.
+    ready = [database, proxy, migration.invocation]
+    gateway = _gateway(
+        common, firewall, queue, attachments, secrets, cache, load_balancer, budget, ready
+    )
+    processor = _processor(common, firewall, queue, attachments, secrets, budget, ready)
+    outputs.update(
+        {
+            "gateway_service": gateway.service.name,
+            "processor_service": processor.service.name,
+            "migration_task_definition": migration.task_definition.arn,
+            "migration_log_group": migration.log_group.name,
+            # Where a one-off task from the migration definition runs (docs/deploy.md).
+            "app_subnet_ids": network.app_subnet_ids,
+            "migrate_security_group_id": firewall.migrate.id,
+        }
+    )
+    return job_network, outputs
+
+
+def _build_database(
+    config: StackConfig,
+    account: Account,
+    top: pulumi.ResourceOptions,
+    zones: Sequence[str],
+    network: Network,
+    firewall: Firewall,
+    alarms: AlarmTopic,
+    secrets: Secrets,
+    budget: ConnectionBudget,
+) -> tuple[Database, DatabaseProxy]:
+    """Postgres, its proxy, the URLs the services read, and the backup plan."""
+    prefix = config.prefix
     database = Database(
         "database",
         DatabaseArgs(
@@ -286,34 +481,60 @@ def _build_application(
             partition=account.partition,
             account_id=account.account_id,
             alarm_topic_arn=alarms.topic.arn,
+            budget=budget,
+            secret_recovery_window_days=recovery_window_days(config),
+            protect=config.deletion_protection,
         ),
         top,
     )
-    secrets.set_database_urls("rds", database.url, database.read_url)
-    cache = Cache(
-        "cache",
-        CacheArgs(
+    proxy = DatabaseProxy(
+        "database-proxy",
+        DatabaseProxyArgs(
             prefix=prefix,
-            engine_version=config.cache_engine_version,
-            node_type=config.cache_node_type,
-            node_count=config.cache_node_count,
-            multi_az=config.cache_multi_az,
+            primary_identifier=database.primary.identifier,
+            credentials_secret_arn=database.app_credentials_secret.arn,
             subnet_ids=network.database_subnet_ids,
-            security_group_id=firewall.cache.id,
-            availability_zones=zones,
+            security_group_id=firewall.proxy.id,
+            account_id=account.account_id,
             log_retention_days=config.log_retention_days,
-            secret_recovery_window_days=30 if config.deletion_protection else 7,
-            alarm_topic_arn=alarms.topic.arn,
         ),
         top,
     )
-
-    registry = ImageRegistry(
-        "images", ImageRegistryArgs(prefix=prefix, images=["gateway", "processor"]), top
+    app_url: pulumi.Output[str] = pulumi.Output.secret(
+        pulumi.Output.all(database.app_password.result, proxy.proxy.endpoint).apply(
+            lambda values: sqlalchemy_url(APP_USER, str(values[0]), str(values[1]))
+        )
     )
-    cluster = Cluster("ecs", prefix, top)
+    secrets.set_database_urls("rds", app_url, database.replica_url or app_url)
+    if config.db_backup_plan:
+        BackupPlan(
+            "database-backup",
+            BackupPlanArgs(
+                prefix=prefix,
+                resource_arns=[database.primary.arn],
+                account_id=account.account_id,
+                partition=account.partition,
+                protect=config.deletion_protection,
+            ),
+            top,
+        )
+    return database, proxy
+
+
+@dataclass(frozen=True)
+class ServiceCommon:
+    """What both services share: where they run, what they pull, whom they alarm."""
+
+    config: StackConfig
+    account: Account
+    cluster: Cluster
+    registry: ImageRegistry
+    subnet_ids: list[pulumi.Output[str]]
+    alarm_topic_arn: pulumi.Output[str]
+    opts: pulumi.ResourceOptions
 
     def service(
+        self,
         name: str,
         *,
         image_tag: str,
@@ -323,38 +544,54 @@ def _build_application(
         health_check_url: str,
         statements: list[Statement],
         scaling_policies: list[ScalingPolicy],
+        depends_on: list[pulumi.Resource],
         port: int | None = None,
         target_group: TargetGroupAttachment | None = None,
-        depends_on: list[pulumi.Resource] | None = None,
     ) -> FargateService:
+        config = self.config
         return FargateService(
             name,
             FargateServiceArgs(
-                prefix=prefix,
-                cluster_arn=cluster.cluster.arn,
-                cluster_name=cluster.cluster.name,
-                image=registry.image(name, image_tag),
-                repository_arn=registry.repositories[name].arn,
+                prefix=config.prefix,
+                cluster_arn=self.cluster.cluster.arn,
+                cluster_name=self.cluster.cluster.name,
+                image=self.registry.image(name, image_tag),
+                repository_arn=self.registry.repositories[name].arn,
                 sizing=config.gateway if name == "gateway" else config.processor,
+                cpu_architecture=config.task_architecture,
                 region=config.region,
-                account_id=account.account_id,
-                subnet_ids=network.app_subnet_ids,
+                account_id=self.account.account_id,
+                subnet_ids=self.subnet_ids,
                 security_group_id=security_group_id,
-                environment=environment,
+                environment={"PGSSLROOTCERT": TASK_DATABASE_CA, **environment},
                 secrets=secret_arns,
                 health_check_url=health_check_url,
                 task_role_statements=statements,
                 log_retention_days=config.log_retention_days,
-                alarm_topic_arn=alarms.topic.arn,
+                alarm_topic_arn=self.alarm_topic_arn,
                 port=port,
                 target_group=target_group,
                 scaling_policies=scaling_policies,
-                depends_on=[database, *(depends_on or [])],
+                depends_on=depends_on,
             ),
-            top,
+            self.opts,
         )
 
-    gateway = service(
+
+def _gateway(
+    common: ServiceCommon,
+    firewall: Firewall,
+    queue: EmailQueue,
+    attachments: PrivateBucket,
+    secrets: Secrets,
+    cache: Cache,
+    load_balancer: LoadBalancer,
+    budget: ConnectionBudget,
+    depends_on: list[pulumi.Resource],
+) -> FargateService:
+    config = common.config
+    prefix = config.prefix
+    gateway = common.service(
         "gateway",
         image_tag=config.gateway_image_tag,
         security_group_id=firewall.gateway.id,
@@ -364,6 +601,8 @@ def _build_application(
             "AWS_REGION": config.region,
             "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # inside the task; the SG admits only the ALB
             "GATEWAY_PORT": str(GATEWAY_PORT),
+            "GATEWAY_KEEP_ALIVE_SECONDS": str(GATEWAY_KEEP_ALIVE_SECONDS),
+            "DATABASE_POOL_SIZE": str(budget.gateway_pool),
             **rate_limit_environment(config.rate_limits),
             **jwt_environment(config.jwt),
         },
@@ -381,6 +620,8 @@ def _build_application(
                 actions=["s3:PutObject"],
                 resources=[pulumi.Output.concat(attachments.bucket.arn, "/*")],
             ),
+            # /readyz asks the queue for its attributes.
+            Statement(actions=["sqs:GetQueueAttributes"], resources=[queue.queue.arn]),
         ],
         port=GATEWAY_PORT,
         target_group=TargetGroupAttachment(
@@ -390,7 +631,7 @@ def _build_application(
         ),
         # Tasks start once the URL is in its secret (the gateway fails open without Redis, but
         # ECS cannot start a task whose secret has no value).
-        depends_on=[cache],
+        depends_on=[*depends_on, cache],
         scaling_policies=[
             ScalingPolicy(
                 name="requests-per-target",
@@ -424,22 +665,46 @@ def _build_application(
         metric=REPUBLISHED_METRIC,
         dimensions={},
         when=Threshold(0, statistic="Sum", period=300, evaluation_periods=1),
-        topic_arn=alarms.topic.arn,
+        topic_arn=common.alarm_topic_arn,
         parent=gateway,
     )
-    processor_name = f"{prefix}-processor"
-    processor = service(
+    return gateway
+
+
+def _processor(
+    common: ServiceCommon,
+    firewall: Firewall,
+    queue: EmailQueue,
+    attachments: PrivateBucket,
+    secrets: Secrets,
+    budget: ConnectionBudget,
+    depends_on: list[pulumi.Resource],
+) -> FargateService:
+    config = common.config
+    consume = [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    ]
+    return common.service(
         "processor",
         image_tag=config.processor_image_tag,
         security_group_id=firewall.processor.id,
         environment={
             "EMAIL_QUEUE_URL": queue.queue.url,
             "ATTACHMENTS_BUCKET": attachments.bucket.bucket,
+            # The dead-letter watcher marks FAILED what the queue gave up on.
+            "EMAIL_DLQ_URL": queue.dead_letter_queue.url,
+            # The last receive the queue allows is the last attempt.
+            "MAX_ATTEMPTS": str(config.resources.queue.max_receive_count),
             "AWS_REGION": config.region,
             "ELASTICEMAIL_BASE_URL": "https://api.elasticemail.com",
             "SENDGRID_BASE_URL": "https://api.sendgrid.com",
             "PROVIDER_TIMEOUT_SECONDS": "3",
             "PROCESSOR_HEALTH_PORT": str(PROCESSOR_HEALTH_PORT),
+            "DATABASE_POOL_SIZE": str(budget.processor_pool),
+            "DATABASE_MAX_OVERFLOW": "0",
         },
         secret_arns={
             "DATABASE_URL": secrets.database_url.arn,
@@ -448,15 +713,8 @@ def _build_application(
         },
         health_check_url=f"http://127.0.0.1:{PROCESSOR_HEALTH_PORT}/healthz",
         statements=[
-            Statement(
-                actions=[
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility",
-                    "sqs:GetQueueAttributes",
-                ],
-                resources=[queue.queue.arn],
-            ),
+            Statement(actions=consume, resources=[queue.queue.arn]),
+            Statement(actions=consume, resources=[queue.dead_letter_queue.arn]),
             # Reads an email's attachments to send them; never writes or lists.
             Statement(
                 actions=["s3:GetObject"],
@@ -468,29 +726,12 @@ def _build_application(
                 name="backlog-per-task",
                 target_value=config.processor_backlog_per_task,
                 customized_metric=backlog_per_task(
-                    queue.queue.name, cluster.cluster.name, processor_name
+                    queue.queue.name, common.cluster.cluster.name, f"{config.prefix}-processor"
                 ),
             )
         ],
+        depends_on=depends_on,
     )
-
-    outputs: dict[str, pulumi.Input[object]] = {
-        "vpc_id": network.vpc.id,
-        "load_balancer_dns_name": load_balancer.alb.dns_name,
-        "gateway_url": pulumi.Output.concat(
-            "https://" if config.certificate_arn else "http://", load_balancer.alb.dns_name
-        ),
-        "gateway_repository_url": registry.repositories["gateway"].repository_url,
-        "processor_repository_url": registry.repositories["processor"].repository_url,
-        "cluster_name": cluster.cluster.name,
-        "gateway_service": gateway.service.name,
-        "processor_service": processor.service.name,
-        "database_endpoint": database.primary.endpoint,
-        "database_replica_endpoints": [replica.endpoint for replica in database.replicas],
-        "cache_endpoint": cache.replication_group.primary_endpoint_address,
-        "redis_url_secret_arn": cache.url_secret.arn,
-    }
-    return JobNetwork(network.app_subnet_ids, firewall.jobs.id), outputs
 
 
 def rate_limit_environment(limits: RateLimitSettings) -> dict[str, pulumi.Input[str]]:

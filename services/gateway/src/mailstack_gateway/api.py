@@ -480,9 +480,45 @@ async def list_emails(
     )
 
 
-@router.get("/healthz", tags=["operations"], summary="The process is alive (public)")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+SchemaCheck = Callable[[], Awaitable[bool]]
+
+
+def get_schema_check(request: Request) -> SchemaCheck:
+    check: SchemaCheck = request.app.state.schema_check
+    return check
+
+
+DeepCheck = Annotated[
+    bool,
+    Query(
+        description=(
+            "Also check that the database answers and its schema serves this version "
+            "(the load balancer's probe): 503 otherwise"
+        )
+    ),
+]
+
+
+@router.get(
+    "/healthz",
+    tags=["operations"],
+    summary="The process is alive; with deep=1, ready for traffic (public)",
+    responses={503: {"description": "deep=1: the database is unreachable or its schema behind"}},
+)
+async def healthz(request: Request, deep: DeepCheck = False) -> JSONResponse:
+    if deep:
+        try:
+            current = await get_schema_check(request)()
+        except Exception as error:  # any failure means: send no traffic here
+            log.warning("health.database_unavailable", error=type(error).__name__)
+            current = False
+        else:
+            if not current:
+                log.warning("health.schema_behind")
+        if not current:
+            # No more than that: the details are for /readyz, behind the admin scope.
+            return JSONResponse(status_code=503, content={"status": "unavailable"})
+    return JSONResponse({"status": "ok"})
 
 
 _ADMIN_ROUTE: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Composition root of the gateway: builds settings, engines and clients, and wires the app."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations import Integration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from mailstack_core import telemetry
+from mailstack_core import migrate, telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, outbox, scheduler
@@ -73,6 +73,18 @@ def _authenticator(settings: GatewaySettings, engine: AsyncEngine) -> Authentica
             store,
         )
     return Authenticator(ApiKeyAuthenticator(store, settings.auth_cache_seconds), jwts)
+
+
+def schema_check(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    """Whether the database answers and its schema serves this code: what the load balancer
+    asks before it sends a task traffic (`/healthz?deep=1`)."""
+
+    async def check() -> bool:
+        async with engine.connect() as connection:
+            revisions = await connection.run_sync(migrate.current_revisions)
+        return migrate.schema_is_current(revisions)
+
+    return check
 
 
 def _rate_limit_storage(settings: GatewaySettings) -> Storage:
@@ -184,6 +196,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.services = services
+    app.state.schema_check = schema_check(primary)
     api.install(app)
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:
@@ -254,6 +267,7 @@ def run() -> None:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
+            timeout_keep_alive=settings.gateway_keep_alive_seconds,
         )
     finally:
         observed.shutdown()

@@ -25,6 +25,10 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=1, le=65535)
+    # How long an idle client connection stays open: longer than a load balancer's idle
+    # timeout (the ALB's is 60 s), so the balancer, never the gateway, closes it; otherwise a
+    # request can race the close and get a 502.
+    gateway_keep_alive_seconds: int = Field(default=75, ge=1)
     # A request body (POST /v1/emails) beyond this is refused with 413: up to 10 MiB of
     # attachments, base64-encoded, and the rest of the email.
     max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)

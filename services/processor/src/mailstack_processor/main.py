@@ -11,7 +11,7 @@ import structlog
 import uvloop
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core import telemetry
 from mailstack_core.database import normalize_database_url
@@ -51,6 +51,16 @@ def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> lis
     return [available[name] for name in settings.providers]
 
 
+def database_engine(settings: ProcessorSettings) -> AsyncEngine:
+    return create_async_engine(
+        normalize_database_url(settings.database_url),
+        pool_size=settings.database_pool_size or settings.max_concurrency,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 3},
+    )
+
+
 async def serve(
     settings: ProcessorSettings,
     stop: asyncio.Event,
@@ -58,12 +68,7 @@ async def serve(
 ) -> None:
     """Consume until `stop`; with a `tracer_provider` each provider call's HTTP request is a
     span too."""
-    engine = create_async_engine(
-        normalize_database_url(settings.database_url),
-        pool_size=settings.max_concurrency,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": 3},
-    )
+    engine = database_engine(settings)
     database = EmailDeliveryStore(engine)
     store = instrumentation.TracedDeliveryStore(database)
     breakers = CachedCircuitBreakers(

@@ -1,0 +1,251 @@
+"""Migrations as a step of `pulumi up`: the task definition, the runner and its invocation,
+and the task's own command run against a real Postgres the way ECS would run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from sqlalchemy import create_engine, text
+
+from mailstack_infra.migration_runner import MigrationFailedError, run_migration
+from mailstack_infra.mocks import IMAGE_DIGEST, StackRecord
+from mailstack_stack import postgres
+
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+FUNCTION = "aws:lambda/function:Function"
+INVOCATION = "aws:lambda/invocation:Invocation"
+SECRET = "aws:secretsmanager/secret:Secret"
+CLUSTER_ARN = "arn:aws:ecs:eu-west-1:123456789012:cluster/mailstack-dev"
+TASK_ARN = "arn:aws:ecs:eu-west-1:123456789012:task/mailstack-dev/0123456789abcdef"
+EVENT = {
+    "cluster": CLUSTER_ARN,
+    "taskDefinition": "arn:aws:ecs:eu-west-1:123456789012:task-definition/mailstack-dev-migrate:3",
+    "subnets": ["subnet-1", "subnet-2"],
+    "securityGroups": ["sg-1"],
+}
+
+
+def migrate_container(stack: StackRecord) -> dict[str, Any]:
+    (definition,) = stack.one(TASK, "migrate-task").json("containerDefinitions")
+    return dict(definition)
+
+
+def test_the_task_runs_the_shared_librarys_migration_from_the_gateway_image(
+    dev: StackRecord,
+) -> None:
+    container = migrate_container(dev)
+    repository = dev.one("aws:ecr/repository:Repository", "images-gateway")
+    assert container["image"] == f"{repository.outputs['repositoryUrl']}@{IMAGE_DIGEST}"
+    assert container["command"] == ["python", "-m", "mailstack_core.migrate"]
+    assert container["readonlyRootFilesystem"] is True
+    assert container["user"] == "10001:10001"
+    assert "healthCheck" not in container
+    task = dev.one(TASK, "migrate-task").inputs
+    assert task["runtimePlatform"]["cpuArchitecture"] == "X86_64"
+
+
+def test_the_task_gets_the_master_url_and_the_app_users_url_as_secrets(dev: StackRecord) -> None:
+    secrets = {s["name"]: s["valueFrom"] for s in migrate_container(dev)["secrets"]}
+    assert secrets == {
+        "DATABASE_URL": dev.one(SECRET, "database-database-admin-url").outputs["arn"],
+        "APP_DATABASE_URL": dev.one(SECRET, "secrets-database-url").outputs["arn"],
+    }
+    environment = {e["name"]: e["value"] for e in migrate_container(dev)["environment"]}
+    assert environment == {"PGSSLROOTCERT": "/etc/ssl/certs/mailstack-database-ca.pem"}
+
+
+def test_pulumi_up_runs_the_task_again_whenever_its_definition_changes(dev: StackRecord) -> None:
+    invocation = dev.one(INVOCATION, "migrate-run").inputs
+    task = dev.one(TASK, "migrate-task").outputs["arn"]
+    assert invocation["functionName"] == dev.one(FUNCTION, "migrate-runner").outputs["name"]
+    assert invocation["triggers"] == {"taskDefinition": task}
+    event = json.loads(invocation["input"])
+    assert event["taskDefinition"] == task
+    assert event["cluster"] == dev.one("aws:ecs/cluster:Cluster", "ecs-cluster").outputs["arn"]
+    app = sorted(
+        s.id for s in dev.of_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["tier"] == "app"
+    )
+    assert sorted(event["subnets"]) == app
+    assert event["securityGroups"] == [
+        dev.one("aws:ec2/securityGroup:SecurityGroup", "firewall-migrate").id
+    ]
+
+
+def test_the_runner_may_run_only_this_task_and_pass_only_its_role(dev: StackRecord) -> None:
+    statements = dev.one("aws:iam/rolePolicy:RolePolicy", "migrate-runner").json("policy")[
+        "Statement"
+    ]
+    by_action = {action: s for s in statements for action in s["Action"]}
+    assert by_action["ecs:RunTask"]["Resource"] == [dev.one(TASK, "migrate-task").outputs["arn"]]
+    assert by_action["ecs:RunTask"]["Condition"] == {
+        "ArnEquals": {
+            "ecs:cluster": dev.one("aws:ecs/cluster:Cluster", "ecs-cluster").outputs["arn"]
+        }
+    }
+    execution = dev.one("aws:iam/role:Role", "migrate-execution").outputs["arn"]
+    assert by_action["iam:PassRole"]["Resource"] == [execution]
+    assert by_action["iam:PassRole"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    }
+    runner = dev.one(FUNCTION, "migrate-runner").inputs
+    assert runner["handler"] == "migration_runner.handler"
+    assert runner["timeout"] == 900
+    assert "vpcConfig" not in runner
+
+
+# The runner itself, against botocore's own request validation (Stubber).
+
+
+@pytest.fixture
+def ecs() -> Iterator[tuple[Any, Stubber]]:
+    client = boto3.client(
+        "ecs", region_name="eu-west-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
+    with Stubber(client) as stubber:
+        yield client, stubber
+
+
+def stopped(
+    exit_code: int | None, reason: str = "Essential container in task exited"
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "migrate", "lastStatus": "STOPPED"}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    return {
+        "tasks": [
+            {
+                "taskArn": TASK_ARN,
+                "lastStatus": "STOPPED",
+                "stoppedReason": reason,
+                "containers": [container],
+            }
+        ]
+    }
+
+
+def expect_run(stubber: Stubber, exit_code: int | None, reason: str = "done") -> None:
+    stubber.add_response(
+        "run_task",
+        {"tasks": [{"taskArn": TASK_ARN, "lastStatus": "PROVISIONING"}], "failures": []},
+        {
+            "cluster": CLUSTER_ARN,
+            "taskDefinition": EVENT["taskDefinition"],
+            "launchType": "FARGATE",
+            "count": 1,
+            "startedBy": "pulumi-migrate",
+            "networkConfiguration": {
+                "awsvpcConfiguration": {
+                    "subnets": EVENT["subnets"],
+                    "securityGroups": EVENT["securityGroups"],
+                    "assignPublicIp": "DISABLED",
+                }
+            },
+        },
+    )
+    # The waiter polls until the task stopped, then the runner reads its exit code.
+    stubber.add_response("describe_tasks", stopped(exit_code, reason))
+    stubber.add_response("describe_tasks", stopped(exit_code, reason))
+
+
+def test_the_runner_succeeds_when_the_task_exits_zero(ecs: tuple[Any, Stubber]) -> None:
+    client, stubber = ecs
+    expect_run(stubber, 0)
+    assert run_migration(client, EVENT, poll_seconds=0) == {"taskArn": TASK_ARN, "exitCode": 0}
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "message"),
+    [
+        (1, "Essential container in task exited", "exit code 1"),
+        (None, "CannotPullContainerError: pull access denied", "CannotPullContainerError"),
+    ],
+)
+def test_the_runner_fails_when_the_task_fails(
+    ecs: tuple[Any, Stubber], exit_code: int | None, reason: str, message: str
+) -> None:
+    client, stubber = ecs
+    expect_run(stubber, exit_code, reason)
+    with pytest.raises(MigrationFailedError, match=message):
+        run_migration(client, EVENT, poll_seconds=0)
+
+
+def test_the_runner_fails_when_the_task_does_not_start(ecs: tuple[Any, Stubber]) -> None:
+    client, stubber = ecs
+    stubber.add_response(
+        "run_task", {"tasks": [], "failures": [{"arn": CLUSTER_ARN, "reason": "MISSING"}]}
+    )
+    with pytest.raises(MigrationFailedError, match=r"did not start.*MISSING"):
+        run_migration(client, EVENT, poll_seconds=0)
+
+
+# The task's command, with the task's environment, against a real Postgres.
+
+
+@pytest.fixture
+def empty_database(postgres_admin_url: str) -> Iterator[str]:
+    name = f"mailstack_migrate_{uuid.uuid4().hex[:10]}"
+    postgres.create_database(postgres_admin_url, name)
+    try:
+        yield postgres.sqlalchemy_url(postgres.with_database(postgres_admin_url, name))
+    finally:
+        postgres.drop_database(postgres_admin_url, name)
+
+
+@pytest.mark.integration
+def test_the_task_command_migrates_an_empty_database_and_creates_the_app_user(
+    dev: StackRecord, empty_database: str
+) -> None:
+    """What ECS does: the container's variables, each secret resolved by its ARN (here from
+    the values the program would store in them), then the container's command."""
+    user = f"mailstack_app_{uuid.uuid4().hex[:8]}"
+    admin_url = empty_database
+    app_url = admin_url.replace("postgresql+psycopg://", "", 1).split("@", 1)[1]
+    app_url = f"postgresql+psycopg://{user}:app-password@{app_url}"
+    stored = {
+        dev.one(SECRET, "database-database-admin-url").outputs["arn"]: admin_url,
+        dev.one(SECRET, "secrets-database-url").outputs["arn"]: app_url,
+    }
+    container = migrate_container(dev)
+    environment = {e["name"]: e["value"] for e in container["environment"]}
+    environment.update({s["name"]: stored[s["valueFrom"]] for s in container["secrets"]})
+    command = container["command"]
+    assert command[0] == "python"  # the image's interpreter; here, this one
+    engine = create_engine(admin_url)
+    try:
+        for _ in range(2):  # every deployment runs it again: it must be idempotent
+            result = subprocess.run(
+                [sys.executable, *command[1:]],
+                env={**environment, "PATH": ""},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+        app = create_engine(app_url)
+        try:
+            with app.connect() as connection:
+                assert connection.execute(text("SELECT count(*) FROM emails")).scalar() == 0
+                assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                privileges = connection.execute(
+                    text(
+                        "SELECT has_database_privilege(current_user, current_database(), 'CREATE')"
+                    )
+                ).scalar()
+                assert privileges is False
+        finally:
+            app.dispose()
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP OWNED BY "{user}"')
+            connection.exec_driver_sql(f'DROP ROLE "{user}"')
+        engine.dispose()
