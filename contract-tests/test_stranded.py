@@ -13,7 +13,9 @@ from mailstack_stubs.control import StubControl
 pytestmark = pytest.mark.e2e
 
 EMAILS = 10
-STRANDED_AFTER_SECONDS = 5
+# Long enough for the processor to be back and polling before the first republish, even on a
+# loaded machine (its start takes seconds there); so each email is republished exactly once.
+STRANDED_AFTER_SECONDS = 20
 
 
 def _visible(sqs: Any, queue_url: str) -> int:
