@@ -577,3 +577,32 @@ async def test_refuses_a_tag_filter_no_tag_could_match(
     assert response.status_code == 422
     assert [error["field"] for error in response.json()["errors"]] == ["tag"]
     assert primary_reader.calls == []
+
+
+async def test_a_batch_stores_each_emails_attachments_under_its_own_id_and_keeps_descriptions(
+    client: httpx.AsyncClient,
+    writer: Any,
+    attachment_store: Any,
+    valid_email: dict[str, Any],
+) -> None:
+    plain = valid_email | {"to": [{"email": "plain@example.org"}]}
+    with_file = valid_email | {"attachments": [_file("receipt.txt", b"paid in full")]}
+
+    response = await client.post("/v1/emails/batch", json={"emails": [plain, with_file]})
+
+    assert response.status_code == 202
+    plain_id, file_id = (uuid.UUID(item["id"]) for item in response.json()["items"])
+    assert attachment_store.objects == {f"{file_id}/0": b"paid in full"}
+    assert writer.attachments[plain_id] == []
+    assert [(a.key, a.filename, a.size) for a in writer.attachments[file_id]] == [
+        (f"{file_id}/0", "receipt.txt", 12)
+    ]
+    audit = json.loads(writer.saved[file_id][1])
+    assert audit["attachments"] == [
+        {
+            "filename": "receipt.txt",
+            "size": 12,
+            "sha256": hashlib.sha256(b"paid in full").hexdigest(),
+        }
+    ]
+    assert json.loads(writer.saved[plain_id][1]) == plain
