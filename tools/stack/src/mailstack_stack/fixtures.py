@@ -262,10 +262,9 @@ def private_stack(
     with contextlib.ExitStack() as cleanup:
         settings: dict[str, Any] = {"private_postgres": own_postgres, "extra_env": extra_env}
         if not own_postgres:
-            admin_url, template = map(
-                request.getfixturevalue, ("postgres_admin_url", "migrated_template")
-            )
-            settings["database_url"] = cleanup.enter_context(cloned_database(admin_url, template))
+            admin_url = request.getfixturevalue("postgres_admin_url")
+            clone = cloned_database(admin_url, request.getfixturevalue("migrated_template"))
+            settings["database_url"] = cleanup.enter_context(clone)
         if not own_localstack:
             settings["aws_endpoint_url"] = request.getfixturevalue("localstack_endpoint")
         repo_root = request.getfixturevalue("repo_root")
@@ -274,10 +273,7 @@ def private_stack(
         )
         running = stack.up()
         if not own_localstack:
-            queues = QueueResources(
-                running.email_queue_url, running.email_dlq_url, running.archive_bucket
-            )
-            cleanup.callback(resources.delete_resources, queues, running.aws_endpoint_url)
+            cleanup.callback(resources.delete_resources, stack.queues, stack.config.endpoint_url)
         yield running
 
 
@@ -318,16 +314,11 @@ def _running_stack_env_is_the_one_it_was_started_with(request: pytest.FixtureReq
 
 @pytest.fixture
 def stack_factory(request: pytest.FixtureRequest, stack_mode: StackMode) -> Iterator[StackFactory]:
-    """`stack_factory(extra_env={...})` starts another private stack just for this test (for
-    tests that kill or restart components); all are taken down after the test. With
-    --stack=external its database and queues are made on the external stack's Postgres and
-    LocalStack (skipped when DATABASE_URL or AWS_ENDPOINT_URL is not given).
-
-    `own_postgres=True` runs the stack on a Postgres cluster of its own and `own_localstack=True`
-    on a LocalStack of its own, for tests that stop and start them (`stop_component("postgres")`,
-    `stop_component("localstack")`); skipped with --stack=external, whose servers they would
-    have to stop.
-    """
+    """`stack_factory(extra_env={...})` starts another private stack just for this test, taken
+    down after it; with --stack=external on the external stack's Postgres and LocalStack.
+    `own_postgres=True` / `own_localstack=True` give it a Postgres cluster / LocalStack of its
+    own, which the test may stop and start (`stop_component("postgres")`); not with
+    --stack=external, whose servers they would have to stop."""
     with contextlib.ExitStack() as stacks:
 
         def start(
@@ -341,11 +332,6 @@ def stack_factory(request: pytest.FixtureRequest, stack_mode: StackMode) -> Iter
                 pytest.skip(
                     f"--stack=external: this test stops and starts the stack's own {server}"
                 )
-            if own_postgres:
-                try:
-                    postgres.bin_dir()
-                except postgres.PostgresError as error:
-                    pytest.skip(f"a private Postgres cluster needs the server binaries: {error}")
             return stacks.enter_context(
                 private_stack(request, extra_env or {}, own_postgres, own_localstack)
             )

@@ -146,7 +146,7 @@ class Stack:
         endpoint, services = config.endpoint_url, config.localstack_services
         ready = lambda: localstack.services_ready(endpoint, services)  # noqa: E731
         eventually(ready, TIMEOUTS[LOCALSTACK], what=f"LocalStack at {endpoint} ready")
-        queues = resources.bootstrap(config.repo_root, endpoint, config.name_prefix)
+        self.queues = queues = resources.bootstrap(config.repo_root, endpoint, config.name_prefix)
         postgres.migrate(database_url, self.log_file("migrate"), config.python)
         urls = {
             "DEV_ISSUER_URL": url(ports.dev_issuer),
@@ -193,10 +193,11 @@ class Stack:
     def start(self, name: str) -> None:
         """Start one component unless it runs (after `stop`, a crash, or for `up`), with the
         settings `up` gave it, and wait until it is healthy; a changed definition restarts it."""
+        config = self.config
         if not self._answers():
             self._start_supervisord()
         if name == POSTGRES:
-            postgres.init_cluster(self.config.state_dir / "postgres" / "data")
+            postgres.init_cluster(config.state_dir / "postgres" / "data")
         self._define(name)
         if (state := self.state(name)) not in ACTIVE:
             # Not right after a crash (EXITED): supervisord restarts it once its port is free.
@@ -208,9 +209,7 @@ class Stack:
         if name == LOCALSTACK and self.env:
             # LocalStack on the host keeps no state across a restart: bootstrap again, as `up`
             # does; the names, and so the queue URLs the services hold, are the same.
-            resources.bootstrap(
-                self.config.repo_root, self.config.endpoint_url, self.config.name_prefix
-            )
+            resources.bootstrap(config.repo_root, config.endpoint_url, config.name_prefix)
 
     def stop(self, name: str) -> bool:
         """Stop one component with its grace; False if it was not running."""
@@ -260,10 +259,7 @@ class Stack:
     def _program(self, name: str) -> dict[str, object]:
         """supervisord's settings for component `name`."""
         config, state_dir = self.config, self.config.state_dir
-        module, listen = (
-            [config.python, "-m"],
-            ["--host", c.LOCALHOST, "--port", str(self._port(name))],
-        )
+        listen = ("--host", c.LOCALHOST, "--port", str(self._port(name)))
         env: dict[str, str] = {}
         settings: dict[str, object] = {"directory": config.repo_root, "stopwaitsecs": 10}
         if name == POSTGRES:
@@ -275,32 +271,21 @@ class Stack:
             settings["directory"] = volume = state_dir / "localstack"
             volume.mkdir(parents=True, exist_ok=True)
             argv = localstack.runtime_argv(config.repo_root / "localstack")
-            env = localstack.runtime_env(
-                config.ports.localstack, volume, config.localstack_services
-            )
-        elif name in (ELASTICEMAIL_STUB, SENDGRID_STUB):
-            key = c.ELASTICEMAIL_API_KEY if name == ELASTICEMAIL_STUB else c.SENDGRID_API_KEY
-            argv = [
-                *module,
-                "mailstack_stubs",
-                name.removesuffix("-stub"),
-                *listen,
-                "--api-key",
-                key,
-            ]
-        elif name == DEV_ISSUER:
-            # The development token issuer (`make token`); its JWKS is what the gateway trusts.
-            keys = [
-                "--key-dir",
-                str(state_dir / "dev-issuer"),
-                "--audience",
-                credentials.DEV_AUDIENCE,
-            ]
-            argv = [*module, "mailstack_stubs.issuer", *listen, *keys]
-        elif not self.env:
+            env = localstack.runtime_env(self._port(name), volume, config.localstack_services)
+        elif name in (GATEWAY, PROCESSOR) and not self.env:
             raise StackStartError(f"{name} needs a stack brought up by this object's up()")
         else:
-            argv, env = [*module, f"mailstack_{name}"], self.service_env(name, self.env)
+            # The stubs, the development token issuer (`make token`) whose JWKS the gateway
+            # trusts, and the services, which take their settings from the environment.
+            stub = ("mailstack_stubs", name.removesuffix("-stub"), *listen, "--api-key")
+            issuer = ("mailstack_stubs.issuer", *listen, "--key-dir", str(state_dir / "dev-issuer"))
+            args = {
+                ELASTICEMAIL_STUB: (*stub, c.ELASTICEMAIL_API_KEY),
+                SENDGRID_STUB: (*stub, c.SENDGRID_API_KEY),
+                DEV_ISSUER: (*issuer, "--audience", credentials.DEV_AUDIENCE),
+            }
+            argv = [config.python, "-m", *args.get(name, (f"mailstack_{name}",))]
+            env = self.service_env(name, self.env) if name in (GATEWAY, PROCESSOR) else {}
             # A graceful stop of the processor finishes in-flight sends and its long poll.
             settings["stopwaitsecs"] = 30 if name == PROCESSOR else 10
         if name != POSTGRES:
@@ -322,17 +307,11 @@ class Stack:
         for directory in (self.log_file("").parent, self.pid_file("").parent, self.programs):
             directory.mkdir(parents=True, exist_ok=True)
         conf, logs = self.programs / "supervisord.conf", self.log_file("").parent
+        pidfile = self.config.state_dir / "supervisord.pid"
         conf.write_text(
             _section("unix_http_server", {"file": self.socket, "chmod": "0700"})
             + _section("supervisorctl", {"serverurl": f"unix://{self.socket}"})
-            + _section(
-                "supervisord",
-                {
-                    "logfile": logs / "supervisord.log",
-                    "childlogdir": logs,
-                    "pidfile": self.config.state_dir / "supervisord.pid",
-                },
-            )
+            + _section("supervisord", {"logfile": logs / "supervisord.log", "pidfile": pidfile})
             + _section("rpcinterface:supervisor", {"supervisor.rpcinterface_factory": RPC_FACTORY})
             + _section("include", {"files": self.programs / "*.ini"})
         )
