@@ -92,10 +92,9 @@ def port_in_use(port: int) -> bool:
 def find_repo_root(start: Path | None = None) -> Path:
     """The checkout holding config/resources.json and localstack/bootstrap.py."""
     here = (start or Path(__file__)).resolve()
+    markers = ("config/resources.json", "localstack/bootstrap.py")
     for root in (here, *here.parents):
-        if (root / "config/resources.json").is_file() and (
-            root / "localstack/bootstrap.py"
-        ).is_file():
+        if all((root / marker).is_file() for marker in markers):
             return root
     raise FileNotFoundError(f"no mailstack checkout (config/resources.json) above {here}")
 
