@@ -76,6 +76,7 @@ STACK_ENV = {
     "DATABASE_URL": "postgresql+psycopg://db",
     "EMAIL_QUEUE_URL": "http://q/emails",
     "EMAIL_DLQ_URL": "http://q/dlq",
+    "ATTACHMENTS_BUCKET": "attachments",
     "AWS_ENDPOINT_URL": "http://aws",
     "DEV_ISSUER_URL": "http://issuer",
     "ELASTICEMAIL_STUB_URL": "http://ee",
@@ -291,9 +292,7 @@ def test_service_images_run_hardened_as_on_ecs(services: dict[str, Any]) -> None
 def test_the_urls_written_to_stack_env_are_the_published_ones(
     compose: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    urls = compose_urls(
-        compose, resources["archive_bucket"]["name"], resources["attachments_bucket"]["name"]
-    )
+    urls = compose_urls(compose, resources)
     ports = Ports()
     assert urls["GATEWAY_URL"] == f"http://127.0.0.1:{ports.gateway}"
     assert urls["ELASTICEMAIL_STUB_URL"] == f"http://127.0.0.1:{ports.elasticemail_stub}"
@@ -410,9 +409,30 @@ def test_status_reads_the_health_compose_reports_for_every_long_running_service(
 
     status = {name: healthy for name, _, healthy in ComposeStack(config, str(ps)).status()}
 
-    assert set(status) == LONG_RUNNING
+    assert set(status) == LONG_RUNNING - {"jaeger"}  # opt-in: only with its compose profile
     assert status["gateway"] is True
     assert status["redis"] is True
     assert status["processor"] is False
     assert status["postgres"] is False  # not listed: not running
     assert service_health(json.dumps(rows)) == service_health("\n".join(map(json.dumps, rows)))
+
+
+def test_both_services_take_the_telemetry_settings_from_the_shell(
+    services: dict[str, Any],
+) -> None:
+    for name in ("gateway", "processor"):
+        environment = services[name]["environment"]
+        for variable in TELEMETRY:
+            assert is_passed(variable), variable
+            assert environment[variable].startswith(f"${{{variable}:-"), (name, variable)
+
+
+def test_jaeger_runs_only_with_its_profile_and_takes_otlp_over_http(
+    services: dict[str, Any],
+) -> None:
+    jaeger = services["jaeger"]
+    assert jaeger["profiles"] == ["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert "127.0.0.1:4318:4318" in jaeger["ports"]
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]
+    assert all("profiles" not in service for name, service in services.items() if name != "jaeger")

@@ -25,6 +25,7 @@ from mailstack_stack.config import (
     read_env_file,
     resolve_mode,
 )
+from mailstack_stack.passthrough import telemetry_env
 from mailstack_stack.profiles import PROFILES, profile_env
 from mailstack_stack.stack import Stack
 
@@ -117,12 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = find_repo_root(Path.cwd())
     except FileNotFoundError:
         root = find_repo_root()
+    # The telemetry settings of this shell, then the profile's, for each component.
+    telemetry, profile = telemetry_env(os.environ), profile_env(args.profile)
+    extra_env = {
+        name: telemetry.get(name, {}) | profile.get(name, {}) for name in {*telemetry, *profile}
+    }
     config = StackConfig(
         repo_root=root,
         state_dir=(args.state_dir or root / ".stack").resolve(),
         database_url=os.environ.get("DATABASE_URL") or None,
         redis_url=os.environ.get("REDIS_URL") or MACHINE_REDIS_URL,
-        extra_env=profile_env(args.profile),
+        extra_env=extra_env,
         profile=args.profile,
     )
     try:

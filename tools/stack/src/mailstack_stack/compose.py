@@ -36,8 +36,9 @@ def published_port(service: Mapping[str, Any], container_port: int) -> int:
     raise ComposeError(f"no 127.0.0.1 port publishes container port {container_port}")
 
 
-def compose_urls(document: Mapping[str, Any], archive_bucket: str) -> dict[str, str]:
-    """Where the compose stack's parts are reachable from the host, under stack.env's names."""
+def compose_urls(document: Mapping[str, Any], resources: Mapping[str, Any]) -> dict[str, str]:
+    """Where the compose stack's parts are reachable from the host, under stack.env's names
+    (the buckets' names from config/resources.json, `resources`)."""
     services = document["services"]
 
     def on_host(url: str) -> str:  # http://service:port/... -> the port published for it
@@ -56,7 +57,8 @@ def compose_urls(document: Mapping[str, Any], archive_bucket: str) -> dict[str, 
         "SENDGRID_STUB_URL": on_host(processor["SENDGRID_BASE_URL"]),
         **{key: on_host(gateway[key]) for key in ("AWS_ENDPOINT_URL", "EMAIL_QUEUE_URL")},
         "EMAIL_DLQ_URL": on_host(processor["EMAIL_DLQ_URL"]),
-        "ARCHIVE_BUCKET": archive_bucket,
+        "ARCHIVE_BUCKET": resources["archive_bucket"]["name"],
+        "ATTACHMENTS_BUCKET": resources["attachments_bucket"]["name"],
         "DATABASE_URL": on_host(gateway["DATABASE_URL"]),
     }
 
@@ -131,8 +133,8 @@ class ComposeStack:
         if not document["services"]:
             override.unlink()
         self.run("up", "--detach", "--build", "--remove-orphans", "--wait", "--wait-timeout", "300")
-        bucket = self.config.resources()["archive_bucket"]["name"]
-        env = credentials.stack_env(self.config, compose_urls(load_compose(self.config), bucket))
+        urls = compose_urls(load_compose(self.config), self.config.resources())
+        env = credentials.stack_env(self.config, urls)
         write_env_file(self.config.env_file, env)
         return env
 
@@ -143,11 +145,12 @@ class ComposeStack:
         return ["compose project mailstack"]
 
     def status(self) -> list[tuple[str, int | None, bool]]:
-        """(service, None, healthy) of every long-running service of the compose file."""
+        """(service, None, healthy) of every long-running service `up` starts (not those of an
+        opt-in compose profile, like jaeger)."""
         health = service_health(self.run("ps", "--all", "--format", "json", capture=True))
         services = load_compose(self.config)["services"].items()
         return [
             (name, None, health.get(name, False))
             for name, service in services
-            if not service["healthcheck"].get("disable")
+            if not service["healthcheck"].get("disable") and "profiles" not in service
         ]

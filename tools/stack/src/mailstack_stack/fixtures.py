@@ -234,7 +234,7 @@ def localstack_endpoint(
 
 @pytest.fixture
 def sqs_queues(repo_root: Path, localstack_endpoint: str) -> Iterator[QueueResources]:
-    """This test's own email queue, DLQ and archive bucket, deleted afterwards."""
+    """This test's own email queue, DLQ and buckets, deleted afterwards."""
     created = resources.bootstrap(repo_root, localstack_endpoint, prefix=unique_prefix())
     try:
         yield created

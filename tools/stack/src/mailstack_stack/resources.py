@@ -16,7 +16,6 @@ from mailstack_stack.config import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, REG
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
-    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
     from mypy_boto3_sqs.client import SQSClient
 
 _MODULE_NAME = "mailstack_localstack_bootstrap"
@@ -59,9 +58,8 @@ def bootstrap(
         suffix=suffix,
         resources_file=repo_root / "config" / "resources.json",
     )
-    return QueueResources(
-        str(created.email_queue_url), str(created.email_dlq_url), str(created.archive_bucket)
-    )
+    names = ("email_queue_url", "email_dlq_url", "archive_bucket", "attachments_bucket")
+    return QueueResources(*(str(getattr(created, name)) for name in names))
 
 
 def localstack_clients(endpoint_url: str, region: str = REGION) -> tuple[SQSClient, S3Client]:
@@ -75,7 +73,7 @@ def localstack_clients(endpoint_url: str, region: str = REGION) -> tuple[SQSClie
 
 
 def delete_resources(resources: QueueResources, endpoint_url: str) -> None:
-    """Delete exactly these two queues and this bucket (emptied first); missing ones are fine."""
+    """Delete exactly these two queues and these buckets (emptied first); missing ones are fine."""
     session = boto3.Session(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, region_name=REGION)
     sqs = session.client("sqs", endpoint_url=endpoint_url)
     for url in (resources.email_queue_url, resources.email_dlq_url):
@@ -86,11 +84,12 @@ def delete_resources(resources: QueueResources, endpoint_url: str) -> None:
                 ("NonExistentQueue", "QueueDoesNotExist")
             ):
                 raise
-    bucket = session.resource("s3", endpoint_url=endpoint_url).Bucket(resources.archive_bucket)
-    try:
-        # Versions and delete markers too, in case the bucket got versioning.
-        bucket.object_versions.delete()
-        bucket.delete()
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "NoSuchBucket":
-            raise
+    s3 = session.resource("s3", endpoint_url=endpoint_url)
+    for bucket in map(s3.Bucket, (resources.archive_bucket, resources.attachments_bucket)):
+        try:
+            # Versions and delete markers too, in case the bucket got versioning.
+            bucket.object_versions.delete()
+            bucket.delete()
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchBucket":
+                raise

@@ -157,6 +157,7 @@ class Stack:
             "EMAIL_QUEUE_URL": queues.email_queue_url,
             "EMAIL_DLQ_URL": queues.email_dlq_url,
             "ARCHIVE_BUCKET": queues.archive_bucket,
+            "ATTACHMENTS_BUCKET": queues.attachments_bucket,
             "DATABASE_URL": database_url,
         }
         self.env = credentials.stack_env(config, urls)
@@ -226,7 +227,8 @@ class Stack:
         """The environment of service `name` (gateway or processor) of the stack described by
         `env` (stack.env's settings); docker-compose.yml gives them the same names."""
         ports = self.config.ports
-        common = {key: env[key] for key in ("DATABASE_URL", "EMAIL_QUEUE_URL", "AWS_ENDPOINT_URL")}
+        names = ("DATABASE_URL", "EMAIL_QUEUE_URL", "ATTACHMENTS_BUCKET", "AWS_ENDPOINT_URL")
+        common = {key: env[key] for key in names}
         common |= {"AWS_REGION": c.REGION, "AWS_ACCESS_KEY_ID": c.AWS_ACCESS_KEY_ID}
         common |= {"AWS_SECRET_ACCESS_KEY": c.AWS_SECRET_ACCESS_KEY}
         if name == GATEWAY:
