@@ -21,17 +21,19 @@ from mailstack_stack.compose import (
     compose_urls,
     load_compose,
     override_document,
+    service_health,
 )
 from mailstack_stack.config import (
     ELASTICEMAIL_API_KEY,
     SENDGRID_API_KEY,
     Ports,
     StackConfig,
+    read_env_file,
 )
 from mailstack_stack.passthrough import is_passed
 from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
-from mailstack_stack.resources import QueueResources, load_bootstrap
-from mailstack_stack.stack import Stack, read_env_file
+from mailstack_stack.resources import load_bootstrap
+from mailstack_stack.stack import Stack
 
 # The services whose process stays up (migrate runs once and exits).
 LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
@@ -48,7 +50,7 @@ LOCALSTACK_ACCOUNT = "000000000000"
 
 @pytest.fixture(scope="module")
 def compose(repo_root: Path) -> dict[str, Any]:
-    return load_compose(repo_root / "docker-compose.yml")
+    return load_compose(StackConfig(repo_root=repo_root, state_dir=repo_root / ".stack"))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,17 @@ def host_stack(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Sta
     return Stack(StackConfig(repo_root=repo_root, state_dir=tmp_path_factory.mktemp("unused")))
 
 
-QUEUES = QueueResources("http://q/emails", "http://q/dlq", "bucket", "attachments")
+# stack.env's settings, as the host launcher configures the services from them.
+STACK_ENV = {
+    "DATABASE_URL": "postgresql+psycopg://db",
+    "EMAIL_QUEUE_URL": "http://q/emails",
+    "EMAIL_DLQ_URL": "http://q/dlq",
+    "ATTACHMENTS_BUCKET": "attachments",
+    "AWS_ENDPOINT_URL": "http://aws",
+    "DEV_ISSUER_URL": "http://issuer",
+    "ELASTICEMAIL_STUB_URL": "http://ee",
+    "SENDGRID_STUB_URL": "http://sg",
+}
 
 
 def test_is_valid_against_the_compose_specification_schema(compose: dict[str, Any]) -> None:
@@ -173,7 +185,7 @@ def test_every_port_is_bound_to_loopback(services: dict[str, Any]) -> None:
 def test_gateway_gets_the_variables_the_host_launcher_gives_it(
     services: dict[str, Any], host_stack: Stack
 ) -> None:
-    host = host_stack.gateway_env("postgresql://db", QUEUES)
+    host = host_stack.service_env("gateway", STACK_ENV)
     compose_env = services["gateway"]["environment"]
     assert set(compose_env) == set(host) | TELEMETRY
     assert compose_env["JWT_AUDIENCE"] == host["JWT_AUDIENCE"]
@@ -192,7 +204,7 @@ def test_the_gateway_trusts_the_development_issuer_it_can_reach(services: dict[s
 def test_processor_gets_the_variables_the_host_launcher_gives_it(
     services: dict[str, Any], host_stack: Stack
 ) -> None:
-    host = host_stack.processor_env("postgresql://db", QUEUES)
+    host = host_stack.service_env("processor", STACK_ENV)
     compose_env = services["processor"]["environment"]
     assert set(compose_env) == set(host) | TELEMETRY
     assert compose_env["MAX_ATTEMPTS"] == host["MAX_ATTEMPTS"]
@@ -280,17 +292,18 @@ def test_service_images_run_hardened_as_on_ecs(services: dict[str, Any]) -> None
 def test_the_urls_written_to_stack_env_are_the_published_ones(
     compose: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    urls = compose_urls(
-        compose, resources["archive_bucket"]["name"], resources["attachments_bucket"]["name"]
-    )
+    urls = compose_urls(compose, resources)
     ports = Ports()
-    assert urls.gateway_url == f"http://127.0.0.1:{ports.gateway}"
-    assert urls.elasticemail_stub_url == f"http://127.0.0.1:{ports.elasticemail_stub}"
-    assert urls.sendgrid_stub_url == f"http://127.0.0.1:{ports.sendgrid_stub}"
-    assert urls.aws_endpoint_url == f"http://127.0.0.1:{ports.localstack}"
-    assert urls.email_queue_url.startswith("http://127.0.0.1:4566/queue/us-east-1/")
-    assert urls.email_dlq_url.endswith(resources["dead_letter_queue"]["name"])
-    assert urls.database_url == "postgresql+psycopg://mailstack:mailstack@127.0.0.1:55432/mailstack"
+    assert urls["GATEWAY_URL"] == f"http://127.0.0.1:{ports.gateway}"
+    assert urls["ELASTICEMAIL_STUB_URL"] == f"http://127.0.0.1:{ports.elasticemail_stub}"
+    assert urls["SENDGRID_STUB_URL"] == f"http://127.0.0.1:{ports.sendgrid_stub}"
+    assert urls["DEV_ISSUER_URL"] == f"http://127.0.0.1:{ports.dev_issuer}"
+    assert urls["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{ports.localstack}"
+    assert urls["EMAIL_QUEUE_URL"].startswith("http://127.0.0.1:4566/queue/us-east-1/")
+    assert urls["EMAIL_DLQ_URL"].endswith(resources["dead_letter_queue"]["name"])
+    assert urls["DATABASE_URL"] == (
+        "postgresql+psycopg://mailstack:mailstack@127.0.0.1:55432/mailstack"
+    )
 
 
 def test_extra_settings_become_a_compose_override() -> None:
@@ -322,7 +335,6 @@ def test_up_runs_compose_with_the_profile_as_an_override_and_writes_stack_env(
         profile=CONTRACT_TESTS,
     )
     stack = ComposeStack(config, docker=str(script))
-    monkeypatch.setattr(ComposeStack, "_wait_healthy", lambda self, urls: None)
     provisioned: list[tuple[str, Path]] = []
 
     def ensure_dev_key(database_url: str, key_file: Path) -> str:
@@ -347,14 +359,17 @@ def test_up_runs_compose_with_the_profile_as_an_override_and_writes_stack_env(
         "--detach",
         "--build",
         "--remove-orphans",
+        "--wait",
+        "--wait-timeout",
+        "300",
     ]
     written = yaml.safe_load(override.read_text())
     assert written["services"]["processor"]["environment"]["EMAIL_DLQ_URL"] == ""
     env = read_env_file(config.env_file)
-    assert env["GATEWAY_URL"] == urls.gateway_url
+    assert env["GATEWAY_URL"] == urls["GATEWAY_URL"]
     assert env["STACK_PROFILE"] == CONTRACT_TESTS
     # The development key is made in the compose stack's database, as seen from the host.
-    assert provisioned == [(urls.database_url, config.dev_key_file)]
+    assert provisioned == [(urls["DATABASE_URL"], config.dev_key_file)]
     assert env["API_KEY"] == "ms_0123456789abcdef_key"
     assert env["DEV_ISSUER_URL"] == "http://127.0.0.1:8103"
 
@@ -376,6 +391,30 @@ def test_docker_mode_says_why_it_cannot_start_before_starting_anything(
     with pytest.raises(ComposeError, match=r"compose plugin is not available.*unknown command"):
         ComposeStack(config, docker=str(no_plugin)).preflight(daemon_answers=lambda: True)
     assert not config.state_dir.exists()
+
+
+def test_status_reads_the_health_compose_reports_for_every_long_running_service(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    rows = [
+        {"Service": "gateway", "State": "running", "Health": "healthy"},
+        {"Service": "processor", "State": "running", "Health": "starting"},
+        {"Service": "migrate", "State": "exited", "Health": ""},
+        {"Service": "redis", "State": "running", "Health": ""},
+    ]
+    ps = tmp_path / "docker"
+    ps.write_text("#!/bin/sh\ncat <<'EOF'\n" + "\n".join(map(json.dumps, rows)) + "\nEOF\n")
+    ps.chmod(0o755)
+    config = StackConfig(repo_root=repo_root, state_dir=tmp_path / "state")
+
+    status = {name: healthy for name, _, healthy in ComposeStack(config, str(ps)).status()}
+
+    assert set(status) == LONG_RUNNING - {"jaeger"}  # opt-in: only with its compose profile
+    assert status["gateway"] is True
+    assert status["redis"] is True
+    assert status["processor"] is False
+    assert status["postgres"] is False  # not listed: not running
+    assert service_health(json.dumps(rows)) == service_health("\n".join(map(json.dumps, rows)))
 
 
 def test_both_services_take_the_telemetry_settings_from_the_shell(

@@ -15,30 +15,26 @@ from mailstack_stack import containers
 
 
 def test_containers_run_the_images_docker_compose_pins(repo_root: Path) -> None:
-    compose = repo_root / "docker-compose.yml"
-    assert containers.compose_image(compose, "postgres") == containers.POSTGRES_IMAGE
-    assert containers.compose_image(compose, "localstack") == containers.LOCALSTACK_IMAGE
+    assert containers.compose_image(repo_root, "postgres") == "postgres:17.6-alpine"
+    assert containers.compose_image(repo_root, "localstack") == "localstack/localstack:4.14.0"
+    assert containers.compose_image(repo_root, "redis").startswith("redis:")
 
 
 def test_localstack_is_ready_only_when_every_needed_service_is_usable() -> None:
     body = json.dumps({"services": {"sqs": "running", "s3": "available", "lambda": "disabled"}})
-    assert containers.services_listed_ready(body, ["sqs", "s3"])
-    assert not containers.services_listed_ready(body, ["sqs", "lambda"])
-    assert not containers.services_listed_ready("<html>starting</html>", ["sqs"])
+    assert containers.ready_body(body, ["sqs", "s3"])
+    assert not containers.ready_body(body, ["sqs", "lambda"])
+    assert not containers.ready_body("<html>starting</html>", ["sqs"])
+    assert not containers.ready_body("[]", ["sqs"])
 
 
 def test_localstack_container_waits_on_the_health_endpoint_with_the_auth_token_passed() -> None:
-    spec = containers.localstack_container_spec(containers.LOCALSTACK_IMAGE, ["sqs"], "tok")
-    assert spec["health_path"] == "/_localstack/health"
-    assert spec["env"]["SERVICES"] == "sqs"
-    assert spec["env"]["SQS_ENDPOINT_STRATEGY"] == "path"
-    assert spec["env"]["LOCALSTACK_AUTH_TOKEN"] == "tok"
-    assert (
-        "LOCALSTACK_AUTH_TOKEN"
-        not in containers.localstack_container_spec(containers.LOCALSTACK_IMAGE, ["sqs"], None)[
-            "env"
-        ]
-    )
+    env = containers.localstack_env(["sqs"], "tok")
+    assert containers.HEALTH_PATH == "/_localstack/health"
+    assert env["SERVICES"] == "sqs"
+    assert env["SQS_ENDPOINT_STRATEGY"] == "path"
+    assert env["LOCALSTACK_AUTH_TOKEN"] == "tok"
+    assert "LOCALSTACK_AUTH_TOKEN" not in containers.localstack_env(["sqs"], None)
 
 
 def test_the_testcontainers_api_used_is_the_installed_one() -> None:

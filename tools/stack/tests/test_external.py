@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mailstack_stack.config import write_env_file
 from mailstack_stack.external import MissingStackSettingError, load_external_stack
 from mailstack_stack.fixtures import ExternalStackUnderTest
-from mailstack_stack.stack import write_env_file
 
 STACK_ENV = {
     "GATEWAY_URL": "http://127.0.0.1:8000",
@@ -45,10 +45,8 @@ def test_the_environment_wins_over_the_file(env_file: Path) -> None:
 def test_works_from_the_environment_alone(tmp_path: Path) -> None:
     stack = load_external_stack({"GATEWAY_URL": "http://gw"}, tmp_path / "absent.env")
     assert stack.gateway_url == "http://gw"
-    assert stack.missing("SENDGRID_STUB_URL", "DATABASE_URL") == [
-        "SENDGRID_STUB_URL",
-        "DATABASE_URL",
-    ]
+    assert stack.get("SENDGRID_STUB_URL") is None
+    assert stack.get("DATABASE_URL") is None
     assert "absent.env (not found)" in stack.source
 
 
@@ -58,7 +56,9 @@ def test_a_missing_setting_names_itself_and_where_it_was_looked_for(env_file: Pa
         _ = stack.sendgrid_stub_url
     assert str(env_file) in str(error.value)
     empty = load_external_stack({"EMAIL_DLQ_URL": ""}, env_file)
-    assert empty.missing("EMAIL_DLQ_URL") == ["EMAIL_DLQ_URL"]
+    assert empty.get("EMAIL_DLQ_URL") is None
+    with pytest.raises(AttributeError):
+        _ = stack.not_a_setting
 
 
 def test_under_pytest_a_missing_setting_skips_the_test_with_the_reason(env_file: Path) -> None:

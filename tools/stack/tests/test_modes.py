@@ -9,16 +9,12 @@ import docker
 import pytest
 from docker.errors import DockerException
 
-from mailstack_stack.__main__ import StackModeConflictError, build_parser, choose_mode
-from mailstack_stack.modes import (
+from mailstack_stack.__main__ import StackModeConflictError, build_parser, choose_mode, main
+from mailstack_stack.config import (
     StackMode,
     StackModeError,
     docker_daemon_answers,
-    forget_mode,
     parse_mode,
-    record_mode,
-    recorded_mode,
-    requested_mode,
     resolve_mode,
 )
 
@@ -48,13 +44,6 @@ def test_a_forced_mode_is_kept_without_asking_the_daemon() -> None:
 def test_auto_keeps_the_kind_of_stack_that_is_already_up() -> None:
     assert resolve_mode(StackMode.AUTO, answers, recorded=StackMode.HOST) is StackMode.HOST
     assert resolve_mode(StackMode.AUTO, silent, recorded=StackMode.DOCKER) is StackMode.DOCKER
-
-
-def test_the_option_wins_over_the_environment_which_wins_over_the_default() -> None:
-    env = {"MAILSTACK_STACK": "external"}
-    assert requested_mode("docker", env, StackMode.HOST) is StackMode.DOCKER
-    assert requested_mode(None, env, StackMode.HOST) is StackMode.EXTERNAL
-    assert requested_mode(None, {}, StackMode.HOST) is StackMode.HOST
 
 
 def test_unknown_or_disallowed_modes_are_refused() -> None:
@@ -102,14 +91,20 @@ def test_no_engine_at_all_means_no_answer(monkeypatch: pytest.MonkeyPatch) -> No
     assert docker_daemon_answers() is False
 
 
-def test_up_records_its_mode_and_down_follows_it(tmp_path: Path) -> None:
-    assert recorded_mode(tmp_path) is None
-    record_mode(tmp_path, StackMode.DOCKER)
-    assert recorded_mode(tmp_path) is StackMode.DOCKER
+def test_down_and_status_follow_the_mode_up_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAILSTACK_STACK", raising=False)
     assert choose_mode("down", StackMode.AUTO, StackMode.DOCKER, never_asked) is StackMode.DOCKER
     assert choose_mode("status", StackMode.AUTO, None, never_asked) is StackMode.HOST
-    forget_mode(tmp_path)
-    assert recorded_mode(tmp_path) is None
+    (tmp_path / "mode").write_text("host\n")
+
+    assert main(["down", "--state-dir", str(tmp_path)]) == 0
+
+    assert capsys.readouterr().out == "stopped: nothing was running\n"
+    assert not (tmp_path / "mode").exists()
+    assert main(["status", "--state-dir", str(tmp_path)]) == 1
+    assert "gateway            down" in capsys.readouterr().out
 
 
 def test_up_refuses_a_second_kind_of_stack_beside_the_one_that_is_up() -> None:

@@ -34,10 +34,6 @@ def cluster_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _no_cluster() -> str:
-    raise AssertionError("no private cluster may be started here")
-
-
 def test_urls_are_converted_between_libpq_and_sqlalchemy_forms() -> None:
     url = "postgresql+psycopg://u:p@h:5/db?sslmode=disable"
     assert postgres.libpq_url(url) == "postgresql://u:p@h:5/db?sslmode=disable"
@@ -48,38 +44,15 @@ def test_urls_are_converted_between_libpq_and_sqlalchemy_forms() -> None:
     assert postgres.database_name("postgresql+psycopg://u@h:5/mine") == "mine"
 
 
-def test_an_explicit_database_url_wins_and_is_handed_on_in_sqlalchemy_form(
-    cluster_root: Path,
+def test_a_database_of_our_own_is_created_once_and_handed_on_in_sqlalchemy_form(
+    postgres_admin_url: str, dbname: str
 ) -> None:
-    choice = postgres.select_database(
-        explicit_url="postgresql://someone@db.example:6543/app",
-        probe_url=postgres.server_url(),
-        start_cluster=_no_cluster,
-    )
-    assert choice.url == "postgresql+psycopg://someone@db.example:6543/app"
-
-
-def test_a_server_that_answers_gets_a_database_of_our_own(
-    postgres_admin_url: str, dbname: str, cluster_root: Path
-) -> None:
-    choice = postgres.select_database(
-        explicit_url=None,
-        probe_url=postgres_admin_url,
-        start_cluster=_no_cluster,
-        dbname=dbname,
-    )
-    assert choice.source == "server"
-    assert postgres.database_name(choice.url) == dbname
-    assert choice.url.startswith("postgresql+psycopg://")
-    assert postgres.database_exists(postgres_admin_url, dbname)
-    with psycopg.connect(postgres.libpq_url(choice.url)) as conn:
+    url = postgres.ensure_database(postgres_admin_url, dbname)
+    assert postgres.ensure_database(postgres_admin_url, dbname) == url
+    assert url.startswith("postgresql+psycopg://")
+    assert postgres.database_name(url) == dbname
+    with psycopg.connect(postgres.libpq_url(url)) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == (dbname,)
-
-
-def test_selecting_twice_reuses_the_database(postgres_admin_url: str, dbname: str) -> None:
-    first = postgres.select_database(None, postgres_admin_url, _no_cluster, dbname)
-    second = postgres.select_database(None, postgres_admin_url, _no_cluster, dbname)
-    assert first == second
 
 
 def test_without_a_server_a_supervised_private_cluster_is_started_stopped_and_started(
@@ -89,36 +62,37 @@ def test_without_a_server_a_supervised_private_cluster_is_started_stopped_and_st
         repo_root=repo_root,
         state_dir=cluster_root,
         ports=Ports(private_postgres=free_port()),
-        postgres_probe_url=postgres.server_url(port=free_port()),
+        postgres_probe_url=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+        aws_endpoint_url="http://127.0.0.1:9",  # never reached: the test stops before
         die_with_parent=True,
     )
     stack = Stack(config)
-    stack.supervisor.ensure_started()
     try:
-        choice = stack.select_database()
-        assert choice.source == "private cluster"
-        port = config.ports.private_postgres
-        assert choice.url == f"postgresql+psycopg://postgres@127.0.0.1:{port}/mailstack"
-        with psycopg.connect(postgres.libpq_url(choice.url)) as conn:
+        stack.start("postgres")
+        assert stack.pid("postgres") is not None
+        url = postgres.ensure_database(stack.cluster_url, "mailstack")
+        with psycopg.connect(postgres.libpq_url(url)) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert stack.stop("postgres")
-        assert not postgres.server_answers(stack.cluster.admin_url)
+        assert not postgres.server_answers(stack.cluster_url)
         stack.start("postgres")
-        # Selected again: the same database on the running cluster.
-        assert stack.select_database() == choice
+        assert postgres.ensure_database(stack.cluster_url, "mailstack") == url
+        assert ("postgres", stack.pid("postgres"), True) in stack.status()
     finally:
         assert "postgres" in stack.down()
-    assert not postgres.server_answers(stack.cluster.admin_url)
+    assert not postgres.server_answers(stack.cluster_url)
 
 
 def test_drop_disconnects_sessions_still_using_the_database(
     postgres_admin_url: str, dbname: str
 ) -> None:
     url = postgres.ensure_database(postgres_admin_url, dbname)
-    lingering = psycopg.connect(url)
+    lingering = psycopg.connect(postgres.libpq_url(url))
     try:
         postgres.drop_database(postgres_admin_url, dbname)
-        assert not postgres.database_exists(postgres_admin_url, dbname)
+        with psycopg.connect(postgres_admin_url) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            assert found.fetchone() is None
     finally:
         lingering.close()
 

@@ -13,19 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailstack_stack.__main__ import parse_extra_env
-from mailstack_stack.config import Ports, StackConfig
+from mailstack_stack.config import Ports, StackConfig, read_env_file, write_env_file
 from mailstack_stack.fixtures import StackFactory
 from mailstack_stack.passthrough import telemetry_env
-from mailstack_stack.stack import (
-    COMPONENTS,
-    ELASTICEMAIL_STUB,
-    PROCESSOR,
-    PortTakenError,
-    Stack,
-    read_env_file,
-    write_env_file,
-)
+from mailstack_stack.stack import COMPONENTS, ELASTICEMAIL_STUB, PROCESSOR, PortTakenError, Stack
 from mailstack_stack.waiting import eventually
 
 EMAIL = {
@@ -44,11 +35,6 @@ def test_env_file_holds_key_value_lines(tmp_path: Path) -> None:
         "GATEWAY_URL=http://127.0.0.1:8000\nDATABASE_URL=postgresql+psycopg://a@b/c\n"
     )
     assert read_env_file(path) == values
-
-
-def test_extra_env_is_given_per_component() -> None:
-    parsed = parse_extra_env(["processor:RETRY_BACKOFF_BASE_SECONDS=0.2", "gateway:A=b=c"])
-    assert parsed == {"processor": {"RETRY_BACKOFF_BASE_SECONDS": "0.2"}, "gateway": {"A": "b=c"}}
 
 
 @pytest.fixture
@@ -86,7 +72,6 @@ def test_a_port_held_by_another_process_is_an_error_not_a_healthy_stub(
         die_with_parent=True,
     )
     stack = Stack(config)
-    stack.supervisor.ensure_started()
     try:
         with pytest.raises(PortTakenError, match=str(occupied_port)):
             stack.start(ELASTICEMAIL_STUB)
@@ -94,6 +79,17 @@ def test_a_port_held_by_another_process_is_an_error_not_a_healthy_stub(
     finally:
         stack.down()
     assert not (tmp_path / "pids" / "elasticemail-stub.pid").exists()
+
+
+def test_a_stale_pid_file_is_neither_running_nor_stopped(repo_root: Path, tmp_path: Path) -> None:
+    stale = tmp_path / "pids" / f"{PROCESSOR}.pid"
+    stale.parent.mkdir()
+    stale.write_text(f"{os.getpid()}\n")  # a live process, but not one the stack started
+    stack = Stack(StackConfig(repo_root=repo_root, state_dir=tmp_path, die_with_parent=True))
+
+    assert (PROCESSOR, None, False) in stack.status()
+    assert stack.down() == []
+    assert not stale.exists()
 
 
 @pytest.mark.e2e
@@ -176,7 +172,12 @@ def test_a_killed_processor_is_restarted_by_the_supervisor_and_up_again_changes_
     pid_file = running.stack.config.state_dir / "pids" / f"{PROCESSOR}.pid"
     eventually(lambda: pid_file.read_text().split()[0] == str(restarted), 10)
 
-    Stack(running.stack.config).up()
+    again = Stack(running.stack.config)
+    again.up()
+
+    assert [(name, healthy) for name, _, healthy in again.status()] == [
+        (name, name != "localstack") for name in COMPONENTS
+    ]
 
     assert {name: running.pid(name) for name in pids} == {**pids, PROCESSOR: restarted}
     auth = {"Authorization": f"Bearer {running.api_key}"}

@@ -1,49 +1,29 @@
 """The stack under Docker Compose: `docker compose` on docker-compose.yml, and what it serves.
 
-The compose file is the one description of the Docker stack; the URLs written to stack.env are
-read off it (published ports, the services' own environment), never kept in a second list.
+The compose file is the one description of the Docker stack: its health checks say when the
+stack is up (`up --wait`, `ps`), and the settings written to stack.env are read off it
+(published ports, the services' own environment).
 """
 
-from __future__ import annotations
-
-import dataclasses
-import functools
 import json
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 
-from mailstack_stack import credentials, localstack
-from mailstack_stack.config import LOCALHOST, StackConfig
-from mailstack_stack.modes import docker_daemon_answers
-from mailstack_stack.profiles import PROFILE_KEY
-from mailstack_stack.stack import ComponentStatus, StackUrls, http_ok, write_env_file
-from mailstack_stack.supervision import ProcessStartError, wait_until
-
-COMPOSE_FILE = "docker-compose.yml"
-OVERRIDE_FILE = "compose.override.yml"
-# Services `up` waits for, with the container port of their health endpoint.
-HEALTH = {
-    "elasticemail-stub": (8101, "/_stub/health"),
-    "sendgrid-stub": (8102, "/_stub/health"),
-    "dev-issuer": (8103, "/health"),
-    # /readyz needs the admin scope; compose checks the database and LocalStack itself.
-    "gateway": (8000, "/healthz"),
-    "processor": (9101, "/healthz"),
-}
+from mailstack_stack import credentials
+from mailstack_stack.config import LOCALHOST, StackConfig, docker_daemon_answers, write_env_file
 
 
 class ComposeError(RuntimeError):
-    """`docker compose` failed, or the stack it started did not become healthy."""
+    """`docker compose` failed, or is not there to run."""
 
 
-def load_compose(path: Path) -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(path.read_text())
+def load_compose(config: StackConfig) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((config.repo_root / "docker-compose.yml").read_text())
     return document
 
 
@@ -56,45 +36,52 @@ def published_port(service: Mapping[str, Any], container_port: int) -> int:
     raise ComposeError(f"no 127.0.0.1 port publishes container port {container_port}")
 
 
-def _on_host(url: str, services: Mapping[str, Any]) -> str:
-    """`url` as seen from the host: `http://service:port/...` -> the port published for it."""
-    parts = urlsplit(url)
-    if parts.hostname is None or parts.hostname not in services or parts.port is None:
-        return url
-    port = published_port(services[parts.hostname], parts.port)
-    netloc = parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"{LOCALHOST}:{port}")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def compose_urls(
-    document: Mapping[str, Any], archive_bucket: str, attachments_bucket: str
-) -> StackUrls:
-    """Where the compose stack's parts are reachable from the host."""
+def compose_urls(document: Mapping[str, Any], resources: Mapping[str, Any]) -> dict[str, str]:
+    """Where the compose stack's parts are reachable from the host, under stack.env's names
+    (the buckets' names from config/resources.json, `resources`)."""
     services = document["services"]
-    processor_env = services["processor"]["environment"]
-    gateway_env = services["gateway"]["environment"]
-    return StackUrls(
-        gateway_url=f"http://{LOCALHOST}:{published_port(services['gateway'], 8000)}",
-        elasticemail_stub_url=_on_host(processor_env["ELASTICEMAIL_BASE_URL"], services),
-        sendgrid_stub_url=_on_host(processor_env["SENDGRID_BASE_URL"], services),
-        aws_endpoint_url=_on_host(gateway_env["AWS_ENDPOINT_URL"], services),
-        email_queue_url=_on_host(gateway_env["EMAIL_QUEUE_URL"], services),
-        email_dlq_url=_on_host(processor_env["EMAIL_DLQ_URL"], services),
-        archive_bucket=archive_bucket,
-        attachments_bucket=attachments_bucket,
-        database_url=_on_host(gateway_env["DATABASE_URL"], services),
-        dev_issuer_url=f"http://{LOCALHOST}:{published_port(services['dev-issuer'], 8103)}",
-    )
+
+    def on_host(url: str) -> str:  # http://service:port/... -> the port published for it
+        parts = urlsplit(url)
+        if parts.hostname is None or parts.hostname not in services or parts.port is None:
+            return url
+        port = published_port(services[parts.hostname], parts.port)
+        netloc = parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"{LOCALHOST}:{port}")
+        return parts._replace(netloc=netloc).geturl()
+
+    processor, gateway = services["processor"]["environment"], services["gateway"]["environment"]
+    return {
+        "DEV_ISSUER_URL": on_host(gateway["JWT_ISSUER"]),
+        "GATEWAY_URL": f"http://{LOCALHOST}:{published_port(services['gateway'], 8000)}",
+        "ELASTICEMAIL_STUB_URL": on_host(processor["ELASTICEMAIL_BASE_URL"]),
+        "SENDGRID_STUB_URL": on_host(processor["SENDGRID_BASE_URL"]),
+        **{key: on_host(gateway[key]) for key in ("AWS_ENDPOINT_URL", "EMAIL_QUEUE_URL")},
+        "EMAIL_DLQ_URL": on_host(processor["EMAIL_DLQ_URL"]),
+        "ARCHIVE_BUCKET": resources["archive_bucket"]["name"],
+        "ATTACHMENTS_BUCKET": resources["attachments_bucket"]["name"],
+        "DATABASE_URL": on_host(gateway["DATABASE_URL"]),
+    }
 
 
 def override_document(extra_env: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    """A compose override giving services extra environment (`--env`, `--profile`)."""
+    """A compose override giving services extra environment (`--profile`)."""
     return {
-        "services": {
-            service: {"environment": dict(values)}
-            for service, values in extra_env.items()
-            if values
-        }
+        "services": {name: {"environment": dict(env)} for name, env in extra_env.items() if env}
+    }
+
+
+def service_health(ps_output: str) -> dict[str, bool]:
+    """Per service of `docker compose ps --all --format json` (a JSON object a line; one array
+    in older versions): whether it runs and, if it has a health check, passes it."""
+    text = ps_output.strip()
+    rows = (
+        json.loads(text)
+        if text.startswith("[")
+        else [json.loads(line) for line in text.splitlines()]
+    )
+    return {
+        row["Service"]: row["State"] == "running" and row.get("Health") in (None, "", "healthy")
+        for row in rows
     }
 
 
@@ -104,40 +91,25 @@ class ComposeStack:
 
     config: StackConfig
     docker: str = "docker"
-    health_timeout: float = 300.0
 
-    @property
-    def compose_file(self) -> Path:
-        return self.config.repo_root / COMPOSE_FILE
+    def command(self, *args: str) -> list[str]:
+        root, override = self.config.repo_root, self.config.state_dir / "compose.override.yml"
+        files = ["-f", str(root / "docker-compose.yml")]
+        files += ["-f", str(override)] if override.is_file() else []
+        return [self.docker, "compose", "--project-directory", str(root), *files, *args]
 
-    @property
-    def override_file(self) -> Path:
-        return self.config.state_dir / OVERRIDE_FILE
-
-    def command(self, *args: str, with_override: bool = True) -> list[str]:
-        files = ["-f", str(self.compose_file)]
-        if with_override and self.override_file.is_file():
-            files += ["-f", str(self.override_file)]
-        return [
-            self.docker,
-            "compose",
-            "--project-directory",
-            str(self.config.repo_root),
-            *files,
-            *args,
-        ]
-
-    def _run(self, argv: Sequence[str], capture: bool = False) -> str:
+    def run(self, *args: str, capture: bool = False) -> str:
+        argv = self.command(*args) if args[0] != "version" else [self.docker, "compose", *args]
         try:
-            result = subprocess.run(
-                argv, check=False, text=True, capture_output=capture, cwd=self.config.repo_root
+            done = subprocess.run(
+                argv, text=True, capture_output=capture, cwd=self.config.repo_root
             )
         except FileNotFoundError as error:
             raise ComposeError(f"{self.docker} not found: install Docker") from error
-        if result.returncode != 0:
-            detail = f": {result.stderr.strip()}" if capture and result.stderr else ""
-            raise ComposeError(f"{' '.join(argv)} failed (exit {result.returncode}){detail}")
-        return result.stdout or ""
+        if done.returncode != 0:
+            detail = f": {done.stderr.strip()}" if capture and done.stderr else ""
+            raise ComposeError(f"{' '.join(argv)} failed (exit {done.returncode}){detail}")
+        return done.stdout or ""
 
     def preflight(self, daemon_answers: Callable[[], bool] = docker_daemon_answers) -> None:
         """Fail with the reason before anything is started: no engine, or no compose plugin."""
@@ -147,71 +119,38 @@ class ComposeStack:
                 "start one, or run the stack as host processes with STACK=host"
             )
         try:
-            self._run([self.docker, "compose", "version"], capture=True)
+            self.run("version", capture=True)
         except ComposeError as error:
             raise ComposeError(f"the docker compose plugin is not available: {error}") from None
 
-    def urls(self) -> StackUrls:
-        settings = json.loads(self.config.resources_file.read_text())
-        return compose_urls(
-            load_compose(self.compose_file),
-            settings["archive_bucket"]["name"],
-            settings["attachments_bucket"]["name"],
-        )
-
-    def up(self) -> StackUrls:
-        """Build, create or start what is not running (compose leaves the rest alone), wait."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        override = override_document(self.config.extra_env)
-        if override["services"]:
-            self.override_file.write_text(yaml.safe_dump(override, sort_keys=True))
-        else:
-            self.override_file.unlink(missing_ok=True)
-        self._run(self.command("up", "--detach", "--build", "--remove-orphans"))
-        urls = self.urls()
-        self._wait_healthy(urls)
-        api_key = credentials.ensure_dev_key(urls.database_url, self.config.dev_key_file)
-        urls = dataclasses.replace(urls, api_key=api_key)
-        write_env_file(self.config.env_file, {**urls.as_env(), PROFILE_KEY: self.config.profile})
-        return urls
+    def up(self) -> dict[str, str]:
+        """Build, create or start what is not running (compose leaves the rest alone), wait
+        until every service is healthy or done (compose's own `--wait`), write stack.env."""
+        override = self.config.state_dir / "compose.override.yml"
+        override.parent.mkdir(parents=True, exist_ok=True)
+        document = override_document(self.config.extra_env)
+        override.write_text(yaml.safe_dump(document, sort_keys=True))
+        if not document["services"]:
+            override.unlink()
+        self.run("up", "--detach", "--build", "--remove-orphans", "--wait", "--wait-timeout", "300")
+        urls = compose_urls(load_compose(self.config), self.config.resources())
+        env = credentials.stack_env(self.config, urls)
+        write_env_file(self.config.env_file, env)
+        return env
 
     def down(self) -> list[str]:
-        self._run(self.command("down", "--remove-orphans"))
+        self.run("down", "--remove-orphans")
         self.config.env_file.unlink(missing_ok=True)
-        self.override_file.unlink(missing_ok=True)
+        (self.config.state_dir / "compose.override.yml").unlink(missing_ok=True)
         return ["compose project mailstack"]
 
-    def status(self) -> list[ComponentStatus]:
-        checks = self._checks(self.urls())
-        return [ComponentStatus(name, None, check()) for name, check in checks.items()]
-
-    def _checks(self, urls: StackUrls) -> dict[str, Any]:
-        document = load_compose(self.compose_file)
-        services = document["services"]
-
-        def url(service: str) -> str:
-            port, path = HEALTH[service]
-            return f"http://{LOCALHOST}:{published_port(services[service], port)}{path}"
-
-        checks: dict[str, Any] = {
-            "localstack": lambda: localstack.services_ready(
-                urls.aws_endpoint_url, self.config.localstack_services
-            )
-        }
-        for service in HEALTH:
-            checks[service] = functools.partial(http_ok, url(service))
-        return checks
-
-    def _wait_healthy(self, urls: StackUrls) -> None:
-        checks = self._checks(urls)
-
-        def unhealthy() -> list[str]:
-            return [name for name, check in checks.items() if not check()]
-
-        try:
-            wait_until(lambda: not unhealthy(), self.health_timeout, lambda: " ".join(unhealthy()))
-        except ProcessStartError as error:
-            raise ComposeError(
-                f"{error} not healthy after {self.health_timeout:.0f} s; "
-                f"see `{' '.join(self.command('logs', *str(error).split()))}`"
-            ) from None
+    def status(self) -> list[tuple[str, int | None, bool]]:
+        """(service, None, healthy) of every long-running service `up` starts (not those of an
+        opt-in compose profile, like jaeger)."""
+        health = service_health(self.run("ps", "--all", "--format", "json", capture=True))
+        services = load_compose(self.config)["services"].items()
+        return [
+            (name, None, health.get(name, False))
+            for name, service in services
+            if not service["healthcheck"].get("disable") and "profiles" not in service
+        ]

@@ -1,10 +1,10 @@
-"""Credentials of a local stack: the development tenant and key `make up` writes to stack.env,
-new keys for `make api-key`, and tokens from the development issuer for `make token`."""
+"""Credentials of a local stack: the development key and stub keys `make up` writes to
+stack.env, new keys for `make api-key`, and tokens from the development issuer (`make token`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,11 +14,13 @@ from sqlalchemy import create_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_gateway.auth import ALL_SCOPES, Scope, split_api_key
 from mailstack_gateway.keys import KeyAdmin
+from mailstack_stack.config import ELASTICEMAIL_API_KEY, SENDGRID_API_KEY, StackConfig
+from mailstack_stack.profiles import PROFILE_KEY
 
 DEV_TENANT = "dev"
 # The audience the local gateway expects in the development issuer's tokens.
 DEV_AUDIENCE = "mailstack-local"
-DEV_KEY_NAME = "make up (development, every scope)"
+SEND_AND_READ = (Scope.SEND, Scope.READ)
 
 
 @contextmanager
@@ -33,43 +35,49 @@ def _key_admin(database_url: str) -> Iterator[KeyAdmin]:
 def ensure_dev_key(database_url: str, key_file: Path) -> str:
     """The development key kept in `key_file` if the database still knows it (not revoked),
     else a new one with every scope for tenant `dev`, written there (owner-readable only)."""
+    token = key_file.read_text().strip() if key_file.is_file() else ""
     with _key_admin(database_url) as admin:
-        if key_file.is_file():
-            token = key_file.read_text().strip()
-            parts = split_api_key(token)
-            if parts is not None and admin.key_is_active(parts[0]):
-                return token
+        parts = split_api_key(token)
+        if parts is not None and admin.key_is_active(parts[0]):
+            return token
         admin.ensure_tenant(DEV_TENANT)
-        _, new = admin.create_key(DEV_TENANT, DEV_KEY_NAME, ALL_SCOPES)
+        token = admin.create_key(DEV_TENANT, "make up (development, every scope)", ALL_SCOPES)[
+            1
+        ].token
     key_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = key_file.with_suffix(".tmp")
     tmp.touch(mode=0o600)
-    tmp.write_text(new.token + "\n")
+    tmp.write_text(token + "\n")
     os.replace(tmp, key_file)
-    return new.token
+    return token
+
+
+def stack_env(config: StackConfig, urls: Mapping[str, str]) -> dict[str, str]:
+    """What stack.env holds: the stack's URLs, a development key with every scope, the keys
+    the stubs accept (so an official provider SDK can be pointed at them), the profile."""
+    return {
+        "API_KEY": ensure_dev_key(urls["DATABASE_URL"], config.dev_key_file),
+        "ELASTICEMAIL_API_KEY": ELASTICEMAIL_API_KEY,
+        "SENDGRID_API_KEY": SENDGRID_API_KEY,
+        **urls,
+        PROFILE_KEY: config.profile,
+    }
 
 
 def new_tenant_key(database_url: str, tenant: str) -> str:
     """A new sending+reading key for `tenant`, created first if needed."""
     with _key_admin(database_url) as admin:
         admin.ensure_tenant(tenant)
-        _, new = admin.create_key(tenant, "make api-key", (Scope.SEND, Scope.READ))
-    return new.token
+        return admin.create_key(tenant, "make api-key", SEND_AND_READ)[1].token
 
 
 def issuer_token(database_url: str, issuer_url: str, tenant: str) -> str:
     """A sending+reading JWT for `tenant` from the development issuer (client credentials)."""
     with _key_admin(database_url) as admin:
         admin.ensure_tenant(tenant)
-    response = httpx.post(
-        f"{issuer_url.rstrip('/')}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": tenant,
-            "scope": f"{Scope.SEND.value} {Scope.READ.value}",
-        },
-        timeout=10,
-    )
+    scope = " ".join(scope.value for scope in SEND_AND_READ)
+    grant = {"grant_type": "client_credentials", "client_id": tenant, "scope": scope}
+    response = httpx.post(f"{issuer_url.rstrip('/')}/oauth/token", data=grant, timeout=10)
     response.raise_for_status()
     token: str = response.json()["access_token"]
     return token

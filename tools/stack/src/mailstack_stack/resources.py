@@ -10,19 +10,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mailstack_stack.config import (
-    AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY,
-    REGION,
-    find_repo_root,
-)
+from mailstack_stack.config import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, REGION, find_repo_root
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
-    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
     from mypy_boto3_sqs.client import SQSClient
 
 _MODULE_NAME = "mailstack_localstack_bootstrap"
@@ -54,27 +47,19 @@ def load_bootstrap(script: Path) -> ModuleType:
 
 
 def bootstrap(
-    repo_root: Path,
-    endpoint_url: str,
-    region: str = REGION,
-    prefix: str = "",
-    suffix: str = "",
+    repo_root: Path, endpoint_url: str, prefix: str = "", suffix: str = ""
 ) -> QueueResources:
     """Run the bootstrap in-process against `endpoint_url`, with names from resources.json."""
     module = load_bootstrap(repo_root / "localstack" / "bootstrap.py")
     created = module.run(
         endpoint_url=endpoint_url,
-        region=region,
+        region=REGION,
         prefix=prefix,
         suffix=suffix,
         resources_file=repo_root / "config" / "resources.json",
     )
-    return QueueResources(
-        email_queue_url=str(created.email_queue_url),
-        email_dlq_url=str(created.email_dlq_url),
-        archive_bucket=str(created.archive_bucket),
-        attachments_bucket=str(created.attachments_bucket),
-    )
+    names = ("email_queue_url", "email_dlq_url", "archive_bucket", "attachments_bucket")
+    return QueueResources(*(str(getattr(created, name)) for name in names))
 
 
 def localstack_clients(endpoint_url: str, region: str = REGION) -> tuple[SQSClient, S3Client]:
@@ -87,21 +72,10 @@ def localstack_clients(endpoint_url: str, region: str = REGION) -> tuple[SQSClie
     return sqs, s3
 
 
-def _client_kwargs(endpoint_url: str, region: str) -> dict[str, object]:
-    return {
-        "endpoint_url": endpoint_url,
-        "region_name": region,
-        "aws_access_key_id": AWS_ACCESS_KEY_ID,
-        "aws_secret_access_key": AWS_SECRET_ACCESS_KEY,
-        "config": Config(s3={"addressing_style": "path"}),
-    }
-
-
-def delete_resources(resources: QueueResources, endpoint_url: str, region: str = REGION) -> None:
+def delete_resources(resources: QueueResources, endpoint_url: str) -> None:
     """Delete exactly these two queues and these buckets (emptied first); missing ones are fine."""
-    kwargs = _client_kwargs(endpoint_url, region)
-    sqs = boto3.client("sqs", **kwargs)  # type: ignore[call-overload]
-    s3 = boto3.client("s3", **kwargs)  # type: ignore[call-overload]
+    session = boto3.Session(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, region_name=REGION)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
     for url in (resources.email_queue_url, resources.email_dlq_url):
         try:
             sqs.delete_queue(QueueUrl=url)
@@ -110,23 +84,12 @@ def delete_resources(resources: QueueResources, endpoint_url: str, region: str =
                 ("NonExistentQueue", "QueueDoesNotExist")
             ):
                 raise
-    for bucket in (resources.archive_bucket, resources.attachments_bucket):
-        _delete_bucket(s3, bucket)
-
-
-def _delete_bucket(s3: S3Client, bucket: str) -> None:
-    try:
-        # Versions and delete markers too, in case the bucket got versioning; a plain bucket
-        # lists its objects here with the version id "null".
-        paginator = s3.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=bucket):
-            entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-            objects: list[ObjectIdentifierTypeDef] = [
-                {"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries
-            ]
-            if objects:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
-        s3.delete_bucket(Bucket=bucket)
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "NoSuchBucket":
-            raise
+    s3 = session.resource("s3", endpoint_url=endpoint_url)
+    for bucket in map(s3.Bucket, (resources.archive_bucket, resources.attachments_bucket)):
+        try:
+            # Versions and delete markers too, in case the bucket got versioning.
+            bucket.object_versions.delete()
+            bucket.delete()
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NoSuchBucket":
+                raise

@@ -1,99 +1,77 @@
-"""The whole local stack: bring it up in order, report on it, take down what it started."""
+"""The host stack: its components as programs of one supervisord per state directory.
+
+supervisord restarts a component that crashes, stops each with its own grace (SIGTERM to the
+process group, SIGKILL after `stopwaitsecs`) in reverse priority order, and appends its output
+to `logs/<name>.log`. Each component writes its own pid to `pids/<name>.pid` as it starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import shlex
+import subprocess
+import xmlrpc.client
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
-from dotenv import dotenv_values
+from supervisor.xmlrpc import SupervisorTransport
 
-from mailstack_stack import credentials, localstack, migrations, resources
-from mailstack_stack.config import (
-    AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY,
-    ELASTICEMAIL_API_KEY,
-    LOCALHOST,
-    SENDGRID_API_KEY,
-    StackConfig,
-    port_in_use,
-)
-from mailstack_stack.postgres import DatabaseChoice, PrivateCluster, select_database, server_answers
-from mailstack_stack.profiles import PROFILE_KEY
-from mailstack_stack.resources import QueueResources
-from mailstack_stack.supervision import Program, Supervisor, wait_until
+from mailstack_stack import config as c
+from mailstack_stack import credentials, localstack, postgres, resources
+from mailstack_stack.external import StackEnv
+from mailstack_stack.waiting import ConditionNotMetError, eventually
 
 log = logging.getLogger("mailstack_stack")
 
-LOCALSTACK = "localstack"
-ELASTICEMAIL_STUB = "elasticemail-stub"
-SENDGRID_STUB = "sendgrid-stub"
-DEV_ISSUER = "dev-issuer"
-GATEWAY = "gateway"
-PROCESSOR = "processor"
-# The stack's own Postgres cluster, which `stop`/`start` take by this name when it runs one.
+LOCALSTACK, GATEWAY, PROCESSOR = "localstack", "gateway", "processor"
+ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER = "elasticemail-stub", "sendgrid-stub", "dev-issuer"
+# The stack's own Postgres cluster, run when it finds no other server (or is told to).
 POSTGRES = "postgres"
 # Started in this order, stopped in the reverse one (supervisord's priorities).
 COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER, GATEWAY, PROCESSOR)
-PRIORITY = {name: 10 * (index + 1) for index, name in enumerate(COMPONENTS)}
-# The port (a `Ports` field) and health path of each component but LocalStack. The gateway's
-# /readyz needs the admin scope; the launcher checked the database and SQS itself.
-HEALTH = {
-    ELASTICEMAIL_STUB: ("elasticemail_stub", "/_stub/health"),
-    SENDGRID_STUB: ("sendgrid_stub", "/_stub/health"),
-    DEV_ISSUER: ("dev_issuer", "/health"),
-    GATEWAY: ("gateway", "/healthz"),
-    PROCESSOR: ("processor_health", "/healthz"),
-}
+# Health paths on each component's port. The gateway's /readyz needs the admin scope; the
+# launcher checked the database and SQS itself.
+HEALTH_PATHS = {ELASTICEMAIL_STUB: "/_stub/health", SENDGRID_STUB: "/_stub/health"}
+HEALTH_PATHS |= {DEV_ISSUER: "/health", GATEWAY: "/healthz", PROCESSOR: "/healthz"}
+# States in which supervisord runs the program or is about to (again).
+ACTIVE = frozenset({"RUNNING", "STARTING", "BACKOFF"})
+# LocalStack's first start on a machine installs its runtime (uv caches it).
+TIMEOUTS = {LOCALSTACK: 300.0}
+# The component writes its own pid (`$$` is the shell's, which `exec` hands on), so the file
+# stays true across the restarts supervisord makes by itself.
+_WRITE_PID = 'echo $$ > "$0" && exec "$@"'
+RPC_FACTORY = "supervisor.rpcinterface:make_main_rpcinterface"
 
 
-class PortTakenError(RuntimeError):
+class StackStartError(RuntimeError):
+    """A component could not be started, or did not become healthy."""
+
+
+class PortTakenError(StackStartError):
     """A port the stack needs is already served by a process that is not ours."""
 
 
-@dataclass(frozen=True)
-class StackUrls:
-    """Where everything of a running stack is; what `.stack/stack.env` holds."""
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
-    gateway_url: str
-    elasticemail_stub_url: str
-    sendgrid_stub_url: str
-    aws_endpoint_url: str
-    email_queue_url: str
-    email_dlq_url: str
-    archive_bucket: str
-    attachments_bucket: str
-    database_url: str
-    # A development key with every scope, for tenant `dev` (credentials.ensure_dev_key).
-    api_key: str = dataclasses.field(default="", kw_only=True)
-    dev_issuer_url: str = dataclasses.field(default="", kw_only=True)
 
-    def as_env(self) -> dict[str, str]:
-        return {
-            "API_KEY": self.api_key,
-            "DEV_ISSUER_URL": self.dev_issuer_url,
-            # The keys the stubs accept, so an official provider SDK can be pointed at them.
-            "ELASTICEMAIL_API_KEY": ELASTICEMAIL_API_KEY,
-            "SENDGRID_API_KEY": SENDGRID_API_KEY,
-            "GATEWAY_URL": self.gateway_url,
-            "ELASTICEMAIL_STUB_URL": self.elasticemail_stub_url,
-            "SENDGRID_STUB_URL": self.sendgrid_stub_url,
-            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-            "EMAIL_QUEUE_URL": self.email_queue_url,
-            "EMAIL_DLQ_URL": self.email_dlq_url,
-            "ARCHIVE_BUCKET": self.archive_bucket,
-            "ATTACHMENTS_BUCKET": self.attachments_bucket,
-            "DATABASE_URL": self.database_url,
-        }
+def _section(name: str, values: Mapping[str, object]) -> str:
+    """An ini section for supervisord, which expands `%(name)s` in values (so `%` is doubled)."""
+    lines = "".join(f"{key}={str(value).replace('%', '%%')}\n" for key, value in values.items())
+    return f"[{name}]\n{lines}\n"
 
 
 @dataclass(frozen=True)
-class RunningStack(StackUrls):
-    """A stack that is up: its URLs, and its components for tests that stop or restart one."""
+class RunningStack(StackEnv):
+    """A stack that is up: its settings, and its components for tests that stop or restart
+    one."""
 
     stack: Stack
 
@@ -111,300 +89,290 @@ class RunningStack(StackUrls):
 
 
 @contextlib.contextmanager
-def run_stack(config: StackConfig) -> Iterator[RunningStack]:
-    """Bring a stack up for the duration of the block, and down (what it started) after."""
+def run_stack(config: c.StackConfig) -> Iterator[RunningStack]:
+    """Bring a stack up for the duration of the block, and down after."""
     stack = Stack(config)
     try:
-        urls = stack.up()
-        yield RunningStack(**dataclasses.asdict(urls), stack=stack)
+        yield stack.up()
     finally:
         stack.down()
 
 
-@dataclass(frozen=True)
-class ComponentStatus:
-    name: str
-    pid: int | None
-    healthy: bool
-
-
-def write_env_file(path: Path, values: Mapping[str, str]) -> None:
-    """KEY=value lines, written atomically so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
-    tmp.replace(path)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    return {key: value or "" for key, value in dotenv_values(path).items()}
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        return httpx.get(url, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 class Stack:
-    """One stack, described by its config, run by its own supervisord; every method can be
-    called again safely."""
+    """One stack, described by its config, run by its own supervisord (reached over its Unix
+    socket); every method can be called again safely."""
 
-    def __init__(self, config: StackConfig) -> None:
+    def __init__(self, config: c.StackConfig) -> None:
         self.config = config
-        self.supervisor = Supervisor(config.state_dir, config.die_with_parent, config.python)
-        self.cluster = PrivateCluster(root=config.postgres_dir, port=config.ports.private_postgres)
-        self._started: tuple[str, QueueResources] | None = None
+        self.socket = config.state_dir / "supervisor.sock"
+        self.programs = config.state_dir / "supervisor"
+        self.cluster_url = f"postgresql://postgres@{c.LOCALHOST}:{self._port(POSTGRES)}/postgres"
+        # What `up` wrote to stack.env; the gateway and processor are configured from it.
+        self.env: dict[str, str] = {}
+        self._daemon: subprocess.Popen[bytes] | None = None
 
-    # -- the pieces, in `up` order ------------------------------------------------------------
+    def log_file(self, name: str) -> Path:
+        return self.config.state_dir / "logs" / f"{name}.log"
 
-    def select_database(self) -> DatabaseChoice:
-        choice = select_database(
-            explicit_url=self.config.database_url,
-            probe_url=None if self.config.private_postgres else self.config.postgres_probe_url,
-            start_cluster=self._start_postgres,
-            dbname=self.config.database_name,
-        )
-        log.info("stack.postgres.selected source=%s", choice.source)
-        return choice
+    def pid_file(self, name: str) -> Path:
+        return self.config.state_dir / "pids" / f"{name}.pid"
 
-    def _start_postgres(self) -> str:
-        self.cluster.initialize()
-        url = self.cluster.admin_url
-        self.supervisor.run(self.cluster.program(), lambda: server_answers(url), 60)
-        return url
+    @property
+    def rpc(self) -> Any:
+        transport = SupervisorTransport(None, None, f"unix://{self.socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
-    def start_localstack(self) -> None:
-        """Install LocalStack's runtime if needed and run it, unless an endpoint was given."""
-        if self.config.aws_endpoint_url is None:
-            self._ensure_running(LOCALSTACK)
-            return
-        endpoint = self.config.endpoint_url
-        wait_until(
-            self._health_check(LOCALSTACK),
-            self.config.localstack_timeout,
-            lambda: f"{LOCALSTACK} at {endpoint} not ready",
-        )
+    def state(self, name: str) -> str:
+        """supervisord's state of program `name` (RUNNING, EXITED, ...); UNKNOWN if none."""
+        return str(self._info(name)["statename"])
 
-    def bootstrap(self) -> QueueResources:
-        created = resources.bootstrap(
-            self.config.repo_root,
-            self.config.endpoint_url,
-            region=self.config.region,
-            prefix=self.config.name_prefix,
-            suffix=self.config.name_suffix,
-        )
-        log.info("stack.bootstrap.done email_queue_url=%s", created.email_queue_url)
-        return created
+    def pid(self, name: str) -> int | None:
+        info = self._info(name)
+        return int(info["pid"]) if info["statename"] == "RUNNING" else None
 
-    def migrate(self, database_url: str) -> None:
-        migrations.migrate(database_url, self.supervisor.log_file("migrate"), self.config.python)
-        log.info("stack.migrations.done")
-
-    def service_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
-        """What both services read: database, queue, bucket, AWS client settings for LocalStack."""
-        return {
-            "DATABASE_URL": database_url,
-            "EMAIL_QUEUE_URL": queues.email_queue_url,
-            "ATTACHMENTS_BUCKET": queues.attachments_bucket,
-            "AWS_ENDPOINT_URL": self.config.endpoint_url,
-            "AWS_REGION": self.config.region,
-            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
-        }
-
-    def gateway_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
-        """The gateway's environment (docker-compose.yml gives it the same names)."""
-        issuer = self.config.url(self.config.ports.dev_issuer)
-        return {
-            **self.service_env(database_url, queues),
-            "GATEWAY_HOST": LOCALHOST,
-            "GATEWAY_PORT": str(self.config.ports.gateway),
-            "REDIS_URL": self.config.redis_url,
-            # Tokens of the development issuer; a deployment configures its own identity provider.
-            "JWT_ISSUER": issuer,
-            "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
-            "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
-            "JWT_ALGORITHMS": "RS256",
-            # A purged or restarted local queue loses its messages: recover within a minute.
-            "STRANDED_AFTER_SECONDS": "60",
-            "STRANDED_CHECK_SECONDS": "5",
-        }
-
-    def processor_env(self, database_url: str, queues: QueueResources) -> dict[str, str]:
-        """The processor's environment (docker-compose.yml gives it the same names)."""
-        ports = self.config.ports
-        return {
-            **self.service_env(database_url, queues),
-            "ELASTICEMAIL_BASE_URL": self.config.url(ports.elasticemail_stub),
-            "ELASTICEMAIL_API_KEY": ELASTICEMAIL_API_KEY,
-            "SENDGRID_BASE_URL": self.config.url(ports.sendgrid_stub),
-            "SENDGRID_API_KEY": SENDGRID_API_KEY,
-            "PROCESSOR_HEALTH_HOST": LOCALHOST,
-            "PROCESSOR_HEALTH_PORT": str(ports.processor_health),
-            "EMAIL_DLQ_URL": queues.email_dlq_url,
-            # The last receive before the redrive policy takes the message marks it FAILED.
-            "MAX_ATTEMPTS": str(self.config.max_receive_count()),
-        }
-
-    def program(self, name: str) -> Program:
-        """What supervisord runs for component `name`."""
-        ports = self.config.ports
-        extra = self.config.extra_env.get(name, {})
-        if name == LOCALSTACK:
-            python = localstack.ensure_runtime(
-                self.config.localstack_dir,
-                self.config.cache_dir,
-                log=self.supervisor.log_file("localstack-install"),
-            )
-            self.config.localstack_volume_dir.mkdir(parents=True, exist_ok=True)
-            volume = self.config.localstack_volume_dir
-            services = self.config.localstack_services
-            return localstack.program(python, ports.localstack, volume, services, extra)
-        host = ("--host", LOCALHOST, "--port")
-        args: dict[str, tuple[str, ...]] = {
-            ELASTICEMAIL_STUB: (
-                "mailstack_stubs", "elasticemail", *host, str(ports.elasticemail_stub),
-                "--api-key", ELASTICEMAIL_API_KEY,
-            ),
-            SENDGRID_STUB: (
-                "mailstack_stubs", "sendgrid", *host, str(ports.sendgrid_stub),
-                "--api-key", SENDGRID_API_KEY,
-            ),
-            # The development token issuer (`make token`); its JWKS is what the gateway trusts.
-            DEV_ISSUER: (
-                "mailstack_stubs.issuer", *host, str(ports.dev_issuer),
-                "--key-dir", str(self.config.dev_issuer_dir),
-                "--audience", credentials.DEV_AUDIENCE,
-            ),
-            GATEWAY: ("mailstack_gateway",),
-            PROCESSOR: ("mailstack_processor",),
-        }  # fmt: skip
-        env: dict[str, str] = {}
-        if name in (GATEWAY, PROCESSOR):
-            if self._started is None:
-                raise RuntimeError(f"{name} needs a stack brought up by this object's up()")
-            env_of = self.gateway_env if name == GATEWAY else self.processor_env
-            env = env_of(*self._started)
-        return Program(
-            name=name,
-            argv=(self.config.python, "-m", *args[name]),
-            env={**env, **extra},
-            cwd=self.config.repo_root,
-            # A graceful stop of the processor finishes in-flight sends and its long poll.
-            stop_grace=(
-                self.config.processor_stop_grace if name == PROCESSOR else self.config.stop_grace
-            ),
-            priority=PRIORITY[name],
-        )
-
-    # -- whole-stack operations ---------------------------------------------------------------
-
-    def up(self) -> StackUrls:
+    def up(self) -> RunningStack:
         """Start whatever is not running yet, wait until all is healthy, write stack.env."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.supervisor.ensure_started()
-        database = self.select_database()
-        self.start_localstack()
-        queues = self.bootstrap()
-        self.migrate(database.url)
-        api_key = credentials.ensure_dev_key(database.url, self.config.dev_key_file)
-        self._started = (database.url, queues)
+        config, ports, url = self.config, self.config.ports, self.config.url
+        database_url = config.database_url
+        if not database_url:
+            server = config.postgres_probe_url
+            if config.private_postgres or not postgres.server_answers(server):
+                self.start(POSTGRES)
+                server = self.cluster_url
+            database_url = postgres.ensure_database(server, config.database_name)
+        database_url = postgres.sqlalchemy_url(database_url)
+        if config.aws_endpoint_url is None:
+            self.start(LOCALSTACK)
+        endpoint, services = config.endpoint_url, config.localstack_services
+        ready = lambda: localstack.services_ready(endpoint, services)  # noqa: E731
+        eventually(ready, TIMEOUTS[LOCALSTACK], what=f"LocalStack at {endpoint} ready")
+        self.queues = queues = resources.bootstrap(config.repo_root, endpoint, config.name_prefix)
+        postgres.migrate(database_url, self.log_file("migrate"), config.python)
+        urls = {
+            "DEV_ISSUER_URL": url(ports.dev_issuer),
+            "GATEWAY_URL": url(ports.gateway),
+            "ELASTICEMAIL_STUB_URL": url(ports.elasticemail_stub),
+            "SENDGRID_STUB_URL": url(ports.sendgrid_stub),
+            "AWS_ENDPOINT_URL": endpoint,
+            "EMAIL_QUEUE_URL": queues.email_queue_url,
+            "EMAIL_DLQ_URL": queues.email_dlq_url,
+            "ARCHIVE_BUCKET": queues.archive_bucket,
+            "ATTACHMENTS_BUCKET": queues.attachments_bucket,
+            "DATABASE_URL": database_url,
+        }
+        self.env = credentials.stack_env(config, urls)
         for name in COMPONENTS[1:]:
-            self._ensure_running(name)
-        urls = dataclasses.replace(self.urls(database.url, queues), api_key=api_key)
-        write_env_file(self.config.env_file, {**urls.as_env(), PROFILE_KEY: self.config.profile})
-        log.info("stack.up env_file=%s", self.config.env_file)
-        return urls
+            self.start(name)
+        c.write_env_file(config.env_file, self.env)
+        log.info("stack.up env_file=%s", config.env_file)
+        return RunningStack(values=self.env, source=str(config.env_file), stack=self)
 
     def down(self) -> list[str]:
         """Stop everything (the processor first and alone: it may still need SQS and the stubs
         to drain) and the supervisord; returns what was running."""
-        order = [PROCESSOR, *reversed(COMPONENTS[:-1]), POSTGRES]
-        stopped = sorted(self.supervisor.shutdown(), key=order.index)
-        for name in stopped:
-            log.info("stack.component.stopped name=%s", name)
+        try:
+            running = [p["name"] for p in self.rpc.getAllProcessInfo() if p["statename"] in ACTIVE]
+            self.rpc.shutdown()
+        except (OSError, xmlrpc.client.Error):
+            running = []
+        else:  # supervisord removes its socket as it exits, once every program stopped
+            eventually(lambda: not self.socket.exists(), 120, what=f"{self.socket} gone")
+        if self._daemon is not None:
+            self._daemon.wait()
+        for pid_file in self.pid_file("").parent.glob("*.pid"):
+            pid_file.unlink()
         self.config.env_file.unlink(missing_ok=True)
-        return stopped
+        order = [PROCESSOR, *reversed(COMPONENTS[:-1]), POSTGRES]
+        return sorted(running, key=order.index)
 
-    def status(self) -> list[ComponentStatus]:
-        result = []
-        for name in COMPONENTS:
-            pid = self.supervisor.pid(name)
-            healthy = pid is not None and self._health_check(name)()
-            result.append(ComponentStatus(name, pid, healthy))
-        if self.supervisor.state(POSTGRES) != "UNKNOWN":
-            pid = self.supervisor.pid(POSTGRES)
-            result.append(ComponentStatus(POSTGRES, pid, pid is not None))
-        return result
-
-    def urls(self, database_url: str, queues: QueueResources) -> StackUrls:
-        ports = self.config.ports
-        return StackUrls(
-            gateway_url=self.config.url(ports.gateway),
-            elasticemail_stub_url=self.config.url(ports.elasticemail_stub),
-            sendgrid_stub_url=self.config.url(ports.sendgrid_stub),
-            aws_endpoint_url=self.config.endpoint_url,
-            email_queue_url=queues.email_queue_url,
-            email_dlq_url=queues.email_dlq_url,
-            archive_bucket=queues.archive_bucket,
-            attachments_bucket=queues.attachments_bucket,
-            database_url=database_url,
-            dev_issuer_url=self.config.url(ports.dev_issuer),
-        )
-
-    # -- single components, for `up` and for fault-injection tests ----------------------------
-
-    def stop(self, name: str) -> bool:
-        """Stop one component with its grace, or the stack's own Postgres (`postgres`)."""
-        if name == POSTGRES and self.supervisor.state(POSTGRES) == "UNKNOWN":
-            raise RuntimeError(f"this stack runs no Postgres cluster of its own ({self.cluster})")
-        return self.supervisor.stop(name)
+    def status(self) -> list[tuple[str, int | None, bool]]:
+        """(name, pid, healthy) of each component, and of the stack's own Postgres if any."""
+        own_postgres = [POSTGRES] if self.state(POSTGRES) != "UNKNOWN" else []
+        pids = {name: self.pid(name) for name in (*COMPONENTS, *own_postgres)}
+        return [(name, pid, pid is not None and self._healthy(name)) for name, pid in pids.items()]
 
     def start(self, name: str) -> None:
-        """Start one component again (after `stop`, or a crash), with the settings `up` gave it."""
+        """Start one component unless it runs (after `stop`, a crash, or for `up`), with the
+        settings `up` gave it, and wait until it is healthy; a changed definition restarts it."""
+        config = self.config
+        if not self._answers():
+            self._start_supervisord()
         if name == POSTGRES:
-            self._start_postgres()
+            postgres.init_cluster(config.state_dir / "postgres" / "data")
+        self._define(name)
+        if (state := self.state(name)) not in ACTIVE:
+            # Not right after a crash (EXITED): supervisord restarts it once its port is free.
+            if state != "EXITED" and c.port_in_use(port := self._port(name)):
+                raise PortTakenError(f"port {port} for {name} is in use by another process")
+            with contextlib.suppress(xmlrpc.client.Fault):  # already started; or failed: below
+                self.rpc.startProcess(name)
+        self._wait_healthy(name)
+        if name == LOCALSTACK and self.env:
+            # LocalStack on the host keeps no state across a restart: bootstrap again, as `up`
+            # does; the names, and so the queue URLs the services hold, are the same.
+            resources.bootstrap(config.repo_root, config.endpoint_url, config.name_prefix)
+
+    def stop(self, name: str) -> bool:
+        """Stop one component with its grace; False if it was not running."""
+        if name == POSTGRES and self.state(POSTGRES) == "UNKNOWN":
+            raise StackStartError("this stack runs no Postgres cluster of its own")
+        if self.state(name) not in ACTIVE:
+            return False
+        with contextlib.suppress(xmlrpc.client.Fault):
+            self.rpc.stopProcess(name)
+        self.pid_file(name).unlink(missing_ok=True)
+        return True
+
+    def service_env(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
+        """The environment of service `name` (gateway or processor) of the stack described by
+        `env` (stack.env's settings); docker-compose.yml gives them the same names."""
+        ports = self.config.ports
+        names = ("DATABASE_URL", "EMAIL_QUEUE_URL", "ATTACHMENTS_BUCKET", "AWS_ENDPOINT_URL")
+        common = {key: env[key] for key in names}
+        common |= {"AWS_REGION": c.REGION, "AWS_ACCESS_KEY_ID": c.AWS_ACCESS_KEY_ID}
+        common |= {"AWS_SECRET_ACCESS_KEY": c.AWS_SECRET_ACCESS_KEY}
+        if name == GATEWAY:
+            issuer = env["DEV_ISSUER_URL"]
+            return common | {
+                "GATEWAY_HOST": c.LOCALHOST,
+                "GATEWAY_PORT": str(ports.gateway),
+                "REDIS_URL": self.config.redis_url,
+                # Tokens of the development issuer; a deployment configures its own.
+                "JWT_ISSUER": issuer,
+                "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
+                "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                "JWT_ALGORITHMS": "RS256",
+                # A purged or restarted local queue loses its messages: recover within a minute.
+                "STRANDED_AFTER_SECONDS": "60",
+                "STRANDED_CHECK_SECONDS": "5",
+            }
+        return common | {
+            "ELASTICEMAIL_BASE_URL": env["ELASTICEMAIL_STUB_URL"],
+            "ELASTICEMAIL_API_KEY": c.ELASTICEMAIL_API_KEY,
+            "SENDGRID_BASE_URL": env["SENDGRID_STUB_URL"],
+            "SENDGRID_API_KEY": c.SENDGRID_API_KEY,
+            "PROCESSOR_HEALTH_HOST": c.LOCALHOST,
+            "PROCESSOR_HEALTH_PORT": str(ports.processor_health),
+            "EMAIL_DLQ_URL": env["EMAIL_DLQ_URL"],
+            # The last receive before the redrive policy takes the message marks it FAILED.
+            "MAX_ATTEMPTS": str(self.config.resources()["email_queue"]["max_receive_count"]),
+        }
+
+    def _program(self, name: str) -> dict[str, object]:
+        """supervisord's settings for component `name`."""
+        config, state_dir = self.config, self.config.state_dir
+        listen = ("--host", c.LOCALHOST, "--port", str(self._port(name)))
+        env: dict[str, str] = {}
+        settings: dict[str, object] = {"directory": config.repo_root, "stopwaitsecs": 10}
+        if name == POSTGRES:
+            argv = postgres.server_argv(state_dir / "postgres" / "data", self._port(name))
+            # SIGINT is Postgres's fast shutdown; its own pid is in postmaster.pid.
+            settings |= {"directory": state_dir, "stopsignal": "INT", "stopwaitsecs": 30}
+            settings |= {"user": user} if (user := postgres.server_user()) else {}
+        elif name == LOCALSTACK:
+            settings["directory"] = volume = state_dir / "localstack"
+            volume.mkdir(parents=True, exist_ok=True)
+            argv = localstack.runtime_argv(config.repo_root / "localstack")
+            env = localstack.runtime_env(self._port(name), volume, config.localstack_services)
+        elif name in (GATEWAY, PROCESSOR) and not self.env:
+            raise StackStartError(f"{name} needs a stack brought up by this object's up()")
+        else:
+            # The stubs, the development token issuer (`make token`) whose JWKS the gateway
+            # trusts, and the services, which take their settings from the environment.
+            stub = ("mailstack_stubs", name.removesuffix("-stub"), *listen, "--api-key")
+            issuer = ("mailstack_stubs.issuer", *listen, "--key-dir", str(state_dir / "dev-issuer"))
+            args = {
+                ELASTICEMAIL_STUB: (*stub, c.ELASTICEMAIL_API_KEY),
+                SENDGRID_STUB: (*stub, c.SENDGRID_API_KEY),
+                DEV_ISSUER: (*issuer, "--audience", credentials.DEV_AUDIENCE),
+            }
+            argv = [config.python, "-m", *args.get(name, (f"mailstack_{name}",))]
+            env = self.service_env(name, self.env) if name in (GATEWAY, PROCESSOR) else {}
+            # A graceful stop of the processor finishes in-flight sends and its long poll.
+            settings["stopwaitsecs"] = 30 if name == PROCESSOR else 10
+        if name != POSTGRES:
+            argv = ["/bin/sh", "-c", _WRITE_PID, str(self.pid_file(name)), *argv]
+        env |= config.extra_env.get(name, {})
+        return {
+            "command": shlex.join(argv),
+            "environment": ",".join(f'{key}="{value}"' for key, value in env.items()),
+            "priority": 10 * (COMPONENTS.index(name) + 1) if name in COMPONENTS else 1,
+            # Started by `start`; a crash (a signal, a non-zero exit) is restarted, a clean
+            # stop is not.
+            **{"autostart": "false", "autorestart": "unexpected", "exitcodes": 0, "startsecs": 1},
+            **{"stopasgroup": "true", "killasgroup": "true", "redirect_stderr": "true"},
+            **{"stdout_logfile": self.log_file(name), "stdout_logfile_maxbytes": 0},
+            **settings,
+        }
+
+    def _start_supervisord(self) -> None:
+        for directory in (self.log_file("").parent, self.pid_file("").parent, self.programs):
+            directory.mkdir(parents=True, exist_ok=True)
+        conf, logs = self.programs / "supervisord.conf", self.log_file("").parent
+        pidfile = self.config.state_dir / "supervisord.pid"
+        conf.write_text(
+            _section("unix_http_server", {"file": self.socket, "chmod": "0700"})
+            + _section("supervisorctl", {"serverurl": f"unix://{self.socket}"})
+            + _section("supervisord", {"logfile": logs / "supervisord.log", "pidfile": pidfile})
+            + _section("rpcinterface:supervisor", {"supervisor.rpcinterface_factory": RPC_FACTORY})
+            + _section("include", {"files": self.programs / "*.ini"})
+        )
+        argv = [self.config.python, "-m", "supervisor.supervisord", "-c", str(conf)]
+        if self.config.die_with_parent:
+            # In the foreground, a child sharing the caller's process group: Ctrl-C stops it
+            # too, and `down` waits for it.
+            self._daemon = subprocess.Popen([*argv, "--nodaemon"], stdout=subprocess.DEVNULL)
+        else:
+            subprocess.run(argv, check=True)
+        eventually(self._answers, 30, what=f"supervisord answering on {self.socket}")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.rpc.getState()["statename"] == "RUNNING")
+        except (OSError, xmlrpc.client.Error):
+            return False
+
+    def _info(self, name: str) -> dict[str, Any]:
+        try:
+            return dict(self.rpc.getProcessInfo(name))
+        except (OSError, xmlrpc.client.Error):
+            return {"statename": "UNKNOWN", "pid": 0}
+
+    def _define(self, name: str) -> None:
+        """Add the program, or replace it (stopping it) when its definition changed."""
+        text, path = _section(f"program:{name}", self._program(name)), self.programs / f"{name}.ini"
+        if path.is_file() and path.read_text() == text and self.state(name) != "UNKNOWN":
             return
-        self._ensure_running(name)
-        if name == LOCALSTACK:
-            # LocalStack on the host keeps no state across a restart (no persistence): bootstrap
-            # again, as `up` does; the names, and so the queue URLs the services hold, are the
-            # same.
-            self.bootstrap()
-
-    def pid(self, name: str) -> int | None:
-        return self.supervisor.pid(name)
-
-    def log_file(self, name: str) -> Path:
-        return self.supervisor.log_file(name)
+        path.write_text(text)
+        [[added, changed, _]] = self.rpc.reloadConfig()
+        if name in changed:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                self.rpc.stopProcess(name)
+            self.rpc.removeProcessGroup(name)
+        if name in added or name in changed:
+            self.rpc.addProcessGroup(name)
 
     def _port(self, name: str) -> int:
-        return int(getattr(self.config.ports, HEALTH[name][0] if name in HEALTH else name))
+        field = {PROCESSOR: "processor_health", POSTGRES: "private_postgres"}.get(name)
+        return int(getattr(self.config.ports, field or name.replace("-", "_")))
 
-    def _health_check(self, name: str) -> Callable[[], bool]:
+    def _healthy(self, name: str) -> bool:
+        if name == POSTGRES:
+            return postgres.server_answers(self.cluster_url)
         if name == LOCALSTACK:
-            return lambda: localstack.services_ready(
+            return localstack.services_ready(
                 self.config.endpoint_url, self.config.localstack_services
             )
-        url = f"{self.config.url(self._port(name))}{HEALTH[name][1]}"
-        return lambda: http_ok(url)
+        return http_ok(f"{self.config.url(self._port(name))}{HEALTH_PATHS[name]}")
 
-    def _ensure_running(self, name: str) -> None:
-        """Leave a running component alone, start a stopped one, and wait until it is healthy;
-        a changed definition (say, other settings) restarts it."""
-        program = self.program(name)
-        self.supervisor.define(program)
-        # Not right after a crash (EXITED): supervisord restarts it, once its port is free.
-        startable = self.supervisor.state(name) in ("STOPPED", "FATAL", "UNKNOWN")
-        if startable and port_in_use(self._port(name)):
-            raise PortTakenError(
-                f"port {self._port(name)} for {name} is already in use by another process; "
-                "stop it or run the stack on other ports"
-            )
-        timeout = (
-            self.config.localstack_timeout if name == LOCALSTACK else self.config.health_timeout
-        )
-        self.supervisor.run(program, self._health_check(name), timeout)
-        log.info("stack.component.healthy name=%s pid=%s", name, self.supervisor.pid(name))
+    def _wait_healthy(self, name: str) -> None:
+        def ready() -> bool:
+            if (state := self.state(name)) in ("FATAL", "STOPPED", "UNKNOWN"):
+                raise StackStartError(f"{name} is {state}; see {self.log_file(name)}")
+            return state == "RUNNING" and self._healthy(name)
+
+        try:
+            eventually(ready, TIMEOUTS.get(name, 60), interval=0.25, what=f"{name} healthy")
+        except ConditionNotMetError as error:
+            raise StackStartError(f"{error}; see {self.log_file(name)}") from None
+        log.info("stack.component.healthy name=%s pid=%s", name, self.pid(name))
