@@ -27,7 +27,12 @@ from mailstack_infra.firewall import GATEWAY_PORT, Firewall, FirewallArgs
 from mailstack_infra.iam import Statement
 from mailstack_infra.jobs import JobNetwork, ScheduledJob, ScheduledJobArgs
 from mailstack_infra.load_balancer import IDLE_TIMEOUT_SECONDS, LoadBalancer, LoadBalancerArgs
-from mailstack_infra.migration import Migration, MigrationArgs
+from mailstack_infra.migration import (
+    APP_URL_VARIABLE,
+    MASTER_URL_VARIABLE,
+    Migration,
+    MigrationArgs,
+)
 from mailstack_infra.network import Network, NetworkArgs
 from mailstack_infra.observability import AlarmTopic, AlarmTopicArgs, Threshold, alarm
 from mailstack_infra.provider import aws_provider
@@ -420,8 +425,8 @@ def _build_application(
             subnet_ids=network.app_subnet_ids,
             security_group_id=firewall.migrate.id,
             secrets={
-                "DATABASE_URL": database.admin_url_secret.arn,
-                "APP_DATABASE_URL": secrets.database_url.arn,
+                MASTER_URL_VARIABLE: database.admin_url_secret.arn,
+                APP_URL_VARIABLE: secrets.database_url.arn,
             },
             environment={"PGSSLROOTCERT": TASK_DATABASE_CA},
             runtime=config.jobs_runtime,

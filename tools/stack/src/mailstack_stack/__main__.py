@@ -18,6 +18,7 @@ from typing import Any
 from mailstack_stack.compose import ComposeStack
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
 from mailstack_stack.credentials import issuer_token, new_tenant_key
+from mailstack_stack.localstack import DEFAULT_SERVICES
 from mailstack_stack.modes import (
     MODE_ENV,
     StackMode,
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument(
         "--localstack-services",
-        default="sqs,s3",
+        default=",".join(DEFAULT_SERVICES),
         help="comma-separated LocalStack services (default: %(default)s)",
     )
     parser.add_argument(

@@ -17,7 +17,8 @@ import httpx
 
 from mailstack_stack.supervision import Program
 
-DEFAULT_SERVICES: tuple[str, ...] = ("sqs", "s3")
+# secretsmanager: the infra tests resolve a task's secrets the way ECS does.
+DEFAULT_SERVICES: tuple[str, ...] = ("sqs", "s3", "secretsmanager")
 READY_STATES = frozenset({"available", "running"})
 
 
