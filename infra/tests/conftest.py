@@ -93,6 +93,9 @@ DEV_WITH_JWT = replace(
     ),
 )
 
+# dev with its services' Prometheus metrics written to CloudWatch by a collector sidecar.
+DEV_OBSERVED = replace(DEV, prometheus_to_cloudwatch=True)
+
 
 LOCALSTACK = replace(
     base_config("localstack"),
@@ -144,6 +147,11 @@ def dev_reserving_concurrency() -> StackRecord:
 @pytest.fixture(scope="session")
 def dev_with_jwt() -> StackRecord:
     return record(DEV_WITH_JWT)
+
+
+@pytest.fixture(scope="session")
+def dev_observed() -> StackRecord:
+    return record(DEV_OBSERVED)
 
 
 @pytest.fixture(scope="session")

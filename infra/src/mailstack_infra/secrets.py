@@ -18,6 +18,8 @@ class SecretsArgs:
     sendgrid_api_key: pulumi.Input[str] | None
     # protect + retain_on_delete on every secret (production).
     protect: bool = False
+    # A secret for the admin-scope API key the metrics collector scrapes the gateway with.
+    metrics_api_key: bool = False
 
 
 class Secrets(pulumi.ComponentResource):
@@ -27,6 +29,7 @@ class Secrets(pulumi.ComponentResource):
     sendgrid_api_key: aws.secretsmanager.Secret
     database_url: aws.secretsmanager.Secret
     database_read_url: aws.secretsmanager.Secret
+    metrics_api_key: aws.secretsmanager.Secret | None
 
     def __init__(
         self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None
@@ -52,6 +55,15 @@ class Secrets(pulumi.ComponentResource):
         )
         self.database_read_url = secret(
             "database-read-url", "The app user's URL for read-only queries (a replica when present)"
+        )
+
+        self.metrics_api_key = (
+            secret(
+                "metrics-api-key",
+                "An admin-scope API key: the collector sidecar scrapes the gateway's /metrics",
+            )
+            if args.metrics_api_key
+            else None
         )
 
         for key, target, value in (

@@ -180,6 +180,9 @@ class StackConfig:
     # SQS, Secrets Manager, ECR and CloudWatch Logs reached through interface endpoints
     # instead of the NAT gateway; the S3 gateway endpoint (free) is always there.
     interface_endpoints: bool = False
+    # A collector sidecar in each service's task writes its Prometheus metrics to CloudWatch
+    # (namespace `mailstack`), where the dashboard's per-metric widgets read them.
+    prometheus_to_cloudwatch: bool = False
     # Requests one client IP may make in five minutes before the WAF blocks it.
     waf_requests_per_five_minutes: int = 20_000
     retention_days: int = 183
@@ -420,6 +423,7 @@ def load_stack_config(
         jobs_runtime=text("jobsRuntime", defaults.jobs_runtime),
         jobs_reserved_concurrency=config.get_int("jobsReservedConcurrency"),
         interface_endpoints=flag("interfaceEndpoints", defaults.interface_endpoints),
+        prometheus_to_cloudwatch=flag("prometheusToCloudWatch", defaults.prometheus_to_cloudwatch),
         waf_requests_per_five_minutes=number(
             "wafRequestsPerFiveMinutes", defaults.waf_requests_per_five_minutes
         ),

@@ -21,6 +21,7 @@ from mailstack_infra.buckets import (
 from mailstack_infra.cache import Cache, CacheArgs
 from mailstack_infra.cluster import Cluster
 from mailstack_infra.connections import ConnectionBudget, max_connections, plan_connections
+from mailstack_infra.dashboard import DashboardArgs, dashboard
 from mailstack_infra.database import APP_USER, Database, DatabaseArgs, sqlalchemy_url
 from mailstack_infra.endpoints import Endpoints, EndpointsArgs
 from mailstack_infra.firewall import GATEWAY_PORT, Firewall, FirewallArgs
@@ -109,6 +110,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             elasticemail_api_key=config.elasticemail_api_key,
             sendgrid_api_key=config.sendgrid_api_key,
             protect=config.deletion_protection,
+            metrics_api_key=config.prometheus_to_cloudwatch,
         ),
         top,
     )
@@ -440,6 +442,21 @@ def _build_application(
         common, firewall, queue, attachments, secrets, cache, load_balancer, budget, ready
     )
     processor = _processor(common, firewall, queue, attachments, secrets, budget, ready)
+    dashboard(
+        "dashboard",
+        DashboardArgs(
+            prefix=prefix,
+            region=config.region,
+            load_balancer_suffix=load_balancer.alb.arn_suffix,
+            target_group_suffix=load_balancer.target_group.arn_suffix,
+            queue_name=queue.queue.name,
+            dead_letter_queue_name=queue.dead_letter_queue.name,
+            database_identifier=database.primary.identifier,
+            cluster_name=cluster.cluster.name,
+            service_names=[gateway.service.name, processor.service.name],
+        ),
+        top,
+    )
     outputs.update(
         {
             "gateway_service": gateway.service.name,
@@ -550,6 +567,8 @@ class ServiceCommon:
         statements: list[Statement],
         scaling_policies: list[ScalingPolicy],
         depends_on: list[pulumi.Resource],
+        metrics_port: int,
+        metrics_api_key_arn: pulumi.Input[str] | None = None,
         port: int | None = None,
         target_group: TargetGroupAttachment | None = None,
     ) -> FargateService:
@@ -578,6 +597,8 @@ class ServiceCommon:
                 target_group=target_group,
                 scaling_policies=scaling_policies,
                 depends_on=depends_on,
+                metrics_port=metrics_port if config.prometheus_to_cloudwatch else None,
+                metrics_api_key_arn=metrics_api_key_arn,
             ),
             self.opts,
         )
@@ -618,6 +639,9 @@ def _gateway(
             "REDIS_URL": cache.url_secret.arn,
         },
         health_check_url=f"http://127.0.0.1:{GATEWAY_PORT}/healthz",
+        metrics_port=GATEWAY_PORT,
+        # /metrics answers an admin-scope key only.
+        metrics_api_key_arn=secrets.metrics_api_key.arn if secrets.metrics_api_key else None,
         statements=[
             Statement(actions=["sqs:SendMessage"], resources=[queue.queue.arn]),
             # Stores a new email's attachments before the email commits; never reads them.
@@ -717,6 +741,8 @@ def _processor(
             "SENDGRID_API_KEY": secrets.sendgrid_api_key.arn,
         },
         health_check_url=f"http://127.0.0.1:{PROCESSOR_HEALTH_PORT}/healthz",
+        # Any path of the health port answers with the metrics.
+        metrics_port=PROCESSOR_HEALTH_PORT,
         statements=[
             Statement(actions=consume, resources=[queue.queue.arn]),
             Statement(actions=consume, resources=[queue.dead_letter_queue.arn]),
