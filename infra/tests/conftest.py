@@ -94,7 +94,15 @@ DEV_WITH_JWT = replace(
 )
 
 # dev with its services' Prometheus metrics written to CloudWatch by a collector sidecar.
-DEV_OBSERVED = replace(DEV, prometheus_to_cloudwatch=True)
+COLLECTOR_BY_DIGEST = (
+    "public.ecr.aws/aws-observability/aws-otel-collector:v0.47.0@sha256:" + "0" * 64
+)
+DEV_OBSERVED = replace(
+    DEV,
+    prometheus_to_cloudwatch=True,
+    metrics_api_key="ms_test_admin_key",
+    collector_image=COLLECTOR_BY_DIGEST,
+)
 
 
 LOCALSTACK = replace(
@@ -147,6 +155,11 @@ def dev_reserving_concurrency() -> StackRecord:
 @pytest.fixture(scope="session")
 def dev_with_jwt() -> StackRecord:
     return record(DEV_WITH_JWT)
+
+
+@pytest.fixture(scope="session")
+def observed_config() -> StackConfig:
+    return DEV_OBSERVED
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from mailstack_core.metrics import CATALOGUE
 from mailstack_infra.mocks import StackRecord
+from mailstack_infra.policy_rules import Resource, check_stack
+from mailstack_infra.settings import ConfigError, StackConfig
+from mailstack_infra.sidecars import COLLECTOR_IMAGE
 
 DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -80,15 +84,12 @@ def test_without_prometheus_to_cloudwatch_the_task_runs_the_app_only(
 
 @pytest.mark.parametrize("service", ["gateway", "processor"])
 def test_the_collector_scrapes_the_metrics_port_into_the_mailstack_namespace(
-    dev_observed: StackRecord, service: str
+    dev_observed: StackRecord, observed_config: StackConfig, service: str
 ) -> None:
     app, collector = containers(dev_observed, service)
     assert app["name"] == service
     assert collector["name"] == "metrics"
-    assert re.fullmatch(
-        r"public\.ecr\.aws/aws-observability/aws-otel-collector:v\d+\.\d+\.\d+",
-        collector["image"],
-    )
+    assert collector["image"] == observed_config.collector_image
     assert collector["essential"] is False
     assert collector["readonlyRootFilesystem"] is True
     (variable,) = collector["environment"]
@@ -131,3 +132,20 @@ def test_the_gateway_collector_scrapes_with_the_metrics_key_secret(
 
 def test_without_the_collector_there_is_no_metrics_key_secret(dev: StackRecord) -> None:
     assert [s for s in dev.of_type(SECRET) if "metrics" in s.name] == []
+
+
+def test_the_default_collector_image_is_pinned_to_a_release() -> None:
+    assert re.fullmatch(
+        r"public\.ecr\.aws/aws-observability/aws-otel-collector:v\d+\.\d+\.\d+", COLLECTOR_IMAGE
+    )
+
+
+def test_the_collector_needs_the_metrics_key(observed_config: StackConfig) -> None:
+    with pytest.raises(ConfigError, match="mailstack:metricsApiKey"):
+        replace(observed_config, metrics_api_key=None)
+
+
+def test_a_stack_with_the_collector_passes_every_rule(dev_observed: StackRecord) -> None:
+    """The key's secret has a value, and the collector runs by digest (mailstack:collectorImage)."""
+    resources = [Resource(type=r.type, name=r.name, props=r.outputs) for r in dev_observed]
+    assert check_stack(resources, production=False) == []

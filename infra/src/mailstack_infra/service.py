@@ -13,6 +13,7 @@ from mailstack_infra.iam import Statement, policy_document, trust_policy
 from mailstack_infra.observability import Threshold, alarm
 from mailstack_infra.settings import ServiceSizing
 from mailstack_infra.sidecars import (
+    COLLECTOR_IMAGE,
     CONTAINER_USER,
     METRICS_CONTAINER,
     SCRAPE_KEY_VARIABLE,
@@ -81,6 +82,7 @@ class FargateServiceArgs:
     metrics_port: int | None = None
     # The secret holding the bearer key the collector scrapes with (the gateway's /metrics).
     metrics_api_key_arn: pulumi.Input[str] | None = None
+    collector_image: str = COLLECTOR_IMAGE
 
 
 def task_execution_role(
@@ -368,6 +370,7 @@ class FargateService(pulumi.ComponentResource):
             containers.append(
                 metrics_collector(
                     f"{args.prefix}-{name}",
+                    image=args.collector_image,
                     port=args.metrics_port,
                     log_group_name=self.log_group.name,
                     region=args.region,

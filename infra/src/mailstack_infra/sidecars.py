@@ -57,6 +57,7 @@ def collector_config(
 def metrics_collector(
     job: str,
     *,
+    image: str,
     port: int,
     log_group_name: pulumi.Input[str],
     region: str,
@@ -70,7 +71,7 @@ def metrics_collector(
     )
     return {
         "name": METRICS_CONTAINER,
-        "image": COLLECTOR_IMAGE,
+        "image": image,
         "essential": False,
         "cpu": 0,
         "user": CONTAINER_USER,

@@ -110,7 +110,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             elasticemail_api_key=config.elasticemail_api_key,
             sendgrid_api_key=config.sendgrid_api_key,
             protect=config.deletion_protection,
-            metrics_api_key=config.prometheus_to_cloudwatch,
+            metrics_api_key=config.metrics_api_key if config.prometheus_to_cloudwatch else None,
         ),
         top,
     )
@@ -598,6 +598,7 @@ class ServiceCommon:
                 scaling_policies=scaling_policies,
                 depends_on=depends_on,
                 metrics_port=metrics_port if config.prometheus_to_cloudwatch else None,
+                collector_image=config.collector_image,
                 metrics_api_key_arn=metrics_api_key_arn,
             ),
             self.opts,
