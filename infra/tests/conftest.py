@@ -104,6 +104,19 @@ DEV_OBSERVED = replace(
     collector_image=COLLECTOR_BY_DIGEST,
 )
 
+# dev with its services' logs sent to Datadog through a FireLens log router.
+DATADOG_API_KEY_SECRET_ARN = (
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ops/datadog-api-key-AbCdEf"
+)
+DEV_DATADOG = replace(
+    DEV,
+    datadog_api_key_secret_arn=DATADOG_API_KEY_SECRET_ARN,
+    datadog_site="datadoghq.eu",
+    log_router_image=(
+        "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.5.20250527@sha256:" + "1" * 64
+    ),
+)
+
 
 LOCALSTACK = replace(
     base_config("localstack"),
@@ -165,6 +178,16 @@ def observed_config() -> StackConfig:
 @pytest.fixture(scope="session")
 def dev_observed() -> StackRecord:
     return record(DEV_OBSERVED)
+
+
+@pytest.fixture(scope="session")
+def datadog_config() -> StackConfig:
+    return DEV_DATADOG
+
+
+@pytest.fixture(scope="session")
+def dev_datadog() -> StackRecord:
+    return record(DEV_DATADOG)
 
 
 @pytest.fixture(scope="session")

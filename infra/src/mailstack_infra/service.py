@@ -15,8 +15,12 @@ from mailstack_infra.settings import ServiceSizing
 from mailstack_infra.sidecars import (
     COLLECTOR_IMAGE,
     CONTAINER_USER,
+    LOG_ROUTER_CONTAINER,
     METRICS_CONTAINER,
     SCRAPE_KEY_VARIABLE,
+    DatadogLogs,
+    datadog_log_configuration,
+    log_router,
     metrics_collector,
 )
 
@@ -83,6 +87,8 @@ class FargateServiceArgs:
     # The secret holding the bearer key the collector scrapes with (the gateway's /metrics).
     metrics_api_key_arn: pulumi.Input[str] | None = None
     collector_image: str = COLLECTOR_IMAGE
+    # The app's logs to Datadog through a FireLens log router (None: to CloudWatch).
+    datadog: DatadogLogs | None = None
 
 
 def task_execution_role(
@@ -166,7 +172,12 @@ class FargateService(pulumi.ComponentResource):
             account_id=args.account_id,
             repository_arn=args.repository_arn,
             log_group=self.log_group,
-            secret_arns=[*args.secrets.values(), *self._collector_secrets(args).values()],
+            secret_arns=[
+                *args.secrets.values(),
+                *self._collector_secrets(args).values(),
+                # FireLens reads the Datadog key (the log configuration's secretOptions).
+                *([args.datadog.api_key_secret_arn] if args.datadog else []),
+            ],
             parent=self,
         )
 
@@ -354,18 +365,29 @@ class FargateService(pulumi.ComponentResource):
         )
 
     def _containers(self, name: str, args: FargateServiceArgs) -> list[dict[str, Any]]:
-        containers = [
-            container_definition(
-                name,
-                image=args.image,
-                environment=args.environment,
-                secrets=args.secrets,
-                log_group_name=self.log_group.name,
-                region=args.region,
-                port=args.port,
-                health_check_url=args.health_check_url,
+        app = container_definition(
+            name,
+            image=args.image,
+            environment=args.environment,
+            secrets=args.secrets,
+            log_group_name=self.log_group.name,
+            region=args.region,
+            port=args.port,
+            health_check_url=args.health_check_url,
+        )
+        containers = [app]
+        if args.datadog is not None:
+            app["logConfiguration"] = datadog_log_configuration(
+                f"{args.prefix}-{name}", args.datadog
             )
-        ]
+            # The router must be up before the app writes its first line.
+            app["dependsOn"] = [{"containerName": LOG_ROUTER_CONTAINER, "condition": "START"}]
+            containers.append(
+                log_router(
+                    args.datadog,
+                    awslogs(self.log_group.name, args.region, LOG_ROUTER_CONTAINER),
+                )
+            )
         if args.metrics_port is not None:
             containers.append(
                 metrics_collector(

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pulumi
 
-from mailstack_infra.sidecars import COLLECTOR_IMAGE
+from mailstack_infra.sidecars import COLLECTOR_IMAGE, LOG_ROUTER_IMAGE
 
 Target = Literal["aws", "localstack"]
 # The CPU architectures Fargate runs, and the `docker build --platform` each needs.
@@ -189,6 +189,11 @@ class StackConfig:
     # prometheus_to_cloudwatch), and the collector's image (the production policy wants a digest).
     metrics_api_key: pulumi.Input[str] | None = None
     collector_image: str = COLLECTOR_IMAGE
+    # A Secrets Manager secret holding a Datadog API key: the services' logs then go to
+    # Datadog through a FireLens log router (image below) instead of CloudWatch.
+    datadog_api_key_secret_arn: str | None = None
+    datadog_site: str = "datadoghq.com"
+    log_router_image: str = LOG_ROUTER_IMAGE
     # Requests one client IP may make in five minutes before the WAF blocks it.
     waf_requests_per_five_minutes: int = 20_000
     retention_days: int = 183
@@ -437,6 +442,9 @@ def load_stack_config(
         prometheus_to_cloudwatch=flag("prometheusToCloudWatch", defaults.prometheus_to_cloudwatch),
         metrics_api_key=config.get_secret("metricsApiKey"),
         collector_image=text("collectorImage", defaults.collector_image),
+        datadog_api_key_secret_arn=config.get("datadogApiKeySecretArn"),
+        datadog_site=text("datadogSite", defaults.datadog_site),
+        log_router_image=text("logRouterImage", defaults.log_router_image),
         waf_requests_per_five_minutes=number(
             "wafRequestsPerFiveMinutes", defaults.waf_requests_per_five_minutes
         ),

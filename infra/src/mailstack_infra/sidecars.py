@@ -4,6 +4,7 @@ Prometheus metrics into CloudWatch metrics."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -82,5 +83,70 @@ def metrics_collector(
         "mountPoints": [],
         "volumesFrom": [],
         "systemControls": [],
+        "logConfiguration": log_configuration,
+    }
+
+
+# -- logs to Datadog through FireLens ---------------------------------------------------------
+LOG_ROUTER_CONTAINER = "log_router"
+# AWS for Fluent Bit, pinned: a new router is a reviewed change.
+LOG_ROUTER_IMAGE = "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.5.20250527"
+
+
+@dataclass(frozen=True)
+class DatadogLogs:
+    """Where FireLens sends a task's logs: Datadog's intake of `site`, keyed by the API key in
+    a Secrets Manager secret the operator created (mailstack:datadogApiKeySecretArn)."""
+
+    api_key_secret_arn: str
+    env: str
+    site: str = "datadoghq.com"
+    router_image: str = LOG_ROUTER_IMAGE
+
+    @property
+    def host(self) -> str:
+        return f"http-intake.logs.{self.site}"
+
+
+def datadog_log_configuration(service: str, datadog: DatadogLogs) -> dict[str, Any]:
+    """An app container's logs through the task's log router to Datadog, JSON lines as they
+    are (the services log JSON with `level` and `dd.trace_id`)."""
+    return {
+        "logDriver": "awsfirelens",
+        "options": {
+            "Name": "datadog",
+            "Host": datadog.host,
+            "TLS": "on",
+            "compress": "gzip",
+            "dd_service": service,
+            "dd_source": "python",
+            "dd_tags": f"env:{datadog.env}",
+            "provider": "ecs",
+        },
+        "secretOptions": [{"name": "apikey", "valueFrom": datadog.api_key_secret_arn}],
+    }
+
+
+def log_router(datadog: DatadogLogs, log_configuration: dict[str, Any]) -> dict[str, Any]:
+    """The Fluent Bit container FireLens configures; its own logs go to CloudWatch, so a
+    router that cannot reach Datadog still says why."""
+    return {
+        "name": LOG_ROUTER_CONTAINER,
+        "image": datadog.router_image,
+        "essential": True,
+        "cpu": 0,
+        # Fluent Bit runs as the image's user and writes its generated configuration and
+        # buffers on its root filesystem.
+        "readonlyRootFilesystem": False,
+        "portMappings": [],
+        "environment": [],
+        "secrets": [],
+        "mountPoints": [],
+        "volumesFrom": [],
+        "systemControls": [],
+        "firelensConfiguration": {
+            "type": "fluentbit",
+            "options": {"enable-ecs-log-metadata": "true"},
+        },
         "logConfiguration": log_configuration,
     }

@@ -49,6 +49,7 @@ from mailstack_infra.service import (
     TrackingMetric,
 )
 from mailstack_infra.settings import JwtSettings, RateLimitSettings, StackConfig
+from mailstack_infra.sidecars import DatadogLogs
 from mailstack_infra.waf import WebFirewall, WebFirewallArgs
 
 # The gateway's count of republished (stranded) emails, from its `outbox.republished` events.
@@ -555,6 +556,18 @@ class ServiceCommon:
     alarm_topic_arn: pulumi.Output[str]
     opts: pulumi.ResourceOptions
 
+    @property
+    def datadog(self) -> DatadogLogs | None:
+        config = self.config
+        if config.datadog_api_key_secret_arn is None:
+            return None
+        return DatadogLogs(
+            api_key_secret_arn=config.datadog_api_key_secret_arn,
+            env=config.stack,
+            site=config.datadog_site,
+            router_image=config.log_router_image,
+        )
+
     def service(
         self,
         name: str,
@@ -599,6 +612,7 @@ class ServiceCommon:
                 depends_on=depends_on,
                 metrics_port=metrics_port if config.prometheus_to_cloudwatch else None,
                 collector_image=config.collector_image,
+                datadog=self.datadog,
                 metrics_api_key_arn=metrics_api_key_arn,
             ),
             self.opts,
