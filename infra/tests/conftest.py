@@ -93,6 +93,30 @@ DEV_WITH_JWT = replace(
     ),
 )
 
+# dev with its services' Prometheus metrics written to CloudWatch by a collector sidecar.
+COLLECTOR_BY_DIGEST = (
+    "public.ecr.aws/aws-observability/aws-otel-collector:v0.47.0@sha256:" + "0" * 64
+)
+DEV_OBSERVED = replace(
+    DEV,
+    prometheus_to_cloudwatch=True,
+    metrics_api_key="ms_test_admin_key",
+    collector_image=COLLECTOR_BY_DIGEST,
+)
+
+# dev with its services' logs sent to Datadog through a FireLens log router.
+DATADOG_API_KEY_SECRET_ARN = (
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ops/datadog-api-key-AbCdEf"
+)
+DEV_DATADOG = replace(
+    DEV,
+    datadog_api_key_secret_arn=DATADOG_API_KEY_SECRET_ARN,
+    datadog_site="datadoghq.eu",
+    log_router_image=(
+        "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.5.20250527@sha256:" + "1" * 64
+    ),
+)
+
 
 LOCALSTACK = replace(
     base_config("localstack"),
@@ -144,6 +168,26 @@ def dev_reserving_concurrency() -> StackRecord:
 @pytest.fixture(scope="session")
 def dev_with_jwt() -> StackRecord:
     return record(DEV_WITH_JWT)
+
+
+@pytest.fixture(scope="session")
+def observed_config() -> StackConfig:
+    return DEV_OBSERVED
+
+
+@pytest.fixture(scope="session")
+def dev_observed() -> StackRecord:
+    return record(DEV_OBSERVED)
+
+
+@pytest.fixture(scope="session")
+def datadog_config() -> StackConfig:
+    return DEV_DATADOG
+
+
+@pytest.fixture(scope="session")
+def dev_datadog() -> StackRecord:
+    return record(DEV_DATADOG)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,13 @@ from typing import Any
 
 import boto3
 import pytest
+from alembic.script import ScriptDirectory
 from botocore.stub import Stubber
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import ProgrammingError
 
+from mailstack_core.migrate import alembic_config, current_revisions
+from mailstack_infra.migration import APP_URL_VARIABLE, MASTER_URL_VARIABLE, MIGRATE_COMMAND
 from mailstack_infra.migration_runner import MigrationFailedError, run_migration
 from mailstack_infra.mocks import IMAGE_DIGEST, StackRecord
 from mailstack_stack import postgres
@@ -200,6 +204,60 @@ def empty_database(postgres_admin_url: str) -> Iterator[str]:
         postgres.drop_database(postgres_admin_url, name)
 
 
+def app_url_of(admin_url: str, user: str) -> str:
+    """The URL of a user to create, on the server and database of `admin_url`."""
+    host = admin_url.replace("postgresql+psycopg://", "", 1).split("@", 1)[1]
+    return f"postgresql+psycopg://{user}:app-password@{host}"
+
+
+def run_task_command(container: dict[str, Any], environment: dict[str, str]) -> None:
+    """The container's command with only the container's environment, run twice: every
+    deployment runs it again, so it must be idempotent."""
+    command = container["command"]
+    assert command == MIGRATE_COMMAND
+    assert command[0] == "python"  # the image's interpreter; here, this one
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, *command[1:]],
+            env={**environment, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+
+
+def assert_at_head_and_app_user_cannot_run_ddl(app_url: str) -> None:
+    app = create_engine(app_url)
+    try:
+        with app.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM emails")).scalar() == 0
+            assert current_revisions(connection) == (
+                ScriptDirectory.from_config(alembic_config(app_url)).get_current_head(),
+            )
+            privileges = connection.execute(
+                text("SELECT has_database_privilege(current_user, current_database(), 'CREATE')")
+            ).scalar()
+            assert privileges is False
+        with app.connect() as connection, pytest.raises(ProgrammingError, match="permission"):
+            connection.execute(text("CREATE TABLE not_allowed (id integer)"))
+        with app.connect() as connection, pytest.raises(ProgrammingError, match="owner"):
+            connection.execute(text("ALTER TABLE emails ADD COLUMN not_allowed integer"))
+    finally:
+        app.dispose()
+
+
+def drop_role(admin_url: str, user: str) -> None:
+    engine = create_engine(admin_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP OWNED BY "{user}"')
+            connection.exec_driver_sql(f'DROP ROLE "{user}"')
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.integration
 def test_the_task_command_migrates_an_empty_database_and_creates_the_app_user(
     dev: StackRecord, empty_database: str
@@ -208,8 +266,7 @@ def test_the_task_command_migrates_an_empty_database_and_creates_the_app_user(
     the values the program would store in them), then the container's command."""
     user = f"mailstack_app_{uuid.uuid4().hex[:8]}"
     admin_url = empty_database
-    app_url = admin_url.replace("postgresql+psycopg://", "", 1).split("@", 1)[1]
-    app_url = f"postgresql+psycopg://{user}:app-password@{app_url}"
+    app_url = app_url_of(admin_url, user)
     stored = {
         dev.one(SECRET, "database-database-admin-url").outputs["arn"]: admin_url,
         dev.one(SECRET, "secrets-database-url").outputs["arn"]: app_url,
@@ -217,35 +274,78 @@ def test_the_task_command_migrates_an_empty_database_and_creates_the_app_user(
     container = migrate_container(dev)
     environment = {e["name"]: e["value"] for e in container["environment"]}
     environment.update({s["name"]: stored[s["valueFrom"]] for s in container["secrets"]})
-    command = container["command"]
-    assert command[0] == "python"  # the image's interpreter; here, this one
-    engine = create_engine(admin_url)
     try:
-        for _ in range(2):  # every deployment runs it again: it must be idempotent
-            result = subprocess.run(
-                [sys.executable, *command[1:]],
-                env={**environment, "PATH": ""},
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-            )
-            assert result.returncode == 0, result.stderr
-        app = create_engine(app_url)
-        try:
-            with app.connect() as connection:
-                assert connection.execute(text("SELECT count(*) FROM emails")).scalar() == 0
-                assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-                privileges = connection.execute(
-                    text(
-                        "SELECT has_database_privilege(current_user, current_database(), 'CREATE')"
-                    )
-                ).scalar()
-                assert privileges is False
-        finally:
-            app.dispose()
+        run_task_command(container, environment)
+        assert_at_head_and_app_user_cannot_run_ddl(app_url)
     finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f'DROP OWNED BY "{user}"')
-            connection.exec_driver_sql(f'DROP ROLE "{user}"')
-        engine.dispose()
+        drop_role(admin_url, user)
+
+
+# The same through LocalStack's Secrets Manager: the secrets under the names the program gives
+# them, resolved by the task definition's ARNs the way the ECS agent does before it starts the
+# container.
+
+
+@pytest.fixture
+def secretsmanager(localstack_endpoint: str, dev: StackRecord) -> Any:
+    """A Secrets Manager client of an account of this test only (LocalStack takes a 12-digit
+    access key id as the account), in the region of the task's secrets."""
+    account = f"{uuid.uuid4().int % 10**12:012d}"
+    (region,) = {s["valueFrom"].split(":")[3] for s in migrate_container(dev)["secrets"]}
+    return boto3.client(
+        "secretsmanager",
+        endpoint_url=localstack_endpoint,
+        region_name=region,
+        aws_access_key_id=account,
+        aws_secret_access_key="test",
+    )
+
+
+def store_task_secrets(
+    client: Any, dev: StackRecord, container: dict[str, Any], values: dict[str, str]
+) -> dict[str, str]:
+    """Create each of the task's secrets under the name the program gives it, with the value
+    of its variable; returns the deployed ARN for each ARN the task definition names."""
+    deployed = {}
+    for secret in container["secrets"]:
+        (declared,) = [s for s in dev.of_type(SECRET) if s.outputs["arn"] == secret["valueFrom"]]
+        created = client.create_secret(
+            Name=declared.inputs["name"], SecretString=values[secret["name"]]
+        )
+        deployed[secret["valueFrom"]] = created["ARN"]
+    return deployed
+
+
+def resolve_as_ecs(
+    client: Any, container: dict[str, Any], deployed: dict[str, str]
+) -> dict[str, str]:
+    """The container's environment: its variables, then each secret's GetSecretValue."""
+    environment = {e["name"]: e["value"] for e in container["environment"]}
+    for secret in container["secrets"]:
+        value = client.get_secret_value(SecretId=deployed[secret["valueFrom"]])
+        environment[secret["name"]] = value["SecretString"]
+    return environment
+
+
+@pytest.mark.integration
+def test_the_task_migrates_with_its_secrets_from_localstack_secrets_manager(
+    dev: StackRecord, empty_database: str, secretsmanager: Any
+) -> None:
+    user = f"mailstack_app_{uuid.uuid4().hex[:8]}"
+    admin_url = empty_database
+    app_url = app_url_of(admin_url, user)
+    container = migrate_container(dev)
+    deployed = store_task_secrets(
+        secretsmanager,
+        dev,
+        container,
+        {MASTER_URL_VARIABLE: admin_url, APP_URL_VARIABLE: app_url},
+    )
+    assert set(deployed) == {s["valueFrom"] for s in container["secrets"]}
+    environment = resolve_as_ecs(secretsmanager, container, deployed)
+    assert environment[APP_URL_VARIABLE] == app_url
+    try:
+        run_task_command(container, environment)
+        assert_at_head_and_app_user_cannot_run_ddl(app_url)
+    finally:
+        drop_role(admin_url, user)

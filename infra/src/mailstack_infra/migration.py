@@ -17,6 +17,9 @@ from mailstack_infra.service import SCRATCH_VOLUME, container_definition, task_e
 # What the task runs: the shared library's Alembic upgrade to head, then the app user's role
 # and grants (APP_DATABASE_URL names the user and its password).
 MIGRATE_COMMAND = ["python", "-m", "mailstack_core.migrate"]
+# The variables the task's two secrets become: the master's URL, and the app user's to create.
+MASTER_URL_VARIABLE = "DATABASE_URL"
+APP_URL_VARIABLE = "APP_DATABASE_URL"
 RUNNER_SOURCE = Path(migration_runner.__file__)
 
 
@@ -35,7 +38,7 @@ class MigrationArgs:
     partition: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
-    # DATABASE_URL (the master's) and APP_DATABASE_URL (the user to create), as secret ARNs.
+    # MASTER_URL_VARIABLE and APP_URL_VARIABLE to their secrets' ARNs.
     secrets: Mapping[str, pulumi.Input[str]]
     environment: Mapping[str, pulumi.Input[str]]
     runtime: str

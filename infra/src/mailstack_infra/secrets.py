@@ -18,6 +18,8 @@ class SecretsArgs:
     sendgrid_api_key: pulumi.Input[str] | None
     # protect + retain_on_delete on every secret (production).
     protect: bool = False
+    # The admin-scope API key the metrics collector scrapes the gateway with (None: no secret).
+    metrics_api_key: pulumi.Input[str] | None = None
 
 
 class Secrets(pulumi.ComponentResource):
@@ -27,6 +29,7 @@ class Secrets(pulumi.ComponentResource):
     sendgrid_api_key: aws.secretsmanager.Secret
     database_url: aws.secretsmanager.Secret
     database_read_url: aws.secretsmanager.Secret
+    metrics_api_key: aws.secretsmanager.Secret | None
 
     def __init__(
         self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None
@@ -54,11 +57,21 @@ class Secrets(pulumi.ComponentResource):
             "database-read-url", "The app user's URL for read-only queries (a replica when present)"
         )
 
+        self.metrics_api_key = (
+            secret(
+                "metrics-api-key",
+                "An admin-scope API key: the collector sidecar scrapes the gateway's /metrics",
+            )
+            if args.metrics_api_key is not None
+            else None
+        )
+
         for key, target, value in (
             ("elasticemail-api-key", self.elasticemail_api_key, args.elasticemail_api_key),
             ("sendgrid-api-key", self.sendgrid_api_key, args.sendgrid_api_key),
+            ("metrics-api-key", self.metrics_api_key, args.metrics_api_key),
         ):
-            if value is not None:
+            if target is not None and value is not None:
                 aws.secretsmanager.SecretVersion(
                     f"{name}-{key}", secret_id=target.id, secret_string=value, opts=child
                 )

@@ -12,6 +12,17 @@ import pulumi_aws as aws
 from mailstack_infra.iam import Statement, policy_document, trust_policy
 from mailstack_infra.observability import Threshold, alarm
 from mailstack_infra.settings import ServiceSizing
+from mailstack_infra.sidecars import (
+    COLLECTOR_IMAGE,
+    CONTAINER_USER,
+    LOG_ROUTER_CONTAINER,
+    METRICS_CONTAINER,
+    SCRAPE_KEY_VARIABLE,
+    DatadogLogs,
+    datadog_log_configuration,
+    log_router,
+    metrics_collector,
+)
 
 _scaling = aws.appautoscaling
 TrackingMetric = (
@@ -22,8 +33,6 @@ PredefinedMetric = (
 )
 TrackingConfiguration = _scaling.PolicyTargetTrackingScalingPolicyConfigurationArgs
 
-# The images run as this unprivileged user; files they need are world-readable.
-CONTAINER_USER = "10001:10001"
 SCRATCH_VOLUME = "tmp"
 
 
@@ -72,6 +81,14 @@ class FargateServiceArgs:
     target_group: TargetGroupAttachment | None = None
     scaling_policies: Sequence[ScalingPolicy] = field(default_factory=list)
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+    # The port of the app's Prometheus /metrics: a collector sidecar writes them to CloudWatch
+    # (mailstack:prometheusToCloudWatch). None: no collector.
+    metrics_port: int | None = None
+    # The secret holding the bearer key the collector scrapes with (the gateway's /metrics).
+    metrics_api_key_arn: pulumi.Input[str] | None = None
+    collector_image: str = COLLECTOR_IMAGE
+    # The app's logs to Datadog through a FireLens log router (None: to CloudWatch).
+    datadog: DatadogLogs | None = None
 
 
 def task_execution_role(
@@ -155,16 +172,34 @@ class FargateService(pulumi.ComponentResource):
             account_id=args.account_id,
             repository_arn=args.repository_arn,
             log_group=self.log_group,
-            secret_arns=list(args.secrets.values()),
+            secret_arns=[
+                *args.secrets.values(),
+                *self._collector_secrets(args).values(),
+                # FireLens reads the Datadog key (the log configuration's secretOptions).
+                *([args.datadog.api_key_secret_arn] if args.datadog else []),
+            ],
             parent=self,
         )
 
         self.task_role = aws.iam.Role(f"{name}-task", assume_role_policy=ecs_trust, opts=child)
-        if args.task_role_statements:
+        task_role_statements = list(args.task_role_statements)
+        if args.metrics_port is not None:
+            # The collector writes its embedded metrics to the service's own log group.
+            task_role_statements.append(
+                Statement(
+                    actions=[
+                        "logs:CreateLogStream",
+                        "logs:DescribeLogStreams",
+                        "logs:PutLogEvents",
+                    ],
+                    resources=[pulumi.Output.concat(self.log_group.arn, ":*")],
+                )
+            )
+        if task_role_statements:
             aws.iam.RolePolicy(
                 f"{name}-task",
                 role=self.task_role.id,
-                policy=policy_document(args.task_role_statements),
+                policy=policy_document(task_role_statements),
                 opts=child,
             )
 
@@ -182,7 +217,7 @@ class FargateService(pulumi.ComponentResource):
             execution_role_arn=self.execution_role.arn,
             task_role_arn=self.task_role.arn,
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
-            container_definitions=pulumi.Output.json_dumps([self._container(name, args)]),
+            container_definitions=pulumi.Output.json_dumps(self._containers(name, args)),
             opts=child,
         )
 
@@ -329,8 +364,8 @@ class FargateService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _container(self, name: str, args: FargateServiceArgs) -> dict[str, Any]:
-        return container_definition(
+    def _containers(self, name: str, args: FargateServiceArgs) -> list[dict[str, Any]]:
+        app = container_definition(
             name,
             image=args.image,
             environment=args.environment,
@@ -340,6 +375,50 @@ class FargateService(pulumi.ComponentResource):
             port=args.port,
             health_check_url=args.health_check_url,
         )
+        containers = [app]
+        if args.datadog is not None:
+            app["logConfiguration"] = datadog_log_configuration(
+                f"{args.prefix}-{name}", args.datadog
+            )
+            # The router must be up before the app writes its first line.
+            app["dependsOn"] = [{"containerName": LOG_ROUTER_CONTAINER, "condition": "START"}]
+            containers.append(
+                log_router(
+                    args.datadog,
+                    awslogs(self.log_group.name, args.region, LOG_ROUTER_CONTAINER),
+                )
+            )
+        if args.metrics_port is not None:
+            containers.append(
+                metrics_collector(
+                    f"{args.prefix}-{name}",
+                    image=args.collector_image,
+                    port=args.metrics_port,
+                    log_group_name=self.log_group.name,
+                    region=args.region,
+                    log_configuration=awslogs(self.log_group.name, args.region, METRICS_CONTAINER),
+                    secrets=self._collector_secrets(args),
+                )
+            )
+        return containers
+
+    @staticmethod
+    def _collector_secrets(args: FargateServiceArgs) -> dict[str, pulumi.Input[str]]:
+        if args.metrics_port is None or args.metrics_api_key_arn is None:
+            return {}
+        return {SCRAPE_KEY_VARIABLE: args.metrics_api_key_arn}
+
+
+def awslogs(group: pulumi.Input[str], region: str, stream_prefix: str) -> dict[str, Any]:
+    """A container's logs to its service's CloudWatch log group."""
+    return {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": group,
+            "awslogs-region": region,
+            "awslogs-stream-prefix": stream_prefix,
+        },
+    }
 
 
 def container_definition(
@@ -380,14 +459,7 @@ def container_definition(
         ],
         "volumesFrom": [],
         "systemControls": [],
-        "logConfiguration": {
-            "logDriver": "awslogs",
-            "options": {
-                "awslogs-group": log_group_name,
-                "awslogs-region": region,
-                "awslogs-stream-prefix": name,
-            },
-        },
+        "logConfiguration": awslogs(log_group_name, region, name),
     }
     if command is not None:
         definition["command"] = list(command)

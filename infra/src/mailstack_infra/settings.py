@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import pulumi
 
+from mailstack_infra.sidecars import COLLECTOR_IMAGE, LOG_ROUTER_IMAGE
+
 Target = Literal["aws", "localstack"]
 # The CPU architectures Fargate runs, and the `docker build --platform` each needs.
 TASK_PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
@@ -180,6 +182,18 @@ class StackConfig:
     # SQS, Secrets Manager, ECR and CloudWatch Logs reached through interface endpoints
     # instead of the NAT gateway; the S3 gateway endpoint (free) is always there.
     interface_endpoints: bool = False
+    # A collector sidecar in each service's task writes its Prometheus metrics to CloudWatch
+    # (namespace `mailstack`), where the dashboard's per-metric widgets read them.
+    prometheus_to_cloudwatch: bool = False
+    # The admin-scope API key the collector scrapes the gateway's /metrics with (required with
+    # prometheus_to_cloudwatch), and the collector's image (the production policy wants a digest).
+    metrics_api_key: pulumi.Input[str] | None = None
+    collector_image: str = COLLECTOR_IMAGE
+    # A Secrets Manager secret holding a Datadog API key: the services' logs then go to
+    # Datadog through a FireLens log router (image below) instead of CloudWatch.
+    datadog_api_key_secret_arn: str | None = None
+    datadog_site: str = "datadoghq.com"
+    log_router_image: str = LOG_ROUTER_IMAGE
     # Requests one client IP may make in five minutes before the WAF blocks it.
     waf_requests_per_five_minutes: int = 20_000
     retention_days: int = 183
@@ -193,6 +207,11 @@ class StackConfig:
     jwt: JwtSettings | None = None
 
     def __post_init__(self) -> None:
+        if self.prometheus_to_cloudwatch and self.metrics_api_key is None:
+            raise ConfigError(
+                "mailstack:prometheusToCloudWatch needs mailstack:metricsApiKey "
+                "(an admin-scope API key: the gateway's /metrics answers no other)"
+            )
         if self.target not in ("aws", "localstack"):
             raise ConfigError(f"mailstack:target must be aws or localstack, not {self.target!r}")
         if self.task_architecture not in TASK_PLATFORMS:
@@ -420,6 +439,12 @@ def load_stack_config(
         jobs_runtime=text("jobsRuntime", defaults.jobs_runtime),
         jobs_reserved_concurrency=config.get_int("jobsReservedConcurrency"),
         interface_endpoints=flag("interfaceEndpoints", defaults.interface_endpoints),
+        prometheus_to_cloudwatch=flag("prometheusToCloudWatch", defaults.prometheus_to_cloudwatch),
+        metrics_api_key=config.get_secret("metricsApiKey"),
+        collector_image=text("collectorImage", defaults.collector_image),
+        datadog_api_key_secret_arn=config.get("datadogApiKeySecretArn"),
+        datadog_site=text("datadogSite", defaults.datadog_site),
+        log_router_image=text("logRouterImage", defaults.log_router_image),
         waf_requests_per_five_minutes=number(
             "wafRequestsPerFiveMinutes", defaults.waf_requests_per_five_minutes
         ),

@@ -21,13 +21,19 @@ from mailstack_infra.buckets import (
 from mailstack_infra.cache import Cache, CacheArgs
 from mailstack_infra.cluster import Cluster
 from mailstack_infra.connections import ConnectionBudget, max_connections, plan_connections
+from mailstack_infra.dashboard import DashboardArgs, dashboard
 from mailstack_infra.database import APP_USER, Database, DatabaseArgs, sqlalchemy_url
 from mailstack_infra.endpoints import Endpoints, EndpointsArgs
 from mailstack_infra.firewall import GATEWAY_PORT, Firewall, FirewallArgs
 from mailstack_infra.iam import Statement
 from mailstack_infra.jobs import JobNetwork, ScheduledJob, ScheduledJobArgs
 from mailstack_infra.load_balancer import IDLE_TIMEOUT_SECONDS, LoadBalancer, LoadBalancerArgs
-from mailstack_infra.migration import Migration, MigrationArgs
+from mailstack_infra.migration import (
+    APP_URL_VARIABLE,
+    MASTER_URL_VARIABLE,
+    Migration,
+    MigrationArgs,
+)
 from mailstack_infra.network import Network, NetworkArgs
 from mailstack_infra.observability import AlarmTopic, AlarmTopicArgs, Threshold, alarm
 from mailstack_infra.provider import aws_provider
@@ -43,6 +49,7 @@ from mailstack_infra.service import (
     TrackingMetric,
 )
 from mailstack_infra.settings import JwtSettings, RateLimitSettings, StackConfig
+from mailstack_infra.sidecars import DatadogLogs
 from mailstack_infra.waf import WebFirewall, WebFirewallArgs
 
 # The gateway's count of republished (stranded) emails, from its `outbox.republished` events.
@@ -104,6 +111,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             elasticemail_api_key=config.elasticemail_api_key,
             sendgrid_api_key=config.sendgrid_api_key,
             protect=config.deletion_protection,
+            metrics_api_key=config.metrics_api_key if config.prometheus_to_cloudwatch else None,
         ),
         top,
     )
@@ -420,8 +428,8 @@ def _build_application(
             subnet_ids=network.app_subnet_ids,
             security_group_id=firewall.migrate.id,
             secrets={
-                "DATABASE_URL": database.admin_url_secret.arn,
-                "APP_DATABASE_URL": secrets.database_url.arn,
+                MASTER_URL_VARIABLE: database.admin_url_secret.arn,
+                APP_URL_VARIABLE: secrets.database_url.arn,
             },
             environment={"PGSSLROOTCERT": TASK_DATABASE_CA},
             runtime=config.jobs_runtime,
@@ -435,6 +443,21 @@ def _build_application(
         common, firewall, queue, attachments, secrets, cache, load_balancer, budget, ready
     )
     processor = _processor(common, firewall, queue, attachments, secrets, budget, ready)
+    dashboard(
+        "dashboard",
+        DashboardArgs(
+            prefix=prefix,
+            region=config.region,
+            load_balancer_suffix=load_balancer.alb.arn_suffix,
+            target_group_suffix=load_balancer.target_group.arn_suffix,
+            queue_name=queue.queue.name,
+            dead_letter_queue_name=queue.dead_letter_queue.name,
+            database_identifier=database.primary.identifier,
+            cluster_name=cluster.cluster.name,
+            service_names=[gateway.service.name, processor.service.name],
+        ),
+        top,
+    )
     outputs.update(
         {
             "gateway_service": gateway.service.name,
@@ -533,6 +556,18 @@ class ServiceCommon:
     alarm_topic_arn: pulumi.Output[str]
     opts: pulumi.ResourceOptions
 
+    @property
+    def datadog(self) -> DatadogLogs | None:
+        config = self.config
+        if config.datadog_api_key_secret_arn is None:
+            return None
+        return DatadogLogs(
+            api_key_secret_arn=config.datadog_api_key_secret_arn,
+            env=config.stack,
+            site=config.datadog_site,
+            router_image=config.log_router_image,
+        )
+
     def service(
         self,
         name: str,
@@ -545,6 +580,8 @@ class ServiceCommon:
         statements: list[Statement],
         scaling_policies: list[ScalingPolicy],
         depends_on: list[pulumi.Resource],
+        metrics_port: int,
+        metrics_api_key_arn: pulumi.Input[str] | None = None,
         port: int | None = None,
         target_group: TargetGroupAttachment | None = None,
     ) -> FargateService:
@@ -573,6 +610,10 @@ class ServiceCommon:
                 target_group=target_group,
                 scaling_policies=scaling_policies,
                 depends_on=depends_on,
+                metrics_port=metrics_port if config.prometheus_to_cloudwatch else None,
+                collector_image=config.collector_image,
+                datadog=self.datadog,
+                metrics_api_key_arn=metrics_api_key_arn,
             ),
             self.opts,
         )
@@ -613,6 +654,9 @@ def _gateway(
             "REDIS_URL": cache.url_secret.arn,
         },
         health_check_url=f"http://127.0.0.1:{GATEWAY_PORT}/healthz",
+        metrics_port=GATEWAY_PORT,
+        # /metrics answers an admin-scope key only.
+        metrics_api_key_arn=secrets.metrics_api_key.arn if secrets.metrics_api_key else None,
         statements=[
             Statement(actions=["sqs:SendMessage"], resources=[queue.queue.arn]),
             # Stores a new email's attachments before the email commits; never reads them.
@@ -712,6 +756,8 @@ def _processor(
             "SENDGRID_API_KEY": secrets.sendgrid_api_key.arn,
         },
         health_check_url=f"http://127.0.0.1:{PROCESSOR_HEALTH_PORT}/healthz",
+        # Any path of the health port answers with the metrics.
+        metrics_port=PROCESSOR_HEALTH_PORT,
         statements=[
             Statement(actions=consume, resources=[queue.queue.arn]),
             Statement(actions=consume, resources=[queue.dead_letter_queue.arn]),

@@ -22,7 +22,8 @@ AWS_ACCESS_KEY_ID = AWS_SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack ta
 # The machine's servers: Redis for rate-limit counters, Postgres unless told otherwise.
 MACHINE_REDIS_URL = "redis://127.0.0.1:6379/0"
 MACHINE_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_SERVICES: tuple[str, ...] = ("sqs", "s3")
+# secretsmanager: the infra tests resolve a task's secrets the way ECS does.
+DEFAULT_SERVICES: tuple[str, ...] = ("sqs", "s3", "secretsmanager")
 MODE_ENV = "MAILSTACK_STACK"
 
 
