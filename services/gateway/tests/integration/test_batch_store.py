@@ -3,17 +3,16 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailstack_core.database import normalize_database_url
-from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys, tenants
+from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys
 from mailstack_gateway.intake import IdempotencyKey, NewEmail, parse_email, request_hash
 from mailstack_gateway.repository import EmailWriter
 from mailstack_gateway.schemas import EmailCreate
@@ -37,20 +36,6 @@ def _batch(count: int, **overrides: Any) -> list[NewEmail]:
         NewEmail(uuid.uuid4(), parse_email(_request(n, **overrides)), json.dumps(_request(n)))
         for n in range(count)
     ]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(normalize_database_url(database_url))
-    async with engine.begin() as connection:
-        await connection.execute(insert(tenants).values(id=TENANT))
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def writer(engine: AsyncEngine) -> EmailWriter:
-    return EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
 
 
 @pytest.fixture

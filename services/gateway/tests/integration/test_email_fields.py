@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core.database import normalize_database_url
-from mailstack_core.tables import emails, tenants
+from mailstack_core.tables import emails
 from mailstack_gateway.auth import ALL_SCOPES
 from mailstack_gateway.intake import StoredAttachment, parse_email
 from mailstack_gateway.keys import KeyAdmin
@@ -33,15 +33,6 @@ EMAIL: dict[str, Any] = {
 }
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64
 LOGO = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(normalize_database_url(database_url))
-    async with engine.begin() as connection:
-        await connection.execute(insert(tenants).values(id=TENANT))
-    yield engine
-    await engine.dispose()
 
 
 def _writer(engine: AsyncEngine) -> EmailWriter:

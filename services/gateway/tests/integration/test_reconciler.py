@@ -2,20 +2,18 @@
 republishing one writes."""
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core import metrics
-from mailstack_core.database import normalize_database_url
 from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, email_outbox, emails, tenants
+from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway import outbox
 from mailstack_gateway.intake import parse_email
 from mailstack_gateway.repository import EmailWriter
@@ -30,20 +28,6 @@ REQUEST = {
     "subject": "Hi",
     "text": "Hi",
 }
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(normalize_database_url(database_url))
-    async with engine.begin() as connection:
-        await connection.execute(insert(tenants).values(id=TENANT))
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def writer(engine: AsyncEngine) -> EmailWriter:
-    return EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
 
 
 async def _email(

@@ -48,11 +48,6 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
-def writer(engine: AsyncEngine) -> EmailWriter:
-    return EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
-
-
 async def _scheduled(
     engine: AsyncEngine, writer: EmailWriter, count: int, *, due: bool = True
 ) -> list[uuid.UUID]:

@@ -3,14 +3,12 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailstack_core.database import normalize_database_url
 from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys, tenants
 from mailstack_gateway.intake import IdempotencyKey, parse_email, request_hash
 from mailstack_gateway.repository import EmailReader, EmailWriter
@@ -27,15 +25,6 @@ REQUEST = {
 
 
 TENANT = "acme"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(normalize_database_url(database_url))
-    async with engine.begin() as connection:
-        await connection.execute(insert(tenants).values(id=TENANT))
-    yield engine
-    await engine.dispose()
 
 
 async def _count(engine: AsyncEngine, table: object, email_id: uuid.UUID) -> int:
