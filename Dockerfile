@@ -31,6 +31,8 @@ COPY services/processor/pyproject.toml services/processor/
 COPY services/jobs/pyproject.toml services/jobs/
 COPY tools/stubs/pyproject.toml tools/stubs/
 COPY tools/stack/pyproject.toml tools/stack/
+COPY tools/testing/pyproject.toml tools/testing/
+COPY tools/bench/pyproject.toml tools/bench/
 COPY infra/pyproject.toml infra/
 # Declared after the shared layers above, so the three images share them. No defaults: a build
 # without them stops here instead of making an image with the wrong package.

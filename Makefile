@@ -13,7 +13,7 @@ STACK ?=
 STACK_ARGS = $(if $(STACK),--stack=$(STACK))
 PROFILE ?=
 
-PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_jobs mailstack_stubs mailstack_stack mailstack_infra
+PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_jobs mailstack_stubs mailstack_stack mailstack_testing mailstack_bench mailstack_infra
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -88,7 +88,7 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: sync ## Measure a private stack with wrk: intake, delivery, stop time, memory, against same-run baselines
 	@mkdir -p .stack
-	$(UV) run --frozen python -m mailstack_stack.bench --output .stack/bench.json $(BENCH_ARGS)
+	$(UV) run --frozen python -m mailstack_bench.bench --output .stack/bench.json $(BENCH_ARGS)
 
 .PHONY: jobs-package
 jobs-package: sync ## Build build/jobs.zip, the Lambda bundle of the cleanup and retry jobs

@@ -17,9 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from email_flows import gateway_client, history, steps, submit, wait_for_final
-from mailstack_stack.recording import RecordingServer
 from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.recording import RecordingServer
 
 pytestmark = pytest.mark.e2e
 

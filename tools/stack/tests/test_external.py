@@ -8,7 +8,7 @@ import pytest
 
 from mailstack_stack.config import write_env_file
 from mailstack_stack.external import MissingStackSettingError, load_external_stack
-from mailstack_stack.fixtures import ExternalStackUnderTest
+from mailstack_testing.fixtures import ExternalStackUnderTest
 
 STACK_ENV = {
     "GATEWAY_URL": "http://127.0.0.1:8000",

@@ -1,1 +1,1 @@
-"""The local stack launcher and the pytest fixtures that start it."""
+"""The local stack launcher: make up / make down / make status, host or docker compose."""

@@ -11,7 +11,7 @@ from testcontainers.community.postgres import PostgresContainer
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 
-from mailstack_stack import containers
+from mailstack_testing import containers
 
 
 def test_containers_run_the_images_docker_compose_pins(repo_root: Path) -> None:

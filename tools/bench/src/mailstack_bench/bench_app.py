@@ -1,7 +1,7 @@
 """The bare FastAPI app `make bench` measures the gateway against: same venv, same server,
 nothing but routing and JSON parsing.
 
-    python -m uvicorn mailstack_stack.bench_app:app --port P
+    python -m uvicorn mailstack_bench.bench_app:app --port P
 """
 
 from typing import Any

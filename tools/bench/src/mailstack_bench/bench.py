@@ -35,7 +35,8 @@ import httpx
 import psutil
 import psycopg
 
-from mailstack_stack import postgres, wrk
+from mailstack_bench import wrk
+from mailstack_stack import postgres
 from mailstack_stack.config import LOCALHOST, Ports, StackConfig, find_repo_root, free_port
 from mailstack_stack.resources import localstack_clients
 from mailstack_stack.stack import GATEWAY, PROCESSOR, RunningStack, run_stack
@@ -79,7 +80,7 @@ def bare_app(python: str) -> Iterator[str]:
             python,
             "-m",
             "uvicorn",
-            "mailstack_stack.bench_app:app",
+            "mailstack_bench.bench_app:app",
             "--port",
             str(port),
             "--host",

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from mailstack_stack.bench import TARGETS, measure, render
+from mailstack_bench.bench import TARGETS, measure, render
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from mailstack_stack import containers, postgres, resources, specs
+from mailstack_stack import postgres, resources
 from mailstack_stack.config import (
     DEFAULT_SERVICES,
     MACHINE_POSTGRES_URL,
@@ -37,6 +37,7 @@ from mailstack_stack.config import (
 from mailstack_stack.external import ExternalStack, MissingStackSettingError, load_external_stack
 from mailstack_stack.resources import QueueResources
 from mailstack_stack.stack import LOCALSTACK, POSTGRES, RunningStack, Stack
+from mailstack_testing import containers, specs
 
 ExtraEnv = Mapping[str, Mapping[str, str]]
 StackFactory = Callable[..., RunningStack]

@@ -1,0 +1,1 @@
+"""Test support for every suite: pytest fixtures that start stacks, waits, test receivers."""
