@@ -204,7 +204,9 @@ def measure(
     def load(url: str, post: bool = False, pace_ms: float = 0.0) -> wrk.WrkResult:
         return wrk.run(
             url,
-            seconds=seconds,
+            # A paced run lasts at least five of its intervals, so a slow machine still gets
+            # answers to measure (a 1 s run paced at 4 s per request would measure nothing).
+            seconds=max(seconds, 5 * pace_ms / 1000),
             connections=connections,
             method="POST" if post else "GET",
             body=BODY if post else "",
