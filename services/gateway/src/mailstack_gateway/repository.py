@@ -340,9 +340,7 @@ class EmailWriter:
         self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
     ) -> None:
         async with self._autocommit.connect() as connection:
-            await connection.execute(
-                _RELEASE_KEY, _key_params(tenant_id, idempotency, email_ids)
-            )
+            await connection.execute(_RELEASE_KEY, _key_params(tenant_id, idempotency, email_ids))
 
     async def save_batch(
         self,

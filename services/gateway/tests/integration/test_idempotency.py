@@ -159,7 +159,9 @@ async def test_a_released_claim_frees_the_key_and_only_its_own_request_can_relea
     )
 
 
-async def test_the_cleanup_forgets_lapsed_claims_too(engine: AsyncEngine, writer: EmailWriter) -> None:
+async def test_the_cleanup_forgets_lapsed_claims_too(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
     assert await writer.claim_key(TENANT, KEY, [uuid.uuid4()]) is None
     assert await writer.forget_expired_keys() == 0
     await _expire_keys(engine)

@@ -10,7 +10,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys, tenants
-from mailstack_gateway.intake import Earlier, EarlierRequest, IdempotencyKey, parse_email, request_hash
+from mailstack_gateway.intake import (
+    Earlier,
+    EarlierRequest,
+    IdempotencyKey,
+    parse_email,
+    request_hash,
+)
 from mailstack_gateway.repository import EmailReader, EmailWriter
 
 pytestmark = pytest.mark.integration
@@ -195,9 +201,7 @@ async def test_one_idempotency_key_stores_one_email_even_under_concurrent_retrie
     stored = [email_id for email_id, found in zip(attempts, earlier, strict=True) if found is None]
     assert len(stored) == 1
     # The others were told it was in flight, or (once it committed) its email.
-    assert {
-        found.email_id for found in earlier if isinstance(found, EarlierRequest)
-    } <= set(stored)
+    assert {found.email_id for found in earlier if isinstance(found, EarlierRequest)} <= set(stored)
     assert all(found is None or found.request_sha256 == key.request_sha256 for found in earlier)
     async with engine.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(emails)) == 1
