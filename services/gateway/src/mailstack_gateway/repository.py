@@ -151,9 +151,10 @@ _FORGET_EXPIRED_KEYS = text(
 )
 # How long a key answers with its first request's email.
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
-# How long an unfinished claim holds its key: longer than a request can take (its attachments'
-# S3 puts give up within about 40 s), so only a crashed gateway's claim lapses, and then the
-# client's retries are told 409 until it does.
+# How long an unfinished claim holds its key: longer than a request takes (an email's S3 puts
+# give up within about 40 s), so in practice only a crashed gateway's claim lapses, the client's
+# retries being told 409 until it does. A request slower still stays safe: if a retry took its
+# lapsed claim, it stores nothing and answers as that retry does.
 IDEMPOTENCY_CLAIM_SECONDS = 60
 # A claim that is neither taken nor found was released or expired in between: try again.
 _CLAIM_ATTEMPTS = 3
