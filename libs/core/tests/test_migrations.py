@@ -67,3 +67,37 @@ def test_a_fresh_database_has_no_tenant_until_one_is_created(database_url: str) 
             assert connection.execute(text("SELECT count(*) FROM tenants")).scalar_one() == 0
     finally:
         engine.dispose()
+
+
+def test_a_downgrade_below_0012_drops_the_claims_in_flight_and_keeps_finished_keys(
+    database_url: str,
+) -> None:
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO tenants (id) VALUES ('acme')"))
+            email_id = connection.execute(
+                text(
+                    "INSERT INTO emails (id, tenant_id, sender_email, to_recipients, subject,"
+                    " text_body, status, request_body) VALUES (gen_random_uuid(), 'acme',"
+                    " 'a@example.com', '[]', 's', 't', 'QUEUED', '{}') RETURNING id"
+                )
+            ).scalar_one()
+            connection.execute(
+                text(
+                    "INSERT INTO idempotency_keys (tenant_id, key, request_sha256, email_id,"
+                    " email_ids, expires_at) VALUES"
+                    " ('acme', 'done', '\\x00', :id, ARRAY[:id], now() + interval '1 day'),"
+                    " ('acme', 'in-flight', '\\x00', NULL, ARRAY[gen_random_uuid()],"
+                    "  now() + interval '1 minute')"
+                ),
+                {"id": email_id},
+            )
+        # Its own parent, whatever the migrations are re-chained to.
+        downgrade(database_url, "0012-1")
+        with engine.connect() as connection:
+            keys = connection.execute(text("SELECT key FROM idempotency_keys")).scalars()
+            assert list(keys) == ["done"]
+        upgrade(database_url)
+    finally:
+        engine.dispose()

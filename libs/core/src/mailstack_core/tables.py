@@ -111,20 +111,26 @@ emails = Table(
 )
 
 # A client's idempotency key for a POST, and the email its first request created; kept 24 h.
+# Claimed before the request is handled: until its emails commit, `email_id` is NULL (the request
+# is in flight) and `expires_at` is the claim's short lease.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
     Column("tenant_id", Text, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
     Column("key", Text, primary_key=True),
     Column("request_sha256", BYTEA, nullable=False),
-    Column(
-        "email_id", UUID(as_uuid=True), ForeignKey("emails.id", ondelete="CASCADE"), nullable=False
-    ),
-    # Every email the request created, in order (`email_id` is the first); NULL: taken before 0007.
+    # NULL: the request is still in flight.
+    Column("email_id", UUID(as_uuid=True), ForeignKey("emails.id", ondelete="CASCADE")),
+    # Every email the request created (or, in flight, will create), in order (`email_id` is the
+    # first); NULL: taken before 0007.
     Column("email_ids", ARRAY(UUID(as_uuid=True))),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("length(key) BETWEEN 1 AND 255", name="idempotency_keys_key_length"),
+    CheckConstraint(
+        "email_id IS NOT NULL OR email_ids IS NOT NULL",
+        name="idempotency_keys_claim_names_its_emails",
+    ),
     Index("idempotency_keys_expires_at_idx", "expires_at"),
 )
 

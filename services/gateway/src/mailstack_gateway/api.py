@@ -169,6 +169,17 @@ _SUBMIT_DOC: dict[str, Any] = {
 _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_LIMITED_RESPONSES,
     202: {"model": EmailAccepted, "description": "Accepted: stored durably and queued"},
+    409: {
+        "model": Problem,
+        "description": (
+            "A request with the same `Idempotency-Key` (and body) is still being handled; "
+            "nothing was stored. Retry after `Retry-After` seconds: once it is done, the retry "
+            "answers its email(s)"
+        ),
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+        },
+    },
     413: {"model": Problem, "description": "Request body too large"},
     422: {"model": ErrorBody, "description": "Every validation error, each naming its field"},
     503: {
@@ -188,7 +199,8 @@ IdempotencyKeyHeader = Annotated[
         description=(
             "Makes a retried POST safe: within 24 h, the same key with the same body answers "
             "the first request's email(s) again (header `Idempotent-Replayed: true`) and stores "
-            "nothing; the same key with another body is 422. Scoped to the tenant."
+            "nothing; while the first request is still being handled it is 409 (retry after "
+            "`Retry-After`); the same key with another body is 422. Scoped to the tenant."
         ),
     ),
 ]
@@ -288,7 +300,8 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     description=(
         "Each email as in POST /v1/emails (`send_at` included). Stored in one transaction and "
         "published in SQS batches. Counts against the sending rate limit as its number of "
-        "emails. An `Idempotency-Key` replays the same items."
+        "emails. An `Idempotency-Key` replays the same items (409 while the first request "
+        "with it is still being handled)."
     ),
 )
 async def submit_batch(
@@ -632,6 +645,17 @@ def _idempotency_key_reused(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content=body.model_dump())
 
 
+def _idempotency_key_in_flight(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, intake.IdempotencyKeyInFlightError)
+    EMAILS_REJECTED.labels(reason="idempotency_key_in_flight").inc()
+    return _problem(
+        409,
+        "idempotency_key_in_flight",
+        str(exc),
+        {"Retry-After": str(exc.retry_after_seconds)},
+    )
+
+
 def _invalid_cursor(_: Request, exc: Exception) -> JSONResponse:
     body = ErrorBody(errors=[FieldError(field="cursor", message=str(exc))])
     return JSONResponse(status_code=422, content=body.model_dump())
@@ -661,6 +685,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(PayloadTooLargeError, _payload_too_large)
     app.add_exception_handler(InvalidCursorError, _invalid_cursor)
     app.add_exception_handler(intake.IdempotencyKeyReusedError, _idempotency_key_reused)
+    app.add_exception_handler(intake.IdempotencyKeyInFlightError, _idempotency_key_in_flight)
     app.add_exception_handler(
         intake.AttachmentStorageUnavailableError, _attachment_storage_unavailable
     )

@@ -56,6 +56,14 @@ class EarlierRequest:
 
 
 @dataclass(frozen=True)
+class RequestInFlight:
+    """The request that claimed an idempotency key is still being handled (its emails have not
+    committed yet): its hash."""
+
+    request_sha256: bytes
+
+
+@dataclass(frozen=True)
 class StoredAttachment:
     """An attachment as the email's row describes it: where its bytes are, and what they are."""
 
@@ -112,26 +120,45 @@ class IdempotencyKeyReusedError(ValueError):
         super().__init__("this Idempotency-Key was used with a different request body")
 
 
+class IdempotencyKeyInFlightError(RuntimeError):
+    """The same request, with the same key, is still being handled: retry once it is done."""
+
+    # What the 409 answers in Retry-After: most requests are done well within a second.
+    retry_after_seconds = 1
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a request with this Idempotency-Key is still being handled; retry after it completes"
+        )
+
+
+Earlier = EarlierRequest | RequestInFlight
+
+
 class IntakeStore(Protocol):
-    async def save_queued(
-        self,
-        tenant_id: str,
-        email_id: uuid.UUID,
-        email: EmailCreate,
-        request_body: str,
-        idempotency: IdempotencyKey | None = None,
-        attachments: Sequence[StoredAttachment] = (),
-    ) -> EarlierRequest | None:
-        """In one transaction: the email, its request body, a QUEUED history row, an outbox row
-        and the idempotency key; or nothing, and the request that took the key first."""
+    async def claim_key(
+        self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+    ) -> Earlier | None:
+        """Take the key for a request that will store `email_ids` (committed at once, before
+        anything else is done, so a duplicate sees it in flight); or nothing, and the request
+        that holds it: done, or still in flight. An unfinished claim expires after a short
+        lease (a crashed gateway's), a finished key after 24 h."""
+
+    async def release_key(
+        self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+    ) -> None:
+        """Drop the claim made for `email_ids` if it is still unfinished: the request failed."""
 
     async def save_batch(
         self,
         tenant_id: str,
         new_emails: Sequence[NewEmail],
         idempotency: IdempotencyKey | None = None,
-    ) -> EarlierRequest | None:
-        """`save_queued` for every email at once, in one transaction: all of them or none."""
+    ) -> Earlier | None:
+        """In one transaction, for every email: the email, its request body, a QUEUED (or
+        SCHEDULED) history row and, if QUEUED, an outbox row; with a key, the key's claim is
+        completed in the same transaction. All of them or none: nothing is stored when the claim
+        is no longer this request's, and the request that holds the key is returned."""
 
 
 def status_on_acceptance(email: EmailCreate) -> EmailStatus:
@@ -423,6 +450,70 @@ async def _store_attachments(
     ]
 
 
+def _earlier_ids(earlier: Earlier, idempotency: IdempotencyKey, count: int) -> list[uuid.UUID]:
+    """The ids of the emails the request that holds the key stored, to answer again; raises
+    when its answer cannot be this request's (another body: 422; not done yet: 409)."""
+    if earlier.request_sha256 != idempotency.request_sha256:
+        raise IdempotencyKeyReusedError
+    if isinstance(earlier, RequestInFlight):
+        raise IdempotencyKeyInFlightError
+    ids = earlier.email_ids or (earlier.email_id,)
+    # The same canonical JSON holds the same emails: the counts can only differ if the key was
+    # first used for another request, and then the hashes differ too.
+    if len(ids) != count:
+        raise IdempotencyKeyReusedError
+    return list(ids)
+
+
+async def _accept(
+    tenant_id: str,
+    emails: Sequence[tuple[EmailCreate, str]],
+    store: IntakeStore,
+    idempotency: IdempotencyKey | None,
+    attachments: AttachmentStore,
+) -> tuple[list[uuid.UUID], bool]:
+    """Store the emails (each with its request JSON) in one transaction; return their ids in
+    request order, and whether they are a replay (another request's, with the same key).
+
+    A key is claimed first, in its own statement: from then on a duplicate is told that this
+    request is in flight (409) rather than storing a second email, and it does not upload its
+    attachments either. The email's transaction completes the claim. A request that fails
+    releases its claim, so the client's retry is not told to wait for it."""
+    email_ids = [uuid.uuid4() for _ in emails]
+    if idempotency is not None:
+        earlier = await store.claim_key(tenant_id, idempotency, email_ids)
+        if earlier is not None:
+            return _earlier_ids(earlier, idempotency, len(emails)), True
+    try:
+        new_emails = [
+            NewEmail(email_id, email, body, await _store_attachments(email_id, email, attachments))
+            for email_id, (email, body) in zip(email_ids, emails, strict=True)
+        ]
+        earlier = await store.save_batch(tenant_id, new_emails, idempotency)
+    except Exception:
+        if idempotency is not None:
+            await _release(store, tenant_id, idempotency, email_ids)
+        raise
+    if earlier is not None:
+        assert idempotency is not None
+        # The claim lapsed while this request took longer than its lease, and was taken again.
+        return _earlier_ids(earlier, idempotency, len(emails)), True
+    return email_ids, False
+
+
+async def _release(
+    store: IntakeStore,
+    tenant_id: str,
+    idempotency: IdempotencyKey,
+    email_ids: Sequence[uuid.UUID],
+) -> None:
+    """Best effort: if the claim cannot be dropped (the database is what failed), it lapses."""
+    try:
+        await store.release_key(tenant_id, idempotency, email_ids)
+    except Exception as error:
+        log.warning("idempotency.release_failed", error=type(error).__name__)
+
+
 async def accept_email(
     tenant_id: str,
     email: EmailCreate,
@@ -434,30 +525,26 @@ async def accept_email(
 ) -> tuple[uuid.UUID, bool]:
     """Make the email durable, owned by the tenant; from the moment this returns, it will be
     attempted. Returns its id, and whether it is a replay: the same idempotency key and request
-    as an earlier call, whose email it returns instead of storing a second one.
+    as an earlier call, whose email it returns instead of storing a second one. Raises
+    IdempotencyKeyInFlightError while that earlier call is still being handled.
 
     Attachments are stored first, under the new id: a committed email always has them. If the
-    email then does not commit (an error, a replay), they are orphans that the bucket's
+    email then does not commit (an error, a lapsed claim), they are orphans that the bucket's
     lifecycle rule deletes."""
-    email_id = uuid.uuid4()
-    stored = await _store_attachments(email_id, email, attachments)
-    earlier = await store.save_queued(
-        tenant_id, email_id, email, request_body, idempotency, attachments=stored
+    [email_id], replayed = await _accept(
+        tenant_id, [(email, request_body)], store, idempotency, attachments
     )
-    if earlier is not None:
-        assert idempotency is not None
-        if earlier.request_sha256 != idempotency.request_sha256:
-            raise IdempotencyKeyReusedError
-        log.info("email.replayed", email_id=str(earlier.email_id), tenant=tenant_id)
-        return earlier.email_id, True
-    log.info(
-        "email.accepted",
-        email_id=str(email_id),
-        tenant=tenant_id,
-        recipients=len(email.to),
-        attachments=len(stored),
-    )
-    return email_id, False
+    if replayed:
+        log.info("email.replayed", email_id=str(email_id), tenant=tenant_id)
+    else:
+        log.info(
+            "email.accepted",
+            email_id=str(email_id),
+            tenant=tenant_id,
+            recipients=len(email.to),
+            attachments=len(email.attachments),
+        )
+    return email_id, replayed
 
 
 async def accept_batch(
@@ -470,30 +557,17 @@ async def accept_batch(
 ) -> tuple[list[AcceptedEmail], bool]:
     """Make every email of a batch (each with its request JSON) durable at once, or none; return
     them in request order, and whether this is a replay of an earlier batch with the same key,
-    whose emails it returns instead of storing new ones. Attachments are stored first, as for
-    one email (`accept_email`)."""
-    new_emails = []
-    for email, body in emails:
-        email_id = uuid.uuid4()
-        stored = await _store_attachments(email_id, email, attachments)
-        new_emails.append(NewEmail(email_id, email, body, stored))
-    statuses = [status_on_acceptance(new.email) for new in new_emails]
-    earlier = await store.save_batch(tenant_id, new_emails, idempotency)
-    if earlier is not None:
-        assert idempotency is not None
-        earlier_ids = earlier.email_ids or (earlier.email_id,)
-        # The same canonical JSON holds the same emails: the lengths can only differ if the key
-        # was first used for another request, and then the hashes differ too.
-        if earlier.request_sha256 != idempotency.request_sha256 or len(earlier_ids) != len(
-            new_emails
-        ):
-            raise IdempotencyKeyReusedError
-        log.info("batch.replayed", count=len(earlier_ids), tenant=tenant_id)
-        return [AcceptedEmail(i, s) for i, s in zip(earlier_ids, statuses, strict=True)], True
-    log.info(
-        "batch.accepted",
-        email_ids=[str(new.id) for new in new_emails],
-        tenant=tenant_id,
-        scheduled=statuses.count(EmailStatus.SCHEDULED),
-    )
-    return [AcceptedEmail(new.id, s) for new, s in zip(new_emails, statuses, strict=True)], False
+    whose emails it returns instead of storing new ones. Attachments are stored first, and the
+    key claimed before them, as for one email (`accept_email`)."""
+    email_ids, replayed = await _accept(tenant_id, emails, store, idempotency, attachments)
+    statuses = [status_on_acceptance(email) for email, _ in emails]
+    if replayed:
+        log.info("batch.replayed", count=len(email_ids), tenant=tenant_id)
+    else:
+        log.info(
+            "batch.accepted",
+            email_ids=[str(email_id) for email_id in email_ids],
+            tenant=tenant_id,
+            scheduled=statuses.count(EmailStatus.SCHEDULED),
+        )
+    return [AcceptedEmail(i, s) for i, s in zip(email_ids, statuses, strict=True)], replayed

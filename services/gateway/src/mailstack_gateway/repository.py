@@ -16,7 +16,14 @@ from mailstack_core.outcomes import Outcome
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails
 from mailstack_gateway.cancellation import Cancellation
-from mailstack_gateway.intake import EarlierRequest, IdempotencyKey, NewEmail, StoredAttachment
+from mailstack_gateway.intake import (
+    Earlier,
+    EarlierRequest,
+    IdempotencyKey,
+    NewEmail,
+    RequestInFlight,
+    StoredAttachment,
+)
 from mailstack_gateway.outbox import OutboxBacklog
 from mailstack_gateway.schemas import EmailCreate
 
@@ -35,21 +42,17 @@ def _address(address: Any) -> dict[str, Any]:
 # their foreign keys are checked when the statement ends, with the emails in place. The emails
 # come as one JSON array (one row each), so a batch of a hundred is still one statement.
 def _save_emails(keyed: bool) -> Any:
-    """The accept statement; `keyed`: only if the idempotency key is new (or expired), taken in
-    the same statement, so the key and its emails commit together or not at all. An email with
-    a `send_at` is SCHEDULED and gets no outbox row: the scheduler gives it one when it is due."""
+    """The accept statement; `keyed`: only if this request's claim on the idempotency key is
+    still there (unfinished, naming these ids), completed in the same statement, so the key's
+    answer and its emails commit together or not at all. An email with a `send_at` is SCHEDULED
+    and gets no outbox row: the scheduler gives it one when it is due."""
     key_cte = """
     key_taken AS (
-        INSERT INTO idempotency_keys
-            (tenant_id, key, request_sha256, email_id, email_ids, expires_at)
-        VALUES (:tenant_id, :idempotency_key, :request_sha256,
-                (CAST(:email_ids AS uuid[]))[1], CAST(:email_ids AS uuid[]),
-                now() + make_interval(secs => :key_ttl_seconds))
-        ON CONFLICT (tenant_id, key) DO UPDATE
-            SET request_sha256 = EXCLUDED.request_sha256, email_id = EXCLUDED.email_id,
-                email_ids = EXCLUDED.email_ids, created_at = now(),
-                expires_at = EXCLUDED.expires_at
-            WHERE idempotency_keys.expires_at <= now()
+        UPDATE idempotency_keys
+            SET email_id = (CAST(:email_ids AS uuid[]))[1],
+                expires_at = now() + make_interval(secs => :key_ttl_seconds)
+            WHERE tenant_id = :tenant_id AND key = :idempotency_key
+              AND email_id IS NULL AND email_ids = CAST(:email_ids AS uuid[])
         RETURNING email_id
     ),"""
     return text(
@@ -115,6 +118,26 @@ def _email_row(new: NewEmail) -> dict[str, Any]:
 
 _SAVE_EMAILS = _save_emails(keyed=False)
 _SAVE_EMAILS_KEYED = _save_emails(keyed=True)
+# A key is claimed for a request in its own statement (autocommit) before anything else is
+# done: a new key, or one whose 24 h (or, unfinished, whose claim's lease) is over. The claim is
+# the row with no `email_id` yet, naming the ids its request will store.
+_CLAIM_KEY = text(
+    """
+    INSERT INTO idempotency_keys AS k
+        (tenant_id, key, request_sha256, email_id, email_ids, expires_at)
+    VALUES (:tenant_id, :idempotency_key, :request_sha256, NULL, CAST(:email_ids AS uuid[]),
+            now() + make_interval(secs => :claim_seconds))
+    ON CONFLICT (tenant_id, key) DO UPDATE
+        SET request_sha256 = EXCLUDED.request_sha256, email_id = NULL,
+            email_ids = EXCLUDED.email_ids, created_at = now(), expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at <= now()
+    RETURNING 1
+    """
+)
+_RELEASE_KEY = text(
+    "DELETE FROM idempotency_keys WHERE tenant_id = :tenant_id AND key = :idempotency_key"
+    " AND email_id IS NULL AND email_ids = CAST(:email_ids AS uuid[])"
+)
 _EARLIER_REQUEST = text(
     "SELECT email_id, coalesce(email_ids, ARRAY[email_id]) AS email_ids, request_sha256"
     " FROM idempotency_keys WHERE tenant_id = :tenant_id AND key = :idempotency_key"
@@ -128,6 +151,13 @@ _FORGET_EXPIRED_KEYS = text(
 )
 # How long a key answers with its first request's email.
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
+# How long an unfinished claim holds its key: longer than a request takes (an email's S3 puts
+# give up within about 40 s), so in practice only a crashed gateway's claim lapses, the client's
+# retries being told 409 until it does. A request slower still stays safe: if a retry took its
+# lapsed claim, it stores nothing and answers as that retry does.
+IDEMPOTENCY_CLAIM_SECONDS = 60
+# A claim that is neither taken nor found was released or expired in between: try again.
+_CLAIM_ATTEMPTS = 3
 
 
 # Emails nothing has touched for `stranded_after` seconds, with no outbox row (so nothing will
@@ -240,6 +270,29 @@ _CANCEL = text(
 )
 
 
+def _key_params(
+    tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "idempotency_key": idempotency.key,
+        "request_sha256": idempotency.request_sha256,
+        "email_ids": list(email_ids),
+        "claim_seconds": float(IDEMPOTENCY_CLAIM_SECONDS),
+        "key_ttl_seconds": float(IDEMPOTENCY_KEY_TTL_SECONDS),
+    }
+
+
+async def _earlier_request(connection: AsyncConnection, params: dict[str, Any]) -> Earlier | None:
+    """The request that holds the key: done (its emails), or in flight (no email yet)."""
+    row = (await connection.execute(_EARLIER_REQUEST, params)).first()
+    if row is None:
+        return None
+    if row.email_id is None:
+        return RequestInFlight(bytes(row.request_sha256))
+    return EarlierRequest(row.email_id, bytes(row.request_sha256), tuple(row.email_ids))
+
+
 class EmailWriter:
     """Writes go to the primary only."""
 
@@ -260,23 +313,49 @@ class EmailWriter:
         request_body: str,
         idempotency: IdempotencyKey | None = None,
         attachments: Sequence[StoredAttachment] = (),
-    ) -> EarlierRequest | None:
+    ) -> Earlier | None:
         """One email: see `save_batch`."""
         return await self.save_batch(
             tenant_id, [NewEmail(email_id, email, request_body, attachments)], idempotency
         )
+
+    async def claim_key(
+        self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+    ) -> Earlier | None:
+        """Take the key for a request that will store `email_ids`, committed at once; None when
+        taken, otherwise the request that holds it (done, or still in flight). A key whose
+        emails are committing right now is waited for (its row is locked for milliseconds), so
+        the answer is then its replay, never a 409."""
+        params = _key_params(tenant_id, idempotency, email_ids)
+        async with self._autocommit.connect() as connection:
+            for _ in range(_CLAIM_ATTEMPTS):
+                if (await connection.execute(_CLAIM_KEY, params)).first() is not None:
+                    return None
+                earlier = await _earlier_request(connection, params)
+                if earlier is not None:
+                    return earlier
+        # Released and taken again, over and over: as busy as a request in flight.
+        return RequestInFlight(idempotency.request_sha256)
+
+    async def release_key(
+        self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+    ) -> None:
+        async with self._autocommit.connect() as connection:
+            await connection.execute(_RELEASE_KEY, _key_params(tenant_id, idempotency, email_ids))
 
     async def save_batch(
         self,
         tenant_id: str,
         new_emails: Sequence[NewEmail],
         idempotency: IdempotencyKey | None = None,
-    ) -> EarlierRequest | None:
+    ) -> Earlier | None:
         """The emails, each with its history row (QUEUED, or SCHEDULED) and, if QUEUED, its
-        outbox row (and the idempotency key): one statement, so one round trip, atomic on its
-        own (autocommit): all of them or none. When the key is already taken, nothing is stored
-        and the earlier request's emails are returned. Attachments are described (they are
-        already in S3); their bytes are not stored here."""
+        outbox row (and the completion of the idempotency key's claim, made by `claim_key` for
+        these ids): one statement, so one round trip, atomic on its own (autocommit): all of
+        them or none. When the claim is no longer theirs, nothing is stored and the request that
+        holds the key is returned (None for it would mean: the key is free again; answered as
+        in flight, so that the client retries). Attachments are described (they are already in
+        S3); their bytes are not stored here."""
         params: dict[str, Any] = {
             "tenant_id": tenant_id,
             "rows": json.dumps([_email_row(new) for new in new_emails]),
@@ -286,21 +365,13 @@ class EmailWriter:
             async with self._autocommit.connect() as connection:
                 await connection.execute(_SAVE_EMAILS, params)
             return None
-        params |= {
-            "idempotency_key": idempotency.key,
-            "request_sha256": idempotency.request_sha256,
-            "email_ids": [new.id for new in new_emails],
-            "key_ttl_seconds": float(IDEMPOTENCY_KEY_TTL_SECONDS),
-        }
+        params |= _key_params(tenant_id, idempotency, [new.id for new in new_emails])
         async with self._autocommit.connect() as connection:
             stored = (await connection.execute(_SAVE_EMAILS_KEYED, params)).scalar_one()
             if stored:
                 return None
-            # Taken: by a request that committed (a concurrent one waited for it on the key).
-            earlier = (await connection.execute(_EARLIER_REQUEST, params)).one()
-        return EarlierRequest(
-            earlier.email_id, bytes(earlier.request_sha256), tuple(earlier.email_ids)
-        )
+            earlier = await _earlier_request(connection, params)
+        return earlier or RequestInFlight(idempotency.request_sha256)
 
     async def forget_expired_keys(self, limit: int = 1000) -> int:
         async with self._autocommit.connect() as connection:

@@ -13,7 +13,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys
-from mailstack_gateway.intake import IdempotencyKey, NewEmail, parse_email, request_hash
+from mailstack_gateway.intake import (
+    Earlier,
+    EarlierRequest,
+    IdempotencyKey,
+    NewEmail,
+    parse_email,
+    request_hash,
+)
 from mailstack_gateway.repository import EmailWriter
 from mailstack_gateway.schemas import EmailCreate
 
@@ -144,23 +151,35 @@ async def test_a_batch_naming_one_id_twice_leaves_nothing(
     assert await _counts(engine) == (0, 0, 0)
 
 
+async def _keyed(
+    writer: EmailWriter, new_emails: list[NewEmail], key: IdempotencyKey
+) -> Earlier | None:
+    """As the intake does it: claim the key for these emails, then store them (completing it)."""
+    earlier = await writer.claim_key(TENANT, key, [new.id for new in new_emails])
+    return earlier if earlier is not None else await writer.save_batch(TENANT, new_emails, key)
+
+
 async def test_one_key_stores_one_batch_under_concurrent_retries_and_replays_its_ids_in_order(
     engine: AsyncEngine, writer: EmailWriter
 ) -> None:
     key = IdempotencyKey("nightly-digest", request_hash({"emails": ["the same request"]}))
     attempts = [_batch(5) for _ in range(4)]
 
-    results = await asyncio.gather(*(writer.save_batch(TENANT, a, key) for a in attempts))
+    results = await asyncio.gather(*(_keyed(writer, a, key) for a in attempts))
 
     stored = [attempt for attempt, result in zip(attempts, results, strict=True) if result is None]
     assert len(stored) == 1
     first_ids = tuple(new.id for new in stored[0])
+    # Each other attempt was told the first was in flight, or (once it committed) its ids.
     for result in results:
         if result is not None:
-            assert result.email_ids == first_ids
-            assert result.email_id == first_ids[0]
             assert result.request_sha256 == key.request_sha256
+            if isinstance(result, EarlierRequest):
+                assert (result.email_id, result.email_ids) == (first_ids[0], first_ids)
     assert await _counts(engine) == (5, 5, 5)
+    assert await _keyed(writer, _batch(5), key) == EarlierRequest(
+        first_ids[0], key.request_sha256, first_ids
+    )
     async with engine.connect() as connection:
         kept = (await connection.execute(select(idempotency_keys))).one()
     assert (kept.email_id, tuple(kept.email_ids)) == (first_ids[0], first_ids)
@@ -170,11 +189,11 @@ async def test_a_single_email_key_replays_as_a_one_email_batch(
     engine: AsyncEngine, writer: EmailWriter
 ) -> None:
     key = IdempotencyKey("receipt-1", request_hash(_request(1)))
-    email_id = uuid.uuid4()
-    await writer.save_queued(TENANT, email_id, parse_email(_request(1)), "{}", key)
+    first = _batch(1)
+    assert await _keyed(writer, first, key) is None
 
-    earlier = await writer.save_queued(TENANT, uuid.uuid4(), parse_email(_request(1)), "{}", key)
+    earlier = await _keyed(writer, _batch(1), key)
 
-    assert earlier is not None
-    assert (earlier.email_id, earlier.email_ids) == (email_id, (email_id,))
+    assert isinstance(earlier, EarlierRequest)
+    assert (earlier.email_id, earlier.email_ids) == (first[0].id, (first[0].id,))
     assert await _counts(engine) == (1, 1, 1)

@@ -10,7 +10,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys, tenants
-from mailstack_gateway.intake import IdempotencyKey, parse_email, request_hash
+from mailstack_gateway.intake import (
+    Earlier,
+    EarlierRequest,
+    IdempotencyKey,
+    parse_email,
+    request_hash,
+)
 from mailstack_gateway.repository import EmailReader, EmailWriter
 
 pytestmark = pytest.mark.integration
@@ -175,6 +181,14 @@ async def test_an_email_cannot_belong_to_a_tenant_that_does_not_exist(engine: As
         await writer.save_queued("nobody", uuid.uuid4(), parse_email(REQUEST), "{}")
 
 
+async def _keyed(writer: EmailWriter, email_id: uuid.UUID, key: IdempotencyKey) -> Earlier | None:
+    """As the intake does it: claim the key for the email, then store it (completing the key)."""
+    earlier = await writer.claim_key(TENANT, key, [email_id])
+    if earlier is not None:
+        return earlier
+    return await writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}", key)
+
+
 async def test_one_idempotency_key_stores_one_email_even_under_concurrent_retries(
     engine: AsyncEngine,
 ) -> None:
@@ -182,16 +196,13 @@ async def test_one_idempotency_key_stores_one_email_even_under_concurrent_retrie
     key = IdempotencyKey("order-42", request_hash(REQUEST))
     attempts = [uuid.uuid4() for _ in range(5)]
 
-    earlier = await asyncio.gather(
-        *(
-            writer.save_queued(TENANT, email_id, parse_email(REQUEST), "{}", key)
-            for email_id in attempts
-        )
-    )
+    earlier = await asyncio.gather(*(_keyed(writer, email_id, key) for email_id in attempts))
 
     stored = [email_id for email_id, found in zip(attempts, earlier, strict=True) if found is None]
     assert len(stored) == 1
-    assert {found.email_id for found in earlier if found is not None} == set(stored)
+    # The others were told it was in flight, or (once it committed) its email.
+    assert {found.email_id for found in earlier if isinstance(found, EarlierRequest)} <= set(stored)
+    assert all(found is None or found.request_sha256 == key.request_sha256 for found in earlier)
     async with engine.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(emails)) == 1
 
@@ -202,14 +213,14 @@ async def test_an_expired_idempotency_key_is_taken_anew_and_forgotten_by_the_cle
     writer = EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
     key = IdempotencyKey("order-42", request_hash(REQUEST))
     first = uuid.uuid4()
-    assert await writer.save_queued(TENANT, first, parse_email(REQUEST), "{}", key) is None
+    assert await _keyed(writer, first, key) is None
     async with engine.begin() as connection:
         await connection.execute(
             idempotency_keys.update().values(expires_at=func.now() - text("interval '1 second'"))
         )
 
     second = uuid.uuid4()
-    assert await writer.save_queued(TENANT, second, parse_email(REQUEST), "{}", key) is None
+    assert await _keyed(writer, second, key) is None
     async with engine.connect() as connection:
         owner = await connection.scalar(select(idempotency_keys.c.email_id))
     assert owner == second

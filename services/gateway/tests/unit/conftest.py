@@ -20,9 +20,11 @@ from mailstack_gateway.auth import ALL_SCOPES, AuthenticationError, Principal, S
 from mailstack_gateway.cancellation import Cancellation
 from mailstack_gateway.intake import (
     AttachmentStorageUnavailableError,
+    Earlier,
     EarlierRequest,
     IdempotencyKey,
     NewEmail,
+    RequestInFlight,
     StoredAttachment,
     status_on_acceptance,
 )
@@ -67,52 +69,46 @@ class FakeWriter:
         self.mark_error: Exception | None = None
         self.locked: set[uuid.UUID] = set()
         self.tenants: dict[uuid.UUID, str] = {}
-        self.keys: dict[tuple[str, str], EarlierRequest] = {}
+        self.keys: dict[tuple[str, str], Earlier] = {}
+        # The claims still in flight: the ids their requests will store.
+        self.claims: dict[tuple[str, str], tuple[uuid.UUID, ...]] = {}
         # Each save_batch call's ids, in order: one call is one transaction.
         self.batches: list[list[uuid.UUID]] = []
         self.statuses: dict[uuid.UUID, EmailStatus] = {}
         self.attachments: dict[uuid.UUID, list[StoredAttachment]] = {}
 
-    async def save_queued(
-        self,
-        tenant_id: str,
-        email_id: uuid.UUID,
-        email: EmailCreate,
-        request_body: str,
-        idempotency: IdempotencyKey | None = None,
-        attachments: Sequence[StoredAttachment] = (),
-    ) -> EarlierRequest | None:
-        if self.save_error is not None:
-            raise self.save_error
-        if idempotency is not None:
-            earlier = self.keys.get((tenant_id, idempotency.key))
-            if earlier is not None:
-                return earlier
-            self.keys[(tenant_id, idempotency.key)] = EarlierRequest(
-                email_id, idempotency.request_sha256
-            )
-        self.saved[email_id] = (email, request_body)
-        self.tenants[email_id] = tenant_id
-        self.statuses[email_id] = status_on_acceptance(email)
-        self.attachments[email_id] = list(attachments)
+    async def claim_key(
+        self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+    ) -> Earlier | None:
+        held = self.keys.get((tenant_id, idempotency.key))
+        if held is not None:
+            return held
+        self.keys[(tenant_id, idempotency.key)] = RequestInFlight(idempotency.request_sha256)
+        self.claims[(tenant_id, idempotency.key)] = tuple(email_ids)
         return None
+
+    async def release_key(
+        self, tenant_id: str, idempotency: IdempotencyKey, email_ids: Sequence[uuid.UUID]
+    ) -> None:
+        if self.claims.get((tenant_id, idempotency.key)) == tuple(email_ids):
+            del self.claims[(tenant_id, idempotency.key)]
+            del self.keys[(tenant_id, idempotency.key)]
 
     async def save_batch(
         self,
         tenant_id: str,
         new_emails: Sequence[NewEmail],
         idempotency: IdempotencyKey | None = None,
-    ) -> EarlierRequest | None:
+    ) -> Earlier | None:
         if self.save_error is not None:
             raise self.save_error
         ids = tuple(new.id for new in new_emails)
         if idempotency is not None:
-            earlier = self.keys.get((tenant_id, idempotency.key))
-            if earlier is not None:
-                return earlier
-            self.keys[(tenant_id, idempotency.key)] = EarlierRequest(
-                ids[0], idempotency.request_sha256, ids
-            )
+            held = (tenant_id, idempotency.key)
+            if self.claims.get(held) != ids:
+                return self.keys.get(held) or RequestInFlight(idempotency.request_sha256)
+            del self.claims[held]
+            self.keys[held] = EarlierRequest(ids[0], idempotency.request_sha256, ids)
         for new in new_emails:
             self.saved[new.id] = (new.email, new.request_body)
             self.tenants[new.id] = tenant_id

@@ -121,7 +121,18 @@ def test_openapi_describes_every_new_email_field_with_examples(document: dict[st
 
 def test_openapi_documents_the_error_answers_of_submit(document: dict[str, Any]) -> None:
     responses = document["paths"]["/v1/emails"]["post"]["responses"]
-    assert {"202", "413", "422", "503"} <= set(responses)
+    assert {"202", "409", "413", "422", "503"} <= set(responses)
+
+
+@pytest.mark.parametrize("path", ["/v1/emails", "/v1/emails/batch"])
+def test_openapi_documents_the_409_of_a_key_in_flight_with_its_retry_after(
+    document: dict[str, Any], path: str
+) -> None:
+    conflict = document["paths"][path]["post"]["responses"]["409"]
+    assert "Idempotency-Key" in conflict["description"]
+    assert "Retry-After" in conflict["headers"]
+    schema = conflict["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Problem"}
 
 
 @pytest.mark.parametrize(
