@@ -69,7 +69,7 @@ def test_a_fresh_database_has_no_tenant_until_one_is_created(database_url: str) 
         engine.dispose()
 
 
-def test_a_downgrade_below_0012_drops_the_claims_in_flight_and_keeps_finished_keys(
+def test_a_downgrade_below_0008_drops_the_claims_in_flight_and_keeps_finished_keys(
     database_url: str,
 ) -> None:
     engine = create_engine(normalize_database_url(database_url))
@@ -94,7 +94,7 @@ def test_a_downgrade_below_0012_drops_the_claims_in_flight_and_keeps_finished_ke
                 {"id": email_id},
             )
         # Its own parent, whatever the migrations are re-chained to.
-        downgrade(database_url, "0012-1")
+        downgrade(database_url, "0008-1")
         with engine.connect() as connection:
             keys = connection.execute(text("SELECT key FROM idempotency_keys")).scalars()
             assert list(keys) == ["done"]

@@ -5,7 +5,7 @@ its email's transaction completes it. A duplicate meanwhile is answered 409.
 A downgrade drops the claims still in flight (their requests then store nothing and answer 409;
 the client's retry is accepted).
 
-Revision ID: 0012
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-02
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0012"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
