@@ -33,6 +33,8 @@ ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER = "elasticemail-stub", "sendgrid-st
 POSTGRES = "postgres"
 # Started in this order, stopped in the reverse one (supervisord's priorities).
 COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER, GATEWAY, PROCESSOR)
+# Components that need neither the database nor the queues.
+STUBS = (ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER)
 # Health paths on each component's port. The gateway's /readyz needs the admin scope; the
 # launcher checked the database and SQS itself.
 HEALTH_PATHS = {ELASTICEMAIL_STUB: "/_stub/health", SENDGRID_STUB: "/_stub/health"}
@@ -141,8 +143,8 @@ class Stack:
                 server = self.cluster_url
             database_url = postgres.ensure_database(server, config.database_name)
         database_url = postgres.sqlalchemy_url(database_url)
-        if config.aws_endpoint_url is None:
-            self.start(LOCALSTACK)
+        # What needs nothing else starts at once, together; each start overlaps the others'.
+        self.launch(*([LOCALSTACK] if config.aws_endpoint_url is None else []), *STUBS)
         endpoint, services = config.endpoint_url, config.localstack_services
         ready = lambda: localstack.services_ready(endpoint, services)  # noqa: E731
         eventually(ready, TIMEOUTS[LOCALSTACK], what=f"LocalStack at {endpoint} ready")
@@ -161,8 +163,7 @@ class Stack:
             "DATABASE_URL": database_url,
         }
         self.env = credentials.stack_env(config, urls)
-        for name in COMPONENTS[1:]:
-            self.start(name)
+        self.start(*COMPONENTS[1:])
         c.write_env_file(config.env_file, self.env)
         log.info("stack.up env_file=%s", config.env_file)
         return RunningStack(values=self.env, source=str(config.env_file), stack=self)
@@ -191,26 +192,34 @@ class Stack:
         pids = {name: self.pid(name) for name in (*COMPONENTS, *own_postgres)}
         return [(name, pid, pid is not None and self._healthy(name)) for name, pid in pids.items()]
 
-    def start(self, name: str) -> None:
-        """Start one component unless it runs (after `stop`, a crash, or for `up`), with the
-        settings `up` gave it, and wait until it is healthy; a changed definition restarts it."""
-        config = self.config
+    def start(self, *names: str) -> None:
+        """Start components unless they run (after `stop`, a crash, or for `up`), all at once,
+        with the settings `up` gave them, and wait until each is healthy; a changed definition
+        restarts one."""
+        self.launch(*names)
+        for name in names:
+            self._wait_healthy(name)
+            if name == LOCALSTACK and self.env:
+                # LocalStack on the host keeps no state across a restart: bootstrap again, as
+                # `up` does; the names, and so the queue URLs the services hold, are the same.
+                resources.bootstrap(
+                    self.config.repo_root, self.config.endpoint_url, self.config.name_prefix
+                )
+
+    def launch(self, *names: str) -> None:
+        """Have supervisord start the components that do not run; waits for nothing."""
         if not self._answers():
             self._start_supervisord()
-        if name == POSTGRES:
-            postgres.init_cluster(config.state_dir / "postgres" / "data")
-        self._define(name)
-        if (state := self.state(name)) not in ACTIVE:
-            # Not right after a crash (EXITED): supervisord restarts it once its port is free.
-            if state != "EXITED" and c.port_in_use(port := self._port(name)):
-                raise PortTakenError(f"port {port} for {name} is in use by another process")
-            with contextlib.suppress(xmlrpc.client.Fault):  # already started; or failed: below
-                self.rpc.startProcess(name)
-        self._wait_healthy(name)
-        if name == LOCALSTACK and self.env:
-            # LocalStack on the host keeps no state across a restart: bootstrap again, as `up`
-            # does; the names, and so the queue URLs the services hold, are the same.
-            resources.bootstrap(config.repo_root, config.endpoint_url, config.name_prefix)
+        for name in names:
+            if name == POSTGRES:
+                postgres.init_cluster(self.config.state_dir / "postgres" / "data")
+            self._define(name)
+            if (state := self.state(name)) not in ACTIVE:
+                # Not right after a crash (EXITED): supervisord restarts it once its port is free.
+                if state != "EXITED" and c.port_in_use(port := self._port(name)):
+                    raise PortTakenError(f"port {port} for {name} is in use by another process")
+                with contextlib.suppress(xmlrpc.client.Fault):  # already started; or failed: below
+                    self.rpc.startProcess(name, False)
 
     def stop(self, name: str) -> bool:
         """Stop one component with its grace; False if it was not running."""
