@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,13 +71,19 @@ def drop_database(admin_url: str, name: str) -> None:
     )
 
 
-def migrate(database_url: str, log_file: Path, python: str = sys.executable) -> None:
-    """Bring the database to the latest schema (`python -m mailstack_core.migrate`)."""
+@contextlib.contextmanager
+def migrating(database_url: str, log_file: Path, python: str = sys.executable) -> Iterator[None]:
+    """Bring the database to the latest schema (`python -m mailstack_core.migrate`) while the
+    block runs; done, or raises, when the block ends."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     argv = [python, "-m", "mailstack_core.migrate", "--database-url", database_url]
-    with log_file.open("a") as log:
-        if subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode:
-            raise PostgresError(f"migrations failed; see {log_file}")
+    with log_file.open("a") as log, subprocess.Popen(argv, stdout=log, stderr=log) as migration:
+        try:
+            yield
+        finally:
+            code = migration.wait()
+    if code:
+        raise PostgresError(f"migrations failed; see {log_file}")
 
 
 def bin_dir() -> Path:

@@ -147,9 +147,10 @@ class Stack:
         self.launch(*([LOCALSTACK] if config.aws_endpoint_url is None else []), *STUBS)
         endpoint, services = config.endpoint_url, config.localstack_services
         ready = lambda: localstack.services_ready(endpoint, services)  # noqa: E731
-        eventually(ready, TIMEOUTS[LOCALSTACK], what=f"LocalStack at {endpoint} ready")
-        self.queues = queues = resources.bootstrap(config.repo_root, endpoint, config.name_prefix)
-        postgres.migrate(database_url, self.log_file("migrate"), config.python)
+        with postgres.migrating(database_url, self.log_file("migrate"), config.python):
+            eventually(ready, TIMEOUTS[LOCALSTACK], what=f"LocalStack at {endpoint} ready")
+            queues = resources.bootstrap(config.repo_root, endpoint, config.name_prefix)
+        self.queues = queues
         urls = {
             "DEV_ISSUER_URL": url(ports.dev_issuer),
             "GATEWAY_URL": url(ports.gateway),

@@ -167,7 +167,8 @@ def migrated_template(
     name = unique_name("template")
     url = postgres.ensure_database(postgres_admin_url, name)
     try:
-        postgres.migrate(url, tmp_path_factory.mktemp("migrations") / "migrate.log")
+        with postgres.migrating(url, tmp_path_factory.mktemp("migrations") / "migrate.log"):
+            pass
         yield name
     finally:
         postgres.drop_database(postgres_admin_url, name)
