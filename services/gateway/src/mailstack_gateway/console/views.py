@@ -16,7 +16,7 @@ from mailstack_gateway.console.queries import (
 )
 
 # The chart's drawing box (SVG user units): one slot per minute, bars with a gap between them.
-CHART_WIDTH = 600
+CHART_WIDTH = 960
 CHART_HEIGHT = 120
 _SLOT = CHART_WIDTH / WINDOW_MINUTES
 _BAR = _SLOT - 2
