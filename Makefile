@@ -50,33 +50,14 @@ api-key: sync ## Print a new sending+reading API key for TENANT=<name> (created 
 token: sync ## Print a JWT for TENANT=<name> from the local development issuer (sending+reading)
 	@$(UV) run --frozen mailstack-stack token --tenant "$(TENANT)"
 
-# The console's browser test drives Debian's Chromium (never a browser Playwright downloads).
-CHROMIUM := /usr/bin/chromium
-
 .PHONY: browser
 browser: ## Install Debian's chromium for the console's browser test, if /usr/bin/chromium is missing (root or sudo)
-	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-		echo "make browser: $(CHROMIUM) is missing and this is not a Debian machine (no apt-get):" \
-			"install Chromium so that it is $(CHROMIUM); the console's browser test fails without it" >&2; \
-		exit 1; \
-	fi; \
-	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=sudo; \
-	else \
-		echo "make browser: $(CHROMIUM) is missing and installing it needs root or sudo:" \
-			"run 'sudo apt-get install chromium'; the console's browser test fails without it" >&2; \
-		exit 1; \
-	fi; \
-	echo "make browser: installing Debian's chromium (apt-get)"; \
-	$$sudo apt-get update -qq && \
-	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null && \
-	[ -x $(CHROMIUM) ] || { echo "make browser: apt-get did not install $(CHROMIUM)" >&2; exit 1; }
+	@bash tools/install-chromium.sh
 
 .PHONY: test
 test: sync ## Run every test: unit, integration, infra; then the e2e and contract tests (2 xdist workers each)
 	@status=0; \
-	$(MAKE) --no-print-directory browser || status=$$?; \
+	bash tools/install-chromium.sh || status=$$?; \
 	$(UV) run --frozen pytest -m "not e2e" -n 2 --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	$(UV) run --frozen pytest -m e2e -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) \
 		|| { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
