@@ -92,7 +92,7 @@ def test_the_timeline_marks_a_provider_taking_over_from_one_that_failed() -> Non
             ("QUEUED", None, {"outcome": "accepted"}),
             ("PROCESSING", None, {}),
             ("FAILED", "elasticemail", {"outcome": "failed", "reason": "HTTP 503"}),
-            ("SENT", "sendgrid", {"outcome": "sent", "attempt": 2}),
+            ("SENT", "sendgrid", {"outcome": "sent", "attempt": 2, "transaction_id": None}),
         )
     )
 

@@ -129,7 +129,7 @@ _NEW_DELIVERY = {EmailStatus.QUEUED.value, EmailStatus.PROCESSING.value}
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value) if value is not None else ""
+    return value if isinstance(value, str) else repr(value)
 
 
 def timeline(rows: Iterable[Any]) -> list[TimelineEntry]:
@@ -154,7 +154,11 @@ def timeline(rows: Iterable[Any]) -> list[TimelineEntry]:
                 provider=row.provider,
                 failover_from=failover_from,
                 outcome=outcome if isinstance(outcome, str) else None,
-                details=[(key, _text(value)) for key, value in detail.items() if key != "outcome"],
+                details=[
+                    (key, _text(value))
+                    for key, value in detail.items()
+                    if key != "outcome" and value is not None
+                ],
             )
         )
     return entries
