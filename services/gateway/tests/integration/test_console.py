@@ -152,6 +152,19 @@ async def test_signing_in_opens_a_server_side_session_in_a_strict_http_only_cook
     assert page.status_code == 200
     assert f'data-testid="tenant">{TENANT}<' in page.text
 
+    # Signing in again (a sign-in form left open in another tab) replaces the session.
+    form = await console.get("/console/sign-in", headers={"Cookie": "none=1"})
+    again = await console.post(
+        "/console/sign-in",
+        data={"api_key": token, "csrf_token": _csrf(form)},
+        headers={"Cookie": f"{_cookie_header(form.cookies)}; {SESSION_COOKIE}={session_id}"},
+    )
+    assert again.status_code == 303
+    async with engine.connect() as connection:
+        rows = (await connection.execute(select(console_sessions.c.id_sha256))).all()
+    assert [bytes(row.id_sha256) for row in rows] != [bytes(stored.id_sha256)]
+    assert len(rows) == 1
+
 
 async def test_cookies_are_secure_when_the_request_came_over_https(
     console: httpx.AsyncClient, admin: KeyAdmin

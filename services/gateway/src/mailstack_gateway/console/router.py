@@ -194,6 +194,8 @@ async def sign_in(
             request, console, f"That API key lacks the {Scope.READ.value} scope.", 403
         )
     key_id = principal.credential_id.removeprefix("key:")
+    if previous := request.cookies.get(SESSION_COOKIE):
+        await console.sessions.close(previous)  # signing in again replaces the session
     opened = await console.sessions.open(
         key_id, principal.tenant_id, console.config.session_lifetime
     )
