@@ -50,9 +50,14 @@ api-key: sync ## Print a new sending+reading API key for TENANT=<name> (created 
 token: sync ## Print a JWT for TENANT=<name> from the local development issuer (sending+reading)
 	@$(UV) run --frozen mailstack-stack token --tenant "$(TENANT)"
 
+.PHONY: browser
+browser: ## Install Debian's chromium for the console's browser test, if /usr/bin/chromium is missing (root or sudo)
+	@bash tools/install-chromium.sh
+
 .PHONY: test
 test: sync ## Run every test: unit, integration, infra; then the e2e and contract tests (2 xdist workers each)
 	@status=0; \
+	bash tools/install-chromium.sh || status=$$?; \
 	$(UV) run --frozen pytest -m "not e2e" -n 2 --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	$(UV) run --frozen pytest -m e2e -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) \
 		|| { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
@@ -63,7 +68,7 @@ test-unit: sync ## Run only the tests that need no database or LocalStack
 	$(UV) run --frozen pytest -m "not integration and not e2e" -n 2 $(PYTEST_ARGS)
 
 .PHONY: test-contract
-test-contract: sync ## Run the black-box contract suite (STACK=external: against the running stack)
+test-contract: sync browser ## Run the black-box contract suite (STACK=external: against the running stack)
 	$(UV) run --frozen pytest contract-tests $(STACK_ARGS) --durations=15 $(PYTEST_ARGS)
 
 .PHONY: lint

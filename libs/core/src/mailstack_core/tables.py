@@ -168,6 +168,8 @@ email_history = Table(
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
     CheckConstraint(f"status IN ({_STATUS_VALUES})", name="email_history_status_known"),
     Index("email_history_email_id_id_idx", "email_id", "id"),
+    # The console's last hour of sends (migration 0011): `at` grows with the physical order.
+    Index("email_history_at_brin_idx", "at", postgresql_using="brin"),
 )
 
 # One row: how long history must be kept before the retention job may delete it.
@@ -190,4 +192,19 @@ provider_breakers = Table(
     Column("opened_until", DateTime(timezone=True)),
     Column("last_error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The web console's signed-in browsers (migration 0011), owned by the gateway: the cookie holds
+# a random session id, this table only its SHA-256. Revoking or deleting the key ends them.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_sha256", BYTEA, primary_key=True),
+    Column("key_id", Text, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", Text, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("console_sessions_expires_at_idx", "expires_at"),
+    Index("console_sessions_key_id_idx", "key_id"),
 )

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core import migrate, telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_gateway import api, outbox, scheduler
+from mailstack_gateway import api, console, outbox, scheduler
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
@@ -198,6 +199,17 @@ def create_app(
     app.state.services = services
     app.state.schema_check = schema_check(primary)
     api.install(app)
+    console.install(
+        app,
+        console.Console(
+            console.SessionStore(primary),
+            console.ConsoleQueries(replica if replica is not None else primary),
+            console.ConsoleConfig(
+                session_lifetime=timedelta(hours=settings.console_session_hours),
+                secure_cookies=settings.console_secure_cookies,
+            ),
+        ),
+    )
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:
         # Imported only when tracing is on, as are Sentry's integrations: start-up time.

@@ -46,7 +46,9 @@ class GatewayMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.extend(SECURITY_HEADERS)
-                headers.append(DOCS_CSP if scope["path"] == "/docs" else API_CSP)
+                # A response with a policy of its own (the console's pages) keeps it.
+                if not any(name.lower() == API_CSP[0] for name, _ in headers):
+                    headers.append(DOCS_CSP if scope["path"] == "/docs" else API_CSP)
                 quota: Any = scope.get("state", {}).get(self.quota_state)
                 if quota is not None and not any(
                     name.lower() == b"ratelimit-limit" for name, _ in headers

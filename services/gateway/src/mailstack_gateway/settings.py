@@ -70,6 +70,12 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
     jwt_scope_claim: str = "scope"
     jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
 
+    # The web console (/console): how long a sign-in lasts, and whether its cookies are Secure
+    # (unset: when the request came over HTTPS, or a proxy's X-Forwarded-Proto says so; set it
+    # to true behind a TLS-terminating load balancer that does not send that header).
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    console_secure_cookies: bool | None = None
+
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")
 
