@@ -168,7 +168,7 @@ email_history = Table(
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
     CheckConstraint(f"status IN ({_STATUS_VALUES})", name="email_history_status_known"),
     Index("email_history_email_id_id_idx", "email_id", "id"),
-    # The console's last hour of sends (migration 0011): `at` grows with the physical order.
+    # The console's last hour of sends (migration 0009): `at` grows with the physical order.
     Index("email_history_at_brin_idx", "at", postgresql_using="brin"),
 )
 
@@ -194,7 +194,7 @@ provider_breakers = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# The web console's signed-in browsers (migration 0011), owned by the gateway: the cookie holds
+# The web console's signed-in browsers (migration 0009), owned by the gateway: the cookie holds
 # a random session id, this table only its SHA-256. Revoking or deleting the key ends them.
 console_sessions = Table(
     "console_sessions",

@@ -1,4 +1,4 @@
-"""Console sessions kept in Postgres (`console_sessions`, migration 0011).
+"""Console sessions kept in Postgres (`console_sessions`, migration 0009).
 
 The browser's cookie holds a random session id (256 bits); the table keeps only its SHA-256, so
 reading the table yields no cookie that works. Each row names the API key the session was opened

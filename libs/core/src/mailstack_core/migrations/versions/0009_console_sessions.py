@@ -8,8 +8,8 @@ was opened with, its tenant, its CSRF token and its expiry. Deleting or revoking
 is a few pages, costs the writers next to nothing, and lets the console's "sends per minute over
 the last hour" read only the newest blocks.
 
-Revision ID: 0011
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02
 """
 
@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0011"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
