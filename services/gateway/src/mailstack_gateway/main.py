@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core import migrate, telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_gateway import api, outbox, scheduler
+from mailstack_gateway import api, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
@@ -198,6 +198,11 @@ def create_app(
     app.state.services = services
     app.state.schema_check = schema_check(primary)
     api.install(app)
+    webhooks.install(
+        app,
+        webhooks.WebhookStore(primary),
+        webhooks.WebhookPolicy(settings.webhook_http_hosts, settings.webhook_allowed_networks),
+    )
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:
         # Imported only when tracing is on, as are Sentry's integrations: start-up time.
