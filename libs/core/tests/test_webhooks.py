@@ -19,7 +19,7 @@ LOOPBACK = hooks.parse_networks("127.0.0.0/8")
         "192.168.1.1",
         "100.64.0.1",  # shared address space (carrier-grade NAT)
         "169.254.169.254",  # cloud metadata service
-        "0.0.0.0",
+        "0.0.0.0",  # noqa: S104 - an address refused, nothing binds it
         "224.0.0.1",
         "255.255.255.255",
         "::1",

@@ -77,7 +77,8 @@ def test_backoff_first_retry_within_ten_seconds_then_doubling_up_to_the_cap() ->
     rng = random.Random(7)
     for attempt, ceiling in [(1, 5), (2, 10), (3, 20), (4, 40), (10, 2560), (11, 3600)]:
         delays = [policy.delay(attempt, rng) for _ in range(200)]
-        assert ceiling / 2 <= min(delays) and max(delays) <= ceiling, attempt
+        assert ceiling / 2 <= min(delays), attempt
+        assert max(delays) <= ceiling, attempt
         assert max(delays) - min(delays) > ceiling / 4, "jitter spreads the retries"
     assert policy.delay(1, rng) <= 10
     assert policy.delay(500, rng) <= 3600
@@ -119,7 +120,9 @@ async def test_an_attempt_posts_the_signed_body_and_2xx_is_delivered() -> None:
     endpoint = Endpoint(204)
     attempt = await dispatcher(endpoint).attempt(an_event())
 
-    assert attempt.delivered and attempt.status_code == 204 and attempt.error is None
+    assert attempt.delivered
+    assert attempt.status_code == 204
+    assert attempt.error is None
     [request] = endpoint.requests
     assert request.headers["content-type"] == "application/json"
     payload = json.loads(request.content)
@@ -131,20 +134,23 @@ async def test_an_attempt_posts_the_signed_body_and_2xx_is_delivered() -> None:
 @pytest.mark.parametrize("status", [301, 400, 410, 500, 503])
 async def test_any_other_answer_is_a_failure(status: int) -> None:
     attempt = await dispatcher(Endpoint(status)).attempt(an_event())
-    assert not attempt.delivered and attempt.status_code == status
+    assert not attempt.delivered
+    assert attempt.status_code == status
 
 
 async def test_no_answer_is_a_failure_with_the_error() -> None:
     endpoint = Endpoint(error=httpx.ConnectTimeout("timed out"))
     attempt = await dispatcher(endpoint).attempt(an_event())
-    assert not attempt.delivered and attempt.status_code is None
+    assert not attempt.delivered
+    assert attempt.status_code is None
     assert attempt.error == "ConnectTimeout: timed out"
 
 
 async def test_a_url_no_longer_allowed_is_not_called() -> None:
     endpoint = Endpoint()
     attempt = await dispatcher(endpoint).attempt(an_event(url="http://hooks.example.org/in"))
-    assert attempt.error is not None and attempt.error.startswith("blocked: must use https")
+    assert attempt.error is not None
+    assert attempt.error.startswith("blocked: must use https")
     assert endpoint.requests == []
 
 
@@ -178,7 +184,8 @@ async def test_run_delivers_every_claimed_event_and_schedules_the_failed_ones() 
     assert sorted(event_id for event_id, _, _ in outbox.recorded) == [e.id for e in events]
     for _, attempt, retry_at in outbox.recorded:
         assert attempt.status_code == 500
-        assert retry_at is not None and NOW < retry_at <= NOW + timedelta(seconds=5)
+        assert retry_at is not None
+        assert NOW < retry_at <= NOW + timedelta(seconds=5)
 
 
 async def test_the_guarded_backend_refuses_loopback_unless_allow_listed() -> None:
@@ -186,7 +193,7 @@ async def test_the_guarded_backend_refuses_loopback_unless_allow_listed() -> Non
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        with pytest.raises(hooks.BlockedAddressError, match="127.0.0.1"):
+        with pytest.raises(hooks.BlockedAddressError, match=r"127\.0\.0\.1"):
             await GuardedNetworkBackend(()).connect_tcp("127.0.0.1", port, timeout=2)
         with pytest.raises(hooks.BlockedAddressError):
             await GuardedNetworkBackend(()).connect_tcp("localhost", port, timeout=2)
@@ -200,7 +207,7 @@ async def test_the_guarded_client_never_reaches_the_metadata_address() -> None:
         with pytest.raises(hooks.BlockedAddressError, match=r"169\.254\.169\.254"):
             await client.post("http://169.254.169.254/latest/meta-data/")
     with pytest.raises(httpcore.ConnectError):
-        await GuardedNetworkBackend(()).connect_unix_socket("/tmp/socket")
+        await GuardedNetworkBackend(()).connect_unix_socket("socket")
 
 
 def test_settings_need_a_lease_longer_than_an_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
