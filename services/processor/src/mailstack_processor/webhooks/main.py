@@ -38,7 +38,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
     engine = create_async_engine(
         normalize_database_url(settings.database_url),
         pool_size=settings.database_pool_size,
-        max_overflow=settings.dispatcher_concurrency,
+        max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 3},
     )

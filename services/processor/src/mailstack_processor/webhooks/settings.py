@@ -15,6 +15,7 @@ class DispatcherSettings(BaseSettings, TelemetrySettings):
 
     database_url: str
     database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=5, ge=0)
 
     # The same two settings as the gateway's (mailstack_core.webhooks): hosts reachable over
     # http://, and CIDRs that may be called although private or loopback.
