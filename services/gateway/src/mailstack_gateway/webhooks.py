@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -278,10 +278,16 @@ def _not_found(endpoint_id: uuid.UUID, what: str = "webhook") -> JSONResponse:
     return JSONResponse(status_code=404, content=body.model_dump())
 
 
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Every validation error, each naming its field"}
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     **_LIMITED_RESPONSES,
+    **_INVALID,
     404: {"model": Problem, "description": "No such webhook (or another tenant's)"},
 }
+# Ids of delivery attempts are Postgres bigints.
+MAX_ID = 2**63 - 1
 _ROUTE: dict[str, Any] = {"tags": ["webhooks"], "openapi_extra": {"security": BEARER}}
 
 router = APIRouter()
@@ -291,7 +297,7 @@ router = APIRouter()
     "/v1/webhooks",
     status_code=201,
     response_model=WebhookCreated,
-    responses={**_LIMITED_RESPONSES, 409: {"model": Problem}, 422: {"model": ErrorBody}},
+    responses={**_LIMITED_RESPONSES, **_INVALID, 409: {"model": Problem}},
     summary="Register an endpoint for the caller's email events; the secret is shown once",
     **_ROUTE,
 )
@@ -319,7 +325,7 @@ async def create_webhook(
 @router.get(
     "/v1/webhooks",
     response_model=WebhookList,
-    responses=_LIMITED_RESPONSES,
+    responses={**_LIMITED_RESPONSES, **_INVALID},
     summary="The caller's webhook endpoints (never their secrets)",
     **_ROUTE,
 )
@@ -385,7 +391,7 @@ async def list_deliveries(
     request: Request,
     principal: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> WebhookDeliveryPage | JSONResponse:
     rows = await _store(request).deliveries(principal.tenant_id, webhook_id, limit, before)
     if rows is None:
@@ -416,7 +422,10 @@ async def list_deliveries(
     **_ROUTE,
 )
 async def replay_delivery(
-    webhook_id: uuid.UUID, delivery_id: int, request: Request, principal: Sender
+    webhook_id: uuid.UUID,
+    delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    request: Request,
+    principal: Sender,
 ) -> WebhookEventQueued | JSONResponse:
     row = await _store(request).replay(principal.tenant_id, webhook_id, delivery_id)
     if row is None:
