@@ -12,6 +12,7 @@ import pytest
 from email_flows import submit, wait_for_final
 from mailstack_stack.recording import ReceivedWebhook, WebhookReceiver
 from mailstack_stack.waiting import eventually
+from test_security import _client, _tenant_key
 
 STATUS_EVENTS = ["email.queued", "email.processing", "email.sent"]
 
@@ -172,3 +173,17 @@ def test_urls_reaching_private_addresses_and_unknown_events_are_refused(
     response = gateway.post("/v1/webhooks", json={"url": url, "events": events})
     assert response.status_code == 422, response.text
     assert [error["field"] for error in response.json()["errors"]] == [field]
+
+
+def test_another_tenant_neither_sees_nor_touches_an_endpoint(
+    stack: Any, gateway: httpx.Client, endpoint: dict[str, Any]
+) -> None:
+    _, key = _tenant_key(stack)
+    path = f"/v1/webhooks/{endpoint['id']}"
+    with _client(stack, key) as other:
+        assert other.get("/v1/webhooks").json()["items"] == []
+        assert other.get(path).status_code == 404
+        assert other.get(f"{path}/deliveries").status_code == 404
+        assert other.post(f"{path}/test").status_code == 404
+        assert other.delete(path).status_code == 404
+    assert gateway.get(path).status_code == 200
