@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -51,7 +51,40 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     return body
 
 
-class RecordingServer:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port), from `start()` or `with` until
+    `stop()`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer((LOCALHOST, 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOCALHOST}:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RecordingServer(_LocalServer):
     """Listens on 127.0.0.1 (a free port) from `start()` or `with` until `stop()`."""
 
     def __init__(self, response_body: bytes = b"", content_type: str = "application/json"):
@@ -78,37 +111,16 @@ class RecordingServer:
             def log_message(self, format: str, *args: object) -> None:
                 return None  # the test reads the recorded requests, not a log
 
-        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://{LOCALHOST}:{self._server.server_address[1]}"
+        return self.base_url
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """The requests received so far whose path starts with `path`."""
         with self._lock:
             return [request for request in self._requests if request.path.startswith(path)]
-
-    def start(self) -> "RecordingServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> "RecordingServer":
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,7 @@ class ReceivedWebhook:
         return loaded
 
 
-class WebhookReceiver:
+class WebhookReceiver(_LocalServer):
     """A user's webhook endpoint for tests: verifies each request's signature with the Standard
     Webhooks library, as a receiver should, and answers 204, or 401 to a request that does not
     verify. `delay_seconds` makes it slow to answer (the request is recorded on arrival)."""
@@ -160,13 +172,11 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://{LOCALHOST}:{self._server.server_address[1]}{self.path}"
+        return f"{self.base_url}{self.path}"
 
     def verifies(self, body: bytes, headers: dict[str, str]) -> bool:
         if self.secret is None:
@@ -180,22 +190,3 @@ class WebhookReceiver:
     def received(self) -> list[ReceivedWebhook]:
         with self._lock:
             return list(self._received)
-
-    def start(self) -> "WebhookReceiver":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> "WebhookReceiver":
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -2,19 +2,14 @@
 SIGTERM or SIGINT, then lets the deliveries under way finish."""
 
 import asyncio
-import functools
-import signal
 from datetime import timedelta
 
 import structlog
-import uvloop
-from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from mailstack_core import telemetry
 from mailstack_core import webhooks as hooks
 from mailstack_core.database import normalize_database_url
-from mailstack_core.logs import configure_logging
+from mailstack_processor import lifecycle
 from mailstack_processor.webhooks.dispatcher import Dispatcher, RetryPolicy
 from mailstack_processor.webhooks.network import guarded_client
 from mailstack_processor.webhooks.settings import DispatcherSettings
@@ -68,33 +63,12 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event) -> None:
         log.info("dispatcher.stopped")
 
 
-def _request_stop(stop: asyncio.Event, signum: int) -> None:
-    log.info("dispatcher.stopping", signal=signal.Signals(signum).name)
-    stop.set()
-
-
-async def _main(settings: DispatcherSettings) -> None:
-    telemetry.report_errors_of_tasks()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, functools.partial(_request_stop, stop, signum))
-    await serve(settings, stop)
-
-
 def run() -> None:
     settings = DispatcherSettings()
-    observed = telemetry.configure_telemetry(settings, SERVICE_NAME)
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        datadog_trace_ids=settings.dd_logs_injection,
-        processors=telemetry.log_processors(),
+    lifecycle.run_service(
+        settings,
+        SERVICE_NAME,
+        (settings.log_level, settings.log_format),
+        (settings.dispatcher_health_host, settings.dispatcher_health_port),
+        lambda stop, _: serve(settings, stop),
     )
-    if settings.dispatcher_health_port:
-        # /healthz and /metrics (any path answers with the metrics while the process lives).
-        start_http_server(settings.dispatcher_health_port, addr=settings.dispatcher_health_host)
-    try:
-        uvloop.run(_main(settings))
-    finally:
-        observed.shutdown()
