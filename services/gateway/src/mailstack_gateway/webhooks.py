@@ -141,7 +141,8 @@ class WebhookStore:
             return (await connection.execute(statement)).first() is not None
 
     async def enqueue_test(self, tenant_id: str, endpoint_id: uuid.UUID) -> str | None:
-        """A test event for the endpoint (enabled or not: a test is how one checks it again)."""
+        """A test event for the endpoint, whatever it subscribes to (a disabled endpoint gets it
+        once it is enabled again)."""
         event_id = f"msg_{uuid.uuid4().hex}"
         async with self._engine.begin() as connection:
             endpoint = (
