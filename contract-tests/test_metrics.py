@@ -1,4 +1,5 @@
-"""Both services' /metrics expose every metric docs/operations.md lists, and count one email."""
+"""The services' /metrics (gateway, processor, webhook dispatcher) expose every metric
+docs/operations.md lists, and count one email."""
 
 import re
 from pathlib import Path
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.e2e
 
 OPERATIONS_DOC = Path(__file__).parents[1] / "docs" / "operations.md"
 _ROW = re.compile(
-    r"^\| `(mailstack_(gateway|processor)_\w+)` \| (counter|gauge|histogram) \|", re.M
+    r"^\| `(mailstack_(gateway|processor|dispatcher)_\w+)` \| (counter|gauge|histogram) \|",
+    re.M,
 )
 
 
@@ -28,14 +30,16 @@ def documented_metrics() -> list[tuple[str, str, str]]:
     return rows
 
 
-def processor_metrics_url(stack: Any) -> str:
+def metrics_url(stack: Any, service: str) -> str:
+    """The /metrics of the processor or the dispatcher (their health ports)."""
     if isinstance(stack, ExternalStack):
-        url = stack.get("PROCESSOR_METRICS_URL")
+        name = f"{service.upper()}_METRICS_URL"
+        url = stack.get(name)
         if url is None:
-            pytest.skip("--stack=external: PROCESSOR_METRICS_URL (the processor's health port)")
+            pytest.skip(f"--stack=external: {name} (the {service}'s health port)")
         return url
     config = stack.stack.config
-    return f"{config.url(config.ports.processor_health)}/metrics"
+    return f"{config.url(getattr(config.ports, f'{service}_health'))}/metrics"
 
 
 def families(exposition: str) -> dict[str, Family]:
@@ -63,12 +67,13 @@ def test_both_services_expose_every_documented_metric_and_count_an_email(
     response = gateway.get("/metrics")
     assert response.status_code == 200, response.text
     exposed = {"gateway": families(response.text)}
-    scraped = httpx.get(processor_metrics_url(stack), timeout=10)
-    assert scraped.status_code == 200
-    exposed["processor"] = families(scraped.text)
+    for service in ("processor", "dispatcher"):
+        scraped = httpx.get(metrics_url(stack, service), timeout=10)
+        assert scraped.status_code == 200
+        exposed[service] = families(scraped.text)
 
     documented = documented_metrics()
-    assert {service for _, service, _ in documented} == {"gateway", "processor"}
+    assert {service for _, service, _ in documented} == {"gateway", "processor", "dispatcher"}
     for name, service, kind in documented:
         family = exposed[service].get(name)
         assert family is not None, f"{name} is documented but not exposed"

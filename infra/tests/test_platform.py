@@ -121,13 +121,17 @@ def test_the_stack_alarms_on(prod: StackRecord, namespace: str, metric: str) -> 
     ]
 
 
-def test_ecs_alarms_cover_both_services(prod: StackRecord) -> None:
+def test_ecs_alarms_cover_every_service(prod: StackRecord) -> None:
     services = {
         a.inputs["dimensions"]["ServiceName"]
         for a in prod.of_type(ALARM)
         if a.inputs["namespace"] == "AWS/ECS"
     }
-    assert services == {"mailstack-prod-gateway", "mailstack-prod-processor"}
+    assert services == {
+        "mailstack-prod-gateway",
+        "mailstack-prod-processor",
+        "mailstack-prod-dispatcher",
+    }
 
 
 def test_no_iam_policy_allows_a_wildcard_action(

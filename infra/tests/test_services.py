@@ -41,16 +41,19 @@ def app_subnet_ids(stack: StackRecord) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("service", ["gateway", "processor"])
+@pytest.mark.parametrize(
+    ("service", "group"),
+    [("gateway", "gateway"), ("processor", "processor"), ("dispatcher", "processor")],
+)
 def test_services_run_on_fargate_in_private_subnets_without_public_ip(
-    prod: StackRecord, service: str
+    prod: StackRecord, service: str, group: str
 ) -> None:
     inputs = prod.one(SERVICE, f"{service}-service").inputs
     assert inputs["launchType"] == "FARGATE"
     network = inputs["networkConfiguration"]
     assert network["assignPublicIp"] is False
     assert sorted(network["subnets"]) == app_subnet_ids(prod)
-    assert network["securityGroups"] == [prod.one(SG, f"firewall-{service}").id]
+    assert network["securityGroups"] == [prod.one(SG, f"firewall-{group}").id]
 
 
 def test_gateway_admits_traffic_only_from_the_alb(prod: StackRecord) -> None:
@@ -74,7 +77,7 @@ def test_processor_and_jobs_admit_no_traffic(prod: StackRecord) -> None:
         assert not [r for r in prod.of_type(INGRESS) if r.inputs["securityGroupId"] == sg]
 
 
-@pytest.mark.parametrize("service", ["gateway", "processor"])
+@pytest.mark.parametrize("service", ["gateway", "processor", "dispatcher"])
 def test_deployments_roll_back_on_failure_and_keep_full_capacity(
     dev: StackRecord, service: str
 ) -> None:
@@ -84,7 +87,7 @@ def test_deployments_roll_back_on_failure_and_keep_full_capacity(
     assert inputs["deploymentMaximumPercent"] == 200
 
 
-@pytest.mark.parametrize("service", ["gateway", "processor"])
+@pytest.mark.parametrize("service", ["gateway", "processor", "dispatcher"])
 def test_task_runs_read_only_as_a_non_root_user(dev: StackRecord, service: str) -> None:
     definition = container(dev, service)
     assert definition["readonlyRootFilesystem"] is True
@@ -92,7 +95,7 @@ def test_task_runs_read_only_as_a_non_root_user(dev: StackRecord, service: str) 
     assert user not in ("", "0", "root")
 
 
-@pytest.mark.parametrize("service", ["gateway", "processor"])
+@pytest.mark.parametrize("service", ["gateway", "processor", "dispatcher"])
 def test_task_logs_to_its_own_group_with_retention(dev: StackRecord, service: str) -> None:
     logging = container(dev, service)["logConfiguration"]
     assert logging["logDriver"] == "awslogs"
@@ -103,7 +106,11 @@ def test_task_logs_to_its_own_group_with_retention(dev: StackRecord, service: st
 
 @pytest.mark.parametrize(
     ("service", "url"),
-    [("gateway", "http://127.0.0.1:8000/healthz"), ("processor", "http://127.0.0.1:9101/healthz")],
+    [
+        ("gateway", "http://127.0.0.1:8000/healthz"),
+        ("processor", "http://127.0.0.1:9101/healthz"),
+        ("dispatcher", "http://127.0.0.1:9102/healthz"),
+    ],
 )
 def test_task_has_a_container_health_check(dev: StackRecord, service: str, url: str) -> None:
     check = container(dev, service)["healthCheck"]
@@ -125,6 +132,31 @@ def test_image_is_the_digest_the_configured_tag_points_at(
         {key: args.get(key) for key in ("repositoryName", "imageTag")} for args in looked_up
     ]
     assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+
+
+def test_the_dispatcher_runs_the_processor_image_with_its_own_command_and_only_the_database(
+    prod: StackRecord,
+) -> None:
+    definition = container(prod, "dispatcher")
+    assert definition["image"] == container(prod, "processor")["image"]
+    assert definition["command"] == ["python", "-m", "mailstack_processor.webhooks"]
+    assert [s["name"] for s in definition["secrets"]] == ["DATABASE_URL"]
+    assert definition["secrets"][0]["valueFrom"] == secret_arn(prod, "database-url")
+    environment = {e["name"]: e["value"] for e in definition["environment"]}
+    # The SSRF guard's allow-list stays empty in AWS: no private address is ever called.
+    assert "WEBHOOK_ALLOWED_NETWORKS" not in environment
+    assert "WEBHOOK_HTTP_HOSTS" not in environment
+    assert environment["DISPATCHER_HEALTH_PORT"] == "9102"
+    # No AWS API but its own logs (the metrics collector's, when there is one).
+    policies = [r for r in prod.of_type(ROLE_POLICY) if r.name == "dispatcher-task"]
+    actions = {
+        action
+        for policy in policies
+        for statement in policy.json("policy")["Statement"]
+        for action in statement["Action"]
+    }
+    assert actions <= {"logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}
+    assert prod.one(SERVICE, "dispatcher-service").inputs["desiredCount"] == 1
 
 
 def test_prod_tags_are_immutable(prod: StackRecord) -> None:

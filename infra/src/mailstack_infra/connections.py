@@ -23,8 +23,16 @@ ALARM_SHARE = 0.8
 # Connections the scheduled jobs may hold through the proxy (one each, no pool, a retry
 # overlapping a late run).
 JOBS_CONNECTIONS = 4
+# The webhook dispatcher: DISPATCHER_MAX_TASKS tasks, each with a pool of DISPATCHER_POOL_SIZE
+# and up to DISPATCHER_MAX_OVERFLOW more; reserved, like the jobs', before the pools are sized.
+DISPATCHER_MAX_TASKS = 1
+DISPATCHER_POOL_SIZE = 2
+DISPATCHER_MAX_OVERFLOW = 2
 # A rolling deployment runs old and new tasks side by side (maximum percent 200).
 DEPLOYMENT_OVERLAP = 2
+DISPATCHER_CONNECTIONS = (
+    DEPLOYMENT_OVERLAP * DISPATCHER_MAX_TASKS * (DISPATCHER_POOL_SIZE + DISPATCHER_MAX_OVERFLOW)
+)
 # What each task's pool holds when the database has room: the services' own defaults.
 DEFAULT_POOL_SIZE = 20
 MIN_POOL_SIZE = 2
@@ -94,7 +102,7 @@ def plan_connections(
     on a replica with the same max_connections, fits the same share."""
     proxy = max_connections * PROXY_MAX_CONNECTIONS_PERCENT // 100
     tasks = DEPLOYMENT_OVERLAP * (gateway.max_tasks + processor.max_tasks)
-    pool = min(DEFAULT_POOL_SIZE, (proxy - JOBS_CONNECTIONS) // tasks)
+    pool = min(DEFAULT_POOL_SIZE, (proxy - JOBS_CONNECTIONS - DISPATCHER_CONNECTIONS) // tasks)
     if pool < MIN_POOL_SIZE:
         raise ConfigError(
             f"max_connections {max_connections} leaves {pool} connection(s) per task for "

@@ -89,6 +89,8 @@ class FargateServiceArgs:
     collector_image: str = COLLECTOR_IMAGE
     # The app's logs to Datadog through a FireLens log router (None: to CloudWatch).
     datadog: DatadogLogs | None = None
+    # The container's command, replacing the image's (e.g. the dispatcher, in the processor's).
+    command: Sequence[str] | None = None
 
 
 def task_execution_role(
@@ -374,6 +376,7 @@ class FargateService(pulumi.ComponentResource):
             region=args.region,
             port=args.port,
             health_check_url=args.health_check_url,
+            command=args.command,
         )
         containers = [app]
         if args.datadog is not None:

@@ -155,6 +155,8 @@ class StackConfig:
     task_architecture: str = "X86_64"
     gateway: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 2, 4))
     processor: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 1, 4))
+    # The webhook dispatcher: one task (connections.DISPATCHER_MAX_TASKS).
+    dispatcher: ServiceSizing = field(default_factory=lambda: ServiceSizing(256, 512, 1, 1))
     gateway_requests_per_target: int = 500
     processor_backlog_per_task: int = 100
     db_instance_class: str = "db.t4g.micro"

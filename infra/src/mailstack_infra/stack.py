@@ -20,7 +20,13 @@ from mailstack_infra.buckets import (
 )
 from mailstack_infra.cache import Cache, CacheArgs
 from mailstack_infra.cluster import Cluster
-from mailstack_infra.connections import ConnectionBudget, max_connections, plan_connections
+from mailstack_infra.connections import (
+    DISPATCHER_MAX_OVERFLOW,
+    DISPATCHER_POOL_SIZE,
+    ConnectionBudget,
+    max_connections,
+    plan_connections,
+)
 from mailstack_infra.dashboard import DashboardArgs, dashboard
 from mailstack_infra.database import APP_USER, Database, DatabaseArgs, sqlalchemy_url
 from mailstack_infra.endpoints import Endpoints, EndpointsArgs
@@ -56,6 +62,7 @@ from mailstack_infra.waf import WebFirewall, WebFirewallArgs
 REPUBLISHED_METRIC = "EmailsRepublished"
 
 PROCESSOR_HEALTH_PORT = 9101
+DISPATCHER_HEALTH_PORT = 9102
 CLEANUP_HANDLER = "mailstack_jobs.cleanup.handler"
 RETRY_HANDLER = "mailstack_jobs.retry.handler"
 # The CA certificates libpq verifies the database with (PGSSLROOTCERT). In the images: the
@@ -443,6 +450,7 @@ def _build_application(
         common, firewall, queue, attachments, secrets, cache, load_balancer, budget, ready
     )
     processor = _processor(common, firewall, queue, attachments, secrets, budget, ready)
+    dispatcher = _dispatcher(common, firewall, secrets, ready)
     dashboard(
         "dashboard",
         DashboardArgs(
@@ -454,7 +462,11 @@ def _build_application(
             dead_letter_queue_name=queue.dead_letter_queue.name,
             database_identifier=database.primary.identifier,
             cluster_name=cluster.cluster.name,
-            service_names=[gateway.service.name, processor.service.name],
+            service_names=[
+                gateway.service.name,
+                processor.service.name,
+                dispatcher.service.name,
+            ],
         ),
         top,
     )
@@ -462,6 +474,7 @@ def _build_application(
         {
             "gateway_service": gateway.service.name,
             "processor_service": processor.service.name,
+            "dispatcher_service": dispatcher.service.name,
             "migration_task_definition": migration.task_definition.arn,
             "migration_log_group": migration.log_group.name,
             # Where a one-off task from the migration definition runs (docs/deploy.md).
@@ -573,6 +586,8 @@ class ServiceCommon:
         name: str,
         *,
         image_tag: str,
+        image: str | None = None,
+        command: list[str] | None = None,
         security_group_id: pulumi.Input[str],
         environment: dict[str, pulumi.Input[str]],
         secret_arns: dict[str, pulumi.Input[str]],
@@ -592,9 +607,11 @@ class ServiceCommon:
                 prefix=config.prefix,
                 cluster_arn=self.cluster.cluster.arn,
                 cluster_name=self.cluster.cluster.name,
-                image=self.registry.image(name, image_tag),
-                repository_arn=self.registry.repositories[name].arn,
-                sizing=config.gateway if name == "gateway" else config.processor,
+                image=self.registry.image(image or name, image_tag),
+                repository_arn=self.registry.repositories[image or name].arn,
+                sizing={"gateway": config.gateway, "dispatcher": config.dispatcher}.get(
+                    name, config.processor
+                ),
                 cpu_architecture=config.task_architecture,
                 region=config.region,
                 account_id=self.account.account_id,
@@ -614,6 +631,7 @@ class ServiceCommon:
                 collector_image=config.collector_image,
                 datadog=self.datadog,
                 metrics_api_key_arn=metrics_api_key_arn,
+                command=command,
             ),
             self.opts,
         )
@@ -776,6 +794,38 @@ def _processor(
                 ),
             )
         ],
+        depends_on=depends_on,
+    )
+
+
+def _dispatcher(
+    common: ServiceCommon,
+    firewall: Firewall,
+    secrets: Secrets,
+    depends_on: list[pulumi.Resource],
+) -> FargateService:
+    """The webhook dispatcher: the processor's image with another command, the processor's
+    network rules (no ingress; egress to the endpoints on 443) and only the database secret.
+    Its SSRF guard allows no private network here: WEBHOOK_ALLOWED_NETWORKS stays empty."""
+    config = common.config
+    return common.service(
+        "dispatcher",
+        image="processor",
+        image_tag=config.processor_image_tag,
+        command=["python", "-m", "mailstack_processor.webhooks"],
+        security_group_id=firewall.processor.id,
+        environment={
+            "DISPATCHER_HEALTH_HOST": "127.0.0.1",
+            "DISPATCHER_HEALTH_PORT": str(DISPATCHER_HEALTH_PORT),
+            "DATABASE_POOL_SIZE": str(DISPATCHER_POOL_SIZE),
+            "DATABASE_MAX_OVERFLOW": str(DISPATCHER_MAX_OVERFLOW),
+        },
+        secret_arns={"DATABASE_URL": secrets.database_url.arn},
+        health_check_url=f"http://127.0.0.1:{DISPATCHER_HEALTH_PORT}/healthz",
+        metrics_port=DISPATCHER_HEALTH_PORT,
+        # It reaches only Postgres and the tenants' endpoints: no AWS API at all.
+        statements=[],
+        scaling_policies=[],
         depends_on=depends_on,
     )
 

@@ -56,7 +56,9 @@ def test_names_follow_the_prometheus_conventions() -> None:
     names = [metric.name for metric in metrics.CATALOGUE]
     assert len(names) == len(set(names))
     for metric in metrics.CATALOGUE:
-        assert re.fullmatch(r"mailstack_(gateway|processor)_[a-z][a-z_]*[a-z]", metric.name)
+        assert re.fullmatch(
+            r"mailstack_(gateway|processor|dispatcher)_[a-z][a-z_]*[a-z]", metric.name
+        )
         assert metric.name.endswith("_total") == (metric.kind is metrics.Kind.COUNTER), metric.name
         if metric.kind is metrics.Kind.HISTOGRAM:
             assert metric.name.endswith("_seconds"), metric.name

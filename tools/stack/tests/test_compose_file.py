@@ -37,11 +37,12 @@ from mailstack_stack.stack import Stack
 
 # The services whose process stays up (migrate runs once and exits).
 LONG_RUNNING = {"postgres", "localstack", "elasticemail-stub", "sendgrid-stub", "gateway"}
-LONG_RUNNING |= {"processor", "redis", "dev-issuer", "jaeger"}
+LONG_RUNNING |= {"processor", "dispatcher", "redis", "dev-issuer", "jaeger"}
 # Taken from the shell, as `make up` passes them in host mode (mailstack_stack.passthrough).
 TELEMETRY = {"OTEL_EXPORTER_OTLP_ENDPOINT", "SENTRY_DSN", "DD_LOGS_INJECTION"}
 # Each built service and the Dockerfile target (final stage) it runs.
 BUILT_TARGETS = {"migrate": "gateway", "gateway": "gateway", "processor": "processor"}
+BUILT_TARGETS |= {"dispatcher": "processor"}
 BUILT_TARGETS |= {"elasticemail-stub": "stubs", "sendgrid-stub": "stubs", "dev-issuer": "stubs"}
 BUILT = set(BUILT_TARGETS)
 # localstack/localstack's default account id for any test credentials.

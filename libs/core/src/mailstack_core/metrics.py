@@ -18,6 +18,7 @@ class Kind(enum.StrEnum):
 class Service(enum.StrEnum):
     GATEWAY = "gateway"
     PROCESSOR = "processor"
+    DISPATCHER = "dispatcher"
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,52 @@ PROCESSOR_LAST_POLL = Metric(
     aggregation="min",
 )
 
+# -- dispatcher (webhooks out) ----------------------------------------------------------------
+DISPATCHER_DELIVERIES = Metric(
+    "mailstack_dispatcher_deliveries_total",
+    Kind.COUNTER,
+    "Webhook delivery attempts by outcome: delivered (2xx), failed (another answer, or none), "
+    "blocked (the URL or its address is not allowed)",
+    ("outcome",),
+)
+DISPATCHER_DELIVERY_SECONDS = Metric(
+    "mailstack_dispatcher_delivery_seconds",
+    Kind.HISTOGRAM,
+    "Latency of webhook delivery attempts, whatever their outcome",
+    buckets=PROVIDER_BUCKETS,
+)
+DISPATCHER_EVENTS_GIVEN_UP = Metric(
+    "mailstack_dispatcher_events_given_up_total",
+    Kind.COUNTER,
+    "Webhook events not delivered within WEBHOOK_MAX_EVENT_AGE_SECONDS: no more attempts",
+)
+DISPATCHER_ENDPOINTS_DISABLED = Metric(
+    "mailstack_dispatcher_endpoints_disabled_total",
+    Kind.COUNTER,
+    "Webhook endpoints disabled after failing for WEBHOOK_DISABLE_AFTER_SECONDS",
+)
+DISPATCHER_BACKLOG = Metric(
+    "mailstack_dispatcher_backlog",
+    Kind.GAUGE,
+    "Webhook events due now and not delivered (enabled endpoints), as of the last count",
+    aggregation="max",
+)
+DISPATCHER_OLDEST_DUE_AGE = Metric(
+    "mailstack_dispatcher_oldest_due_age_seconds",
+    Kind.GAUGE,
+    "How long the longest-waiting due webhook event has been due (0: none), as of the last count",
+    aggregation="max",
+)
+DISPATCHER_IN_FLIGHT = Metric(
+    "mailstack_dispatcher_in_flight", Kind.GAUGE, "Webhook deliveries under way now"
+)
+DISPATCHER_LAST_POLL = Metric(
+    "mailstack_dispatcher_last_poll_timestamp_seconds",
+    Kind.GAUGE,
+    "When the dispatcher last looked for due webhook events (Unix time)",
+    aggregation="min",
+)
+
 CATALOGUE: tuple[Metric, ...] = (
     GATEWAY_REQUEST_SECONDS,
     GATEWAY_EMAILS_ACCEPTED,
@@ -219,6 +266,14 @@ CATALOGUE: tuple[Metric, ...] = (
     PROCESSOR_QUEUE_LAG,
     PROCESSOR_IN_FLIGHT,
     PROCESSOR_LAST_POLL,
+    DISPATCHER_DELIVERIES,
+    DISPATCHER_DELIVERY_SECONDS,
+    DISPATCHER_EVENTS_GIVEN_UP,
+    DISPATCHER_ENDPOINTS_DISABLED,
+    DISPATCHER_BACKLOG,
+    DISPATCHER_OLDEST_DUE_AGE,
+    DISPATCHER_IN_FLIGHT,
+    DISPATCHER_LAST_POLL,
 )
 
 

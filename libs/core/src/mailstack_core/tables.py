@@ -2,6 +2,7 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -11,8 +12,10 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 
@@ -207,4 +210,81 @@ console_sessions = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("console_sessions_expires_at_idx", "expires_at"),
     Index("console_sessions_key_id_idx", "key_id"),
+)
+
+# A tenant's webhook endpoint (migration 0010): where its emails' events are posted, signed with
+# `secret` (Standard Webhooks, `whsec_...`), shown once at creation and never again.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    # Event types (`email.sent`, ...) or '*' for all of them.
+    Column("events", ARRAY(Text), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    # Why the dispatcher disabled it (it failed for WEBHOOK_DISABLE_AFTER_SECONDS).
+    Column("disabled_reason", Text),
+    # The first failure since the last success; NULL while it answers.
+    Column("first_failure_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("cardinality(events) > 0", name="webhook_endpoints_has_events"),
+    Index("webhook_endpoints_tenant_id_idx", "tenant_id"),
+)
+
+# The webhook outbox: one row per event and endpoint, written by a trigger on email_history in
+# the history row's own transaction (or by POST /v1/webhooks/{id}/test); the dispatcher claims
+# due rows, posts them and records each attempt. `id` is the stable `webhook-id`.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "endpoint_id",
+        UUID(as_uuid=True),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The email and the history row it announces (NULL for a test event).
+    Column("email_id", UUID(as_uuid=True)),
+    Column("history_id", BigInteger),
+    Column("type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # When it is due; while a dispatcher holds it, the end of that dispatcher's lease.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    # Not delivered within WEBHOOK_MAX_EVENT_AGE_SECONDS: no more attempts (a replay restarts it).
+    Column("gave_up_at", DateTime(timezone=True)),
+    UniqueConstraint("endpoint_id", "history_id", name="webhook_events_endpoint_history"),
+    Index(
+        "webhook_events_due_idx",
+        "next_attempt_at",
+        postgresql_where=text("delivered_at IS NULL AND gave_up_at IS NULL"),
+    ),
+    Index("webhook_events_endpoint_id_idx", "endpoint_id", "created_at"),
+)
+
+# Every attempt to deliver an event: GET /v1/webhooks/{id}/deliveries.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", Text, ForeignKey("webhook_events.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "endpoint_id",
+        UUID(as_uuid=True),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    # The endpoint's HTTP status; NULL when no answer came (refused, timeout, blocked address).
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
+    Index("webhook_deliveries_endpoint_id_idx", "endpoint_id", "id"),
+    Index("webhook_deliveries_event_id_idx", "event_id"),
 )

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core import migrate, telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_gateway import api, console, outbox, scheduler
+from mailstack_gateway import api, console, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
@@ -209,6 +209,11 @@ def create_app(
                 secure_cookies=settings.console_secure_cookies,
             ),
         ),
+    )
+    webhooks.install(
+        app,
+        webhooks.WebhookStore(primary),
+        webhooks.WebhookPolicy(settings.webhook_http_hosts, settings.webhook_allowed_networks),
     )
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:

@@ -75,6 +75,12 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
     # to true behind a TLS-terminating load balancer that does not send that header).
     console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     console_secure_cookies: bool | None = None
+    # Webhook endpoints (mailstack_core.webhooks): hosts that may be registered with http://
+    # (comma-separated; none in production), and CIDRs a URL may resolve to although they are
+    # private or loopback (the local stack and the tests: 127.0.0.0/8). The dispatcher reads
+    # the same two settings.
+    webhook_http_hosts: Annotated[list[str], NoDecode] = []
+    webhook_allowed_networks: str = ""
 
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")
@@ -82,7 +88,7 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
     @model_validator(mode="before")
     @classmethod
     def _split_algorithms(cls, values: dict[str, object]) -> dict[str, object]:
-        for key in ("jwt_algorithms", "JWT_ALGORITHMS"):
+        for key in ("jwt_algorithms", "JWT_ALGORITHMS", "webhook_http_hosts", "WEBHOOK_HTTP_HOSTS"):
             raw = values.get(key)
             if isinstance(raw, str):
                 values[key] = [part.strip() for part in raw.split(",") if part.strip()]

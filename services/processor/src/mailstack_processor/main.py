@@ -3,20 +3,15 @@
 import asyncio
 import contextlib
 import functools
-import signal
 import uuid
 
 import httpx
 import structlog
-import uvloop
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from mailstack_core import telemetry
 from mailstack_core.database import normalize_database_url
-from mailstack_core.logs import configure_logging
-from mailstack_processor import delivery, instrumentation
+from mailstack_processor import delivery, instrumentation, lifecycle
 from mailstack_processor.attachments import S3AttachmentSource, s3_client
 from mailstack_processor.breakers import CachedCircuitBreakers
 from mailstack_processor.consumer import Consumer
@@ -150,33 +145,12 @@ async def serve(
             await engine.dispose()
 
 
-async def _main(settings: ProcessorSettings, tracer_provider: TracerProvider | None) -> None:
-    telemetry.report_errors_of_tasks()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, functools.partial(_request_stop, stop, signum))
-    await serve(settings, stop, tracer_provider)
-
-
-def _request_stop(stop: asyncio.Event, signum: int) -> None:
-    log.info("processor.stopping", signal=signal.Signals(signum).name)
-    stop.set()
-
-
 def run() -> None:
     settings = ProcessorSettings()
-    observed = telemetry.configure_telemetry(settings, SERVICE_NAME)
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        datadog_trace_ids=settings.dd_logs_injection,
-        processors=telemetry.log_processors(),
+    lifecycle.run_service(
+        settings,
+        SERVICE_NAME,
+        (settings.log_level, settings.log_format),
+        (settings.processor_health_host, settings.processor_health_port),
+        functools.partial(serve, settings),
     )
-    if settings.processor_health_port:
-        # /healthz and /metrics (any path answers with the metrics while the process lives).
-        start_http_server(settings.processor_health_port, addr=settings.processor_health_host)
-    try:
-        uvloop.run(_main(settings, observed.tracer_provider))
-    finally:
-        observed.shutdown()

@@ -25,6 +25,10 @@ MACHINE_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # secretsmanager: the infra tests resolve a task's secrets the way ECS does.
 DEFAULT_SERVICES: tuple[str, ...] = ("sqs", "s3", "secretsmanager")
 MODE_ENV = "MAILSTACK_STACK"
+# Webhook endpoints the local stack's gateway accepts and its dispatcher calls: this machine's
+# loopback (the SSRF guard refuses it everywhere else).
+WEBHOOK_HTTP_HOSTS = "127.0.0.1,localhost"
+WEBHOOK_ALLOWED_NETWORKS = "127.0.0.0/8"
 
 
 class StackMode(enum.StrEnum):
@@ -124,6 +128,8 @@ class Ports:
     localstack: int = 4566
     # The stack's own Postgres cluster, run only when no other server is found.
     private_postgres: int = 55432
+    # The webhook dispatcher's /healthz and /metrics.
+    dispatcher_health: int = 9102
 
     @classmethod
     def free(cls) -> Ports:

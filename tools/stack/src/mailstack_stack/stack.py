@@ -28,17 +28,30 @@ from mailstack_stack.waiting import ConditionNotMetError, eventually
 log = logging.getLogger("mailstack_stack")
 
 LOCALSTACK, GATEWAY, PROCESSOR = "localstack", "gateway", "processor"
+# The webhook dispatcher: the processor's package, another program.
+DISPATCHER = "dispatcher"
 ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER = "elasticemail-stub", "sendgrid-stub", "dev-issuer"
 # The stack's own Postgres cluster, run when it finds no other server (or is told to).
 POSTGRES = "postgres"
 # Started in this order, stopped in the reverse one (supervisord's priorities).
-COMPONENTS = (LOCALSTACK, ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER, GATEWAY, PROCESSOR)
+COMPONENTS = (
+    LOCALSTACK,
+    ELASTICEMAIL_STUB,
+    SENDGRID_STUB,
+    DEV_ISSUER,
+    GATEWAY,
+    PROCESSOR,
+    DISPATCHER,
+)
 # Components that need neither the database nor the queues.
 STUBS = (ELASTICEMAIL_STUB, SENDGRID_STUB, DEV_ISSUER)
+# The services: configured from stack.env (service_env), started once `up` wrote it.
+SERVICES = (GATEWAY, PROCESSOR, DISPATCHER)
 # Health paths on each component's port. The gateway's /readyz needs the admin scope; the
 # launcher checked the database and SQS itself.
 HEALTH_PATHS = {ELASTICEMAIL_STUB: "/_stub/health", SENDGRID_STUB: "/_stub/health"}
 HEALTH_PATHS |= {DEV_ISSUER: "/health", GATEWAY: "/healthz", PROCESSOR: "/healthz"}
+HEALTH_PATHS |= {DISPATCHER: "/healthz"}
 # States in which supervisord runs the program or is about to (again).
 ACTIVE = frozenset({"RUNNING", "STARTING", "BACKOFF"})
 # LocalStack's first start on a machine installs its runtime (uv caches it).
@@ -170,8 +183,8 @@ class Stack:
         return RunningStack(values=self.env, source=str(config.env_file), stack=self)
 
     def down(self) -> list[str]:
-        """Stop everything (the processor first and alone: it may still need SQS and the stubs
-        to drain) and the supervisord; returns what was running."""
+        """Stop everything (the dispatcher and the processor first: the processor may still
+        need SQS and the stubs to drain) and the supervisord; returns what was running."""
         try:
             running = [p["name"] for p in self.rpc.getAllProcessInfo() if p["statename"] in ACTIVE]
             self.rpc.shutdown()
@@ -184,7 +197,7 @@ class Stack:
         for pid_file in self.pid_file("").parent.glob("*.pid"):
             pid_file.unlink()
         self.config.env_file.unlink(missing_ok=True)
-        order = [PROCESSOR, *reversed(COMPONENTS[:-1]), POSTGRES]
+        order = [DISPATCHER, PROCESSOR, *reversed(COMPONENTS[:-2]), POSTGRES]
         return sorted(running, key=order.index)
 
     def status(self) -> list[tuple[str, int | None, bool]]:
@@ -234,28 +247,45 @@ class Stack:
         return True
 
     def service_env(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
-        """The environment of service `name` (gateway or processor) of the stack described by
-        `env` (stack.env's settings); docker-compose.yml gives them the same names."""
+        """The environment of service `name` (gateway, processor or dispatcher) of the stack
+        described by `env` (stack.env's settings); docker-compose.yml gives them the same
+        names."""
         ports = self.config.ports
+        webhooks = {
+            "WEBHOOK_HTTP_HOSTS": c.WEBHOOK_HTTP_HOSTS,
+            "WEBHOOK_ALLOWED_NETWORKS": c.WEBHOOK_ALLOWED_NETWORKS,
+        }
+        if name == DISPATCHER:
+            return webhooks | {
+                "DATABASE_URL": env["DATABASE_URL"],
+                "DISPATCHER_HEALTH_HOST": c.LOCALHOST,
+                "DISPATCHER_HEALTH_PORT": str(ports.dispatcher_health),
+                # Locally a new event is posted within a fifth of a second.
+                "DISPATCHER_POLL_SECONDS": "0.2",
+            }
         names = ("DATABASE_URL", "EMAIL_QUEUE_URL", "ATTACHMENTS_BUCKET", "AWS_ENDPOINT_URL")
         common = {key: env[key] for key in names}
         common |= {"AWS_REGION": c.REGION, "AWS_ACCESS_KEY_ID": c.AWS_ACCESS_KEY_ID}
         common |= {"AWS_SECRET_ACCESS_KEY": c.AWS_SECRET_ACCESS_KEY}
         if name == GATEWAY:
             issuer = env["DEV_ISSUER_URL"]
-            return common | {
-                "GATEWAY_HOST": c.LOCALHOST,
-                "GATEWAY_PORT": str(ports.gateway),
-                "REDIS_URL": self.config.redis_url,
-                # Tokens of the development issuer; a deployment configures its own.
-                "JWT_ISSUER": issuer,
-                "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
-                "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
-                "JWT_ALGORITHMS": "RS256",
-                # A purged or restarted local queue loses its messages: recover within a minute.
-                "STRANDED_AFTER_SECONDS": "60",
-                "STRANDED_CHECK_SECONDS": "5",
-            }
+            return (
+                common
+                | webhooks
+                | {
+                    "GATEWAY_HOST": c.LOCALHOST,
+                    "GATEWAY_PORT": str(ports.gateway),
+                    "REDIS_URL": self.config.redis_url,
+                    # Tokens of the development issuer; a deployment configures its own.
+                    "JWT_ISSUER": issuer,
+                    "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
+                    "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                    "JWT_ALGORITHMS": "RS256",
+                    # A purged or restarted local queue loses its messages: recover within a minute.
+                    "STRANDED_AFTER_SECONDS": "60",
+                    "STRANDED_CHECK_SECONDS": "5",
+                }
+            )
         return common | {
             "ELASTICEMAIL_BASE_URL": env["ELASTICEMAIL_STUB_URL"],
             "ELASTICEMAIL_API_KEY": c.ELASTICEMAIL_API_KEY,
@@ -284,7 +314,7 @@ class Stack:
             volume.mkdir(parents=True, exist_ok=True)
             argv = localstack.runtime_argv(config.repo_root / "localstack")
             env = localstack.runtime_env(self._port(name), volume, config.localstack_services)
-        elif name in (GATEWAY, PROCESSOR) and not self.env:
+        elif name in SERVICES and not self.env:
             raise StackStartError(f"{name} needs a stack brought up by this object's up()")
         else:
             # The stubs, the development token issuer (`make token`) whose JWKS the gateway
@@ -296,10 +326,12 @@ class Stack:
                 SENDGRID_STUB: (*stub, c.SENDGRID_API_KEY),
                 DEV_ISSUER: (*issuer, "--audience", credentials.DEV_AUDIENCE),
             }
+            args[DISPATCHER] = ("mailstack_processor.webhooks",)
             argv = [config.python, "-m", *args.get(name, (f"mailstack_{name}",))]
-            env = self.service_env(name, self.env) if name in (GATEWAY, PROCESSOR) else {}
-            # A graceful stop of the processor finishes in-flight sends and its long poll.
-            settings["stopwaitsecs"] = 30 if name == PROCESSOR else 10
+            env = self.service_env(name, self.env) if name in SERVICES else {}
+            # A graceful stop of the processor finishes in-flight sends and its long poll, the
+            # dispatcher's its deliveries under way.
+            settings["stopwaitsecs"] = {PROCESSOR: 30, DISPATCHER: 25}.get(name, 10)
         if name != POSTGRES:
             argv = ["/bin/sh", "-c", _WRITE_PID, str(self.pid_file(name)), *argv]
         env |= config.extra_env.get(name, {})
@@ -363,7 +395,8 @@ class Stack:
             self.rpc.addProcessGroup(name)
 
     def _port(self, name: str) -> int:
-        field = {PROCESSOR: "processor_health", POSTGRES: "private_postgres"}.get(name)
+        fields = {PROCESSOR: "processor_health", DISPATCHER: "dispatcher_health"}
+        field = (fields | {POSTGRES: "private_postgres"}).get(name)
         return int(getattr(self.config.ports, field or name.replace("-", "_")))
 
     def _healthy(self, name: str) -> bool:

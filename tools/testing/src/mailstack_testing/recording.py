@@ -1,5 +1,6 @@
-"""A real HTTP server for tests that records every request it gets and answers 200: where a
-test points a service's telemetry (an OTLP traces endpoint, a Sentry DSN) to see what it sends.
+"""Real HTTP servers for tests. RecordingServer records every request it gets and answers 200:
+where a test points a service's telemetry (an OTLP traces endpoint, a Sentry DSN) to see what it
+sends. WebhookReceiver is a user's webhook endpoint that verifies signatures.
 
     with RecordingServer() as server:
         ... OTEL_EXPORTER_OTLP_ENDPOINT=server.url ...
@@ -9,11 +10,14 @@ test points a service's telemetry (an OTLP traces endpoint, a Sentry DSN) to see
 import gzip
 import json
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from mailstack_stack.config import LOCALHOST
 
@@ -47,7 +51,40 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     return body
 
 
-class RecordingServer:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port), from `start()` or `with` until
+    `stop()`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer((LOCALHOST, 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOCALHOST}:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RecordingServer(_LocalServer):
     """Listens on 127.0.0.1 (a free port) from `start()` or `with` until `stop()`."""
 
     def __init__(self, response_body: bytes = b"", content_type: str = "application/json"):
@@ -74,34 +111,82 @@ class RecordingServer:
             def log_message(self, format: str, *args: object) -> None:
                 return None  # the test reads the recorded requests, not a log
 
-        self._server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://{LOCALHOST}:{self._server.server_address[1]}"
+        return self.base_url
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """The requests received so far whose path starts with `path`."""
         with self._lock:
             return [request for request in self._requests if request.path.startswith(path)]
 
-    def start(self) -> "RecordingServer":
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+@dataclass(frozen=True)
+class ReceivedWebhook:
+    """One request to a WebhookReceiver, and whether its signature verified."""
 
-    def __enter__(self) -> "RecordingServer":
-        return self.start()
+    headers: dict[str, str]  # names lower-case
+    body: bytes
+    verified: bool
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def id(self) -> str:
+        return self.headers.get("webhook-id", "")
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.body)
+        return loaded
+
+
+class WebhookReceiver(_LocalServer):
+    """A user's webhook endpoint for tests: verifies each request's signature with the Standard
+    Webhooks library, as a receiver should, and answers 204, or 401 to a request that does not
+    verify. `delay_seconds` makes it slow to answer (the request is recorded on arrival)."""
+
+    def __init__(self, path: str = "/hook") -> None:
+        self.path = path
+        self.secret: str | None = None
+        self.delay_seconds = 0.0
+        self._received: list[ReceivedWebhook] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                verified = receiver.verifies(body, headers)
+                with receiver._lock:
+                    receiver._received.append(ReceivedWebhook(headers, body, verified))
+                    delay = receiver.delay_seconds
+                if delay:
+                    time.sleep(delay)
+                self.send_response(204 if verified else 401)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        super().__init__(Handler)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}{self.path}"
+
+    def verifies(self, body: bytes, headers: dict[str, str]) -> bool:
+        if self.secret is None:
+            return False
+        try:
+            Webhook(self.secret).verify(body, headers)
+        except WebhookVerificationError:
+            return False
+        return True
+
+    def received(self) -> list[ReceivedWebhook]:
+        with self._lock:
+            return list(self._received)
