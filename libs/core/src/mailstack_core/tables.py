@@ -108,6 +108,12 @@ emails = Table(
     ),
     # The scheduler's search for due emails.
     Index("emails_scheduled_send_at_idx", "send_at", postgresql_where=text("status = 'SCHEDULED'")),
+    # Matching a provider's event to its email (migration 0008).
+    Index(
+        "emails_provider_message_id_idx",
+        "provider_message_id",
+        postgresql_where=text("provider_message_id IS NOT NULL"),
+    ),
 )
 
 # A client's idempotency key for a POST, and the email its first request created; kept 24 h.

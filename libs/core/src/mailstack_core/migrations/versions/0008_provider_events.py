@@ -1,5 +1,6 @@
 """Delivery truth: the provider event statuses, a provider event id on history rows (unique per
-provider, so an event delivered twice is one row), and each tenant's suppression list.
+provider, so an event delivered twice is one row), an index to find an email by its provider
+message id, and each tenant's suppression list.
 
 A downgrade refuses to run while an email or a history row has one of the new statuses.
 
@@ -47,6 +48,12 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("provider_event_id IS NOT NULL"),
     )
+    op.create_index(
+        "emails_provider_message_id_idx",
+        "emails",
+        ["provider_message_id"],
+        postgresql_where=sa.text("provider_message_id IS NOT NULL"),
+    )
     op.create_table(
         "suppressions",
         sa.Column(
@@ -78,6 +85,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("suppressions_tenant_created_at_idx", table_name="suppressions")
     op.drop_table("suppressions")
+    op.drop_index("emails_provider_message_id_idx", table_name="emails")
     op.drop_index("email_history_provider_event_idx", table_name="email_history")
     op.drop_column("email_history", "provider_event_id")
     _replace_status_checks(PREVIOUS_STATUSES)
