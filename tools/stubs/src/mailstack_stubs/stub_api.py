@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mailstack_stubs.behaviour import Behaviour, Mode, ModeName, StubState
+from mailstack_stubs.events import EventEmitter, EventName, UnknownMessageError
 
 logger = logging.getLogger("mailstack_stubs")
 
@@ -32,7 +33,18 @@ class BehaviourUpdate(BaseModel):
         return Behaviour(mode=Mode(self.mode), status=self.status, delay_ms=self.delay_ms or 0)
 
 
-def build_router(provider: str, state: StubState) -> APIRouter:
+class EventRequest(BaseModel):
+    """POST /_stub/events: post `event` for a recorded message (to its first recipient unless
+    `recipient` names another); the same request again posts the same provider event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(min_length=1)
+    event: EventName
+    recipient: str | None = None
+
+
+def build_router(provider: str, state: StubState, emitter: EventEmitter) -> APIRouter:
     router = APIRouter(prefix="/_stub", tags=["stub control"])
 
     # The body is parsed here rather than by FastAPI so that `curl -d '{"mode":"hang"}'`,
@@ -76,9 +88,46 @@ def build_router(provider: str, state: StubState) -> APIRouter:
         state.clear_sends()
         return Response(status_code=204)
 
+    @router.post(
+        "/events",
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": EventRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def post_event(request: Request) -> JSONResponse:
+        try:
+            asked = EventRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            detail = error.errors(include_url=False, include_context=False, include_input=False)
+            return JSONResponse({"detail": detail}, status_code=422)
+        try:
+            prepared = emitter.trigger(
+                state.sends(), asked.message_id, asked.event, asked.recipient
+            )
+        except UnknownMessageError as error:
+            return JSONResponse({"detail": str(error)}, status_code=404)
+        body = {
+            "event_id": prepared.event_id,
+            "message_id": prepared.message_id,
+            "event": prepared.event,
+            "recipient": prepared.recipient,
+            "will_post": emitter.url is not None,
+        }
+        return JSONResponse(body, status_code=202)
+
+    @router.get("/events")
+    async def get_events() -> list[dict[str, Any]]:
+        """Every event posted so far (in the order their answers came) and the answer."""
+        return [posted.to_json() for posted in emitter.posted()]
+
     @router.post("/reset", status_code=204)
     async def reset() -> Response:
         state.reset()
+        emitter.reset()
         logger.info("stub.reset provider=%s", provider)
         return Response(status_code=204)
 
