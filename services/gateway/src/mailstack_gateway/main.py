@@ -109,7 +109,11 @@ def _delivery_services(
         suppressions=SuppressionStore(engine),
         max_request_bytes=settings.max_request_bytes,
         sendgrid=sendgrid,
-        elasticemail=SharedSecretVerifier(secret.get_secret_value()) if secret else None,
+        elasticemail=(
+            SharedSecretVerifier(secret.get_secret_value())
+            if secret is not None and secret.get_secret_value()
+            else None
+        ),
     )
 
 

@@ -21,7 +21,7 @@ import httpx
 from supervisor.xmlrpc import SupervisorTransport
 
 from mailstack_stack import config as c
-from mailstack_stack import credentials, localstack, postgres, resources
+from mailstack_stack import credentials, event_keys, localstack, postgres, resources
 from mailstack_stack.external import StackEnv
 from mailstack_stack.waiting import ConditionNotMetError, eventually
 
@@ -233,19 +233,23 @@ class Stack:
         common |= {"AWS_SECRET_ACCESS_KEY": c.AWS_SECRET_ACCESS_KEY}
         if name == GATEWAY:
             issuer = env["DEV_ISSUER_URL"]
-            return common | {
-                "GATEWAY_HOST": c.LOCALHOST,
-                "GATEWAY_PORT": str(ports.gateway),
-                "REDIS_URL": self.config.redis_url,
-                # Tokens of the development issuer; a deployment configures its own.
-                "JWT_ISSUER": issuer,
-                "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
-                "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
-                "JWT_ALGORITHMS": "RS256",
-                # A purged or restarted local queue loses its messages: recover within a minute.
-                "STRANDED_AFTER_SECONDS": "60",
-                "STRANDED_CHECK_SECONDS": "5",
-            }
+            return (
+                common
+                | self.event_keys().gateway_env()
+                | {
+                    "GATEWAY_HOST": c.LOCALHOST,
+                    "GATEWAY_PORT": str(ports.gateway),
+                    "REDIS_URL": self.config.redis_url,
+                    # Tokens of the development issuer; a deployment configures its own.
+                    "JWT_ISSUER": issuer,
+                    "JWT_AUDIENCE": credentials.DEV_AUDIENCE,
+                    "JWT_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                    "JWT_ALGORITHMS": "RS256",
+                    # A purged or restarted local queue loses its messages: recover within a minute.
+                    "STRANDED_AFTER_SECONDS": "60",
+                    "STRANDED_CHECK_SECONDS": "5",
+                }
+            )
         return common | {
             "ELASTICEMAIL_BASE_URL": env["ELASTICEMAIL_STUB_URL"],
             "ELASTICEMAIL_API_KEY": c.ELASTICEMAIL_API_KEY,
@@ -257,6 +261,10 @@ class Stack:
             # The last receive before the redrive policy takes the message marks it FAILED.
             "MAX_ATTEMPTS": str(self.config.resources()["email_queue"]["max_receive_count"]),
         }
+
+    def event_keys(self) -> event_keys.ProviderEventKeys:
+        """The stubs' event signing key and secret, made once under the state directory."""
+        return event_keys.ensure_event_keys(self.config.state_dir)
 
     def _program(self, name: str) -> dict[str, object]:
         """supervisord's settings for component `name`."""
@@ -288,6 +296,10 @@ class Stack:
             }
             argv = [config.python, "-m", *args.get(name, (f"mailstack_{name}",))]
             env = self.service_env(name, self.env) if name in (GATEWAY, PROCESSOR) else {}
+            if name in (ELASTICEMAIL_STUB, SENDGRID_STUB):
+                # Their events go to this stack's gateway, signed as the gateway expects.
+                gateway_url = config.url(self._port(GATEWAY))
+                env = self.event_keys().stub_env(name.removesuffix("-stub"), gateway_url)
             # A graceful stop of the processor finishes in-flight sends and its long poll.
             settings["stopwaitsecs"] = 30 if name == PROCESSOR else 10
         if name != POSTGRES:
