@@ -1,7 +1,7 @@
 """The `/_stub` control API: set the behaviour, read and clear recorded sends, reset, health."""
 
 import logging
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -44,27 +44,33 @@ class EventRequest(BaseModel):
     recipient: str | None = None
 
 
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses `model` itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _parse(model: type[Body], request: Request) -> Body | JSONResponse:
+    """The body as `model`, or the 422 to answer. Parsed here rather than by FastAPI so that
+    `curl -d '{"mode":"hang"}'`, which sends no JSON content type, works too."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as error:
+        detail = error.errors(include_url=False, include_context=False, include_input=False)
+        return JSONResponse({"detail": detail}, status_code=422)
+
+
 def build_router(provider: str, state: StubState, emitter: EventEmitter) -> APIRouter:
     router = APIRouter(prefix="/_stub", tags=["stub control"])
 
-    # The body is parsed here rather than by FastAPI so that `curl -d '{"mode":"hang"}'`,
-    # which sends no JSON content type, works too.
-    @router.put(
-        "/behaviour",
-        status_code=204,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": BehaviourUpdate.model_json_schema()}},
-            }
-        },
-    )
+    @router.put("/behaviour", status_code=204, openapi_extra=_json_body(BehaviourUpdate))
     async def put_behaviour(request: Request) -> Response:
-        try:
-            update = BehaviourUpdate.model_validate_json(await request.body())
-        except ValidationError as error:
-            detail = error.errors(include_url=False, include_context=False, include_input=False)
-            return JSONResponse({"detail": detail}, status_code=422)
+        update = await _parse(BehaviourUpdate, request)
+        if isinstance(update, JSONResponse):
+            return update
         state.set_behaviour(update.to_behaviour())
         logger.info(
             "stub.behaviour provider=%s mode=%s status=%s delay_ms=%s",
@@ -88,22 +94,11 @@ def build_router(provider: str, state: StubState, emitter: EventEmitter) -> APIR
         state.clear_sends()
         return Response(status_code=204)
 
-    @router.post(
-        "/events",
-        status_code=202,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": EventRequest.model_json_schema()}},
-            }
-        },
-    )
+    @router.post("/events", status_code=202, openapi_extra=_json_body(EventRequest))
     async def post_event(request: Request) -> JSONResponse:
-        try:
-            asked = EventRequest.model_validate_json(await request.body())
-        except ValidationError as error:
-            detail = error.errors(include_url=False, include_context=False, include_input=False)
-            return JSONResponse({"detail": detail}, status_code=422)
+        asked = await _parse(EventRequest, request)
+        if isinstance(asked, JSONResponse):
+            return asked
         try:
             prepared = emitter.trigger(
                 state.sends(), asked.message_id, asked.event, asked.recipient
