@@ -172,21 +172,23 @@ async def elasticemail_event(
     return await _record(provider, [event], delivery)
 
 
-router.add_api_route(
-    "/v1/provider-events/elasticemail",
-    elasticemail_event,
-    methods=["GET", "POST"],
-    response_model=EventsReceived,
-    responses=_EVENT_RESPONSES,
-    openapi_extra={"security": [{ELASTICEMAIL_SECRET_SCHEME: []}]},
-    tags=["provider events"],
-    summary="ElasticEmail's HTTP web notification: one event as URL parameters (called by it)",
-    description=(
-        "ElasticEmail calls its notification URL with `status`, `messageid`, `transaction`, "
-        "`to`, `category`, `postback`, ... as query parameters; the URL configured there "
-        "carries `secret`. POST with the same parameters, or form-encoded, is taken too."
-    ),
-)
+for _method in ("GET", "POST"):  # a route each: each its own OpenAPI operation id
+    router.add_api_route(
+        "/v1/provider-events/elasticemail",
+        elasticemail_event,
+        methods=[_method],
+        name=f"elasticemail_event_{_method.lower()}",
+        response_model=EventsReceived,
+        responses=_EVENT_RESPONSES,
+        openapi_extra={"security": [{ELASTICEMAIL_SECRET_SCHEME: []}]},
+        tags=["provider events"],
+        summary="ElasticEmail's HTTP web notification: one event as URL parameters (called by it)",
+        description=(
+            "ElasticEmail calls its notification URL with `status`, `messageid`, `transaction`, "
+            "`to`, `category`, `postback`, ... as query parameters; the URL configured there "
+            "carries `secret`. POST with the same parameters, or form-encoded, is taken too."
+        ),
+    )
 
 
 def _public(row: Any) -> SuppressionPublic:
