@@ -23,6 +23,12 @@ PROCESSOR_ENV = {
     "BREAKER_FAILURE_THRESHOLD": "1000",
     "EMAIL_DLQ_URL": "",
 }
+STACK_ENV = {
+    "processor": PROCESSOR_ENV,
+    # No provider events: an interrupted send that the stub still completes would otherwise
+    # be DELIVERED by its event (and so never reclaimed), which is not the path tested here.
+    "elasticemail-stub": {"STUB_EVENTS_URL": ""},
+}
 
 
 @pytest.fixture
@@ -81,7 +87,7 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 def test_every_email_is_sent_once_after_the_processor_is_killed_mid_batch(
     stack_factory: Any, request_cleanup: Any
 ) -> None:
-    stack = stack_factory({"processor": PROCESSOR_ENV})
+    stack = stack_factory(STACK_ENV)
     gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     elasticemail, ids = _run_batch(stack, gateway)
@@ -107,7 +113,7 @@ def test_every_email_is_sent_once_after_the_processor_is_killed_mid_batch(
 def test_a_terminated_processor_drains_its_batch_and_nothing_is_sent_twice(
     stack_factory: Any, request_cleanup: Any
 ) -> None:
-    stack = stack_factory({"processor": PROCESSOR_ENV})
+    stack = stack_factory(STACK_ENV)
     gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     elasticemail, ids = _run_batch(stack, gateway)
