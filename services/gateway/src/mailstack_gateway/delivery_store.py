@@ -118,6 +118,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, address = raw.split("|", 1)
+        if "\x00" in address or len(address) > 320:
+            raise ValueError("not an address this API stores")
         return datetime.fromisoformat(created_at), address
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidCursorError("cursor is not one this API returned") from error

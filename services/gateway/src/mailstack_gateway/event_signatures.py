@@ -62,6 +62,8 @@ class SendGridVerifier:
         if not signature or not timestamp:
             raise EventAuthenticationError("missing", "signature or timestamp header missing")
         try:
+            if not (timestamp.isascii() and timestamp.isdigit()):
+                raise ValueError("the timestamp is not Unix seconds")
             signed_at = int(timestamp)
             der = base64.b64decode(signature, validate=True)
         except (ValueError, binascii.Error) as error:

@@ -329,3 +329,5 @@ async def test_the_suppression_list_is_each_tenants_own_and_pages_newest_first(
     assert (await http.get("/v1/suppressions")).status_code == 401
     bad = await http.get("/v1/suppressions?cursor=nope", headers=acme)
     assert bad.status_code == 422
+    forged = base64.urlsafe_b64encode(b"2026-01-01T00:00:00|a\x00b").decode()
+    assert (await http.get(f"/v1/suppressions?cursor={forged}", headers=acme)).status_code == 422

@@ -115,7 +115,13 @@ def test_a_stale_or_future_timestamp_is_refused_even_when_signed(
 
 @pytest.mark.parametrize(
     ("signature", "timestamp", "reason"),
-    [(None, str(NOW), "missing"), ("c2ln", None, "missing"), ("%%%", str(NOW), "malformed")],
+    [
+        (None, str(NOW), "missing"),
+        ("c2ln", None, "missing"),
+        ("%%%", str(NOW), "malformed"),
+        ("c2ln", "\uff11" * 10, "malformed"),  # digits, but not ASCII ones
+        ("c2ln", "-1", "malformed"),
+    ],
 )
 def test_missing_or_malformed_headers_are_refused(
     verifier: SendGridVerifier, signature: str | None, timestamp: str | None, reason: str
