@@ -204,11 +204,11 @@ def _public(row: Any) -> SuppressionPublic:
 
 @router.get(
     "/v1/suppressions",
+    tags=["suppressions"],
+    summary="A page of the addresses the caller's emails are not sent to, newest first",
     response_model=SuppressionPage,
     responses={**_LIMITED_RESPONSES, 422: {"model": ErrorBody}},
     openapi_extra={"security": BEARER},
-    tags=["suppressions"],
-    summary="A page of the addresses the caller's emails are not sent to, newest first",
 )
 async def list_suppressions(
     delivery: DeliveryDep,
