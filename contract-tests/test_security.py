@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from email_flows import an_email, submit, wait_for_final
+from email_flows import SENT_OR_LATER, an_email, submit, wait_for_final
 from mailstack_stack.external import ExternalStack
 from mailstack_stack.waiting import eventually
 
@@ -125,7 +125,7 @@ def test_a_jwt_from_the_development_issuer_sends_for_its_tenant(stack: Any) -> N
 
     with _client(stack, token) as client:
         email_id = submit(client)
-        assert wait_for_final(client, email_id)["status"] == "SENT"
+        assert wait_for_final(client, email_id)["status"] in SENT_OR_LATER
     header, payload, signature = token.split(".")
     with _client(stack, f"{header}.{payload}.{signature[::-1]}") as forged:
         assert forged.get("/v1/emails").status_code == 401

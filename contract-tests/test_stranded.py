@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from email_flows import gateway_client, history, sends_for, submit, wait_for_final
+from email_flows import SENT_OR_LATER, gateway_client, history, sends_for, submit, wait_for_final
 from mailstack_stack.resources import localstack_clients
 from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
@@ -60,7 +60,8 @@ def test_emails_whose_messages_were_purged_are_all_sent_once(stack_factory: Any)
         finals = [wait_for_final(gateway, email_id, timeout=90) for email_id in ids]
         histories = [history(gateway, email_id) for email_id in ids]
 
-    assert [final["status"] for final in finals] == ["SENT"] * EMAILS
+    assert all(final["status"] in SENT_OR_LATER for final in finals)
+    assert len(finals) == EMAILS
     for entries in histories:
         outcomes = [entry["detail"].get("outcome") for entry in entries]
         assert outcomes.count("republished") == 1, outcomes

@@ -105,6 +105,20 @@ def test_requeues_only_emails_whose_last_failure_was_transient(
             ),
         ],
     )
+    # Every recipient on the suppression list: never sent, and never to be.
+    suppressed = rows.add(
+        timedelta(hours=2),
+        status=EmailStatus.FAILED,
+        updated_age=timedelta(hours=1),
+        history=[
+            (*ACCEPTED, timedelta(hours=2)),
+            (
+                EmailStatus.FAILED,
+                {"outcome": "suppressed", "suppressed": ["bounce@example.org"]},
+                timedelta(hours=1),
+            ),
+        ],
+    )
     sent = rows.add(timedelta(hours=2), status=EmailStatus.SENT)
 
     summary = requeue_failed(store, queue, POLICY)
@@ -112,6 +126,7 @@ def test_requeues_only_emails_whose_last_failure_was_transient(
     assert (summary.requeued, summary.published, summary.left_in_outbox) == (1, 1, 0)
     assert rows.status(transient) is EmailStatus.QUEUED
     assert rows.status(rejected) is EmailStatus.FAILED
+    assert rows.status(suppressed) is EmailStatus.FAILED
     assert rows.status(sent) is EmailStatus.SENT
     last = rows.history(transient)[-1]
     assert last.status == EmailStatus.QUEUED

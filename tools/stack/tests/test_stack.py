@@ -113,7 +113,8 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
         statuses, 30, interval=0.2, until=lambda seen: "SENT" in seen, what="the email SENT"
     )
     assert seen[0] == "QUEUED"
-    assert seen[-1] == "SENT"
+    # The stub's delivery event may come before or after the processor's own SENT row.
+    assert seen[-2:] in (["PROCESSING", "SENT"], ["SENT", "DELIVERED"], ["DELIVERED", "SENT"])
 
     written = read_env_file(running.stack.config.env_file)
     assert written["GATEWAY_URL"] == running.gateway_url

@@ -2,7 +2,7 @@
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,14 +95,17 @@ class ServerThread:
         assert not self.thread.is_alive(), "stub server did not stop"
 
 
-def start_server(provider: str) -> ServerThread:
+def start_server(provider: str, **app_settings: Any) -> ServerThread:
+    """A stub on a free port; `app_settings` go to create_app (events_url, ...)."""
     # The socket is bound here and handed to uvicorn, so no other process can take the port.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     state = StubState()
-    config = uvicorn.Config(create_app(provider, API_KEY, state), log_level="warning")
+    config = uvicorn.Config(
+        create_app(provider, API_KEY, state, **app_settings), log_level="warning"
+    )
     server = StubServer(config, state)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -111,6 +114,12 @@ def start_server(provider: str) -> ServerThread:
     with StubControl(running.base_url) as control:
         assert control.health()["provider"] == provider
     return running
+
+
+@pytest.fixture(scope="session")
+def start_stub() -> Callable[..., ServerThread]:
+    """start_server, for test modules (which cannot import this conftest)."""
+    return start_server
 
 
 @pytest.fixture(scope="session")

@@ -107,6 +107,21 @@ GATEWAY_OUTBOX_OLDEST_AGE = Metric(
     "Age of the oldest outbox row (0 when the outbox is empty), as of the reconciler's last round",
     aggregation="max",
 )
+GATEWAY_PROVIDER_EVENTS = Metric(
+    "mailstack_gateway_provider_events_total",
+    Kind.COUNTER,
+    "Provider events received by provider and result: recorded, duplicate (seen before), "
+    "unknown_email (no email has its message id; answered 2xx all the same), ignored (a kind "
+    "mailstack does not track)",
+    ("provider", "result"),
+)
+GATEWAY_PROVIDER_EVENTS_REFUSED = Metric(
+    "mailstack_gateway_provider_event_requests_refused_total",
+    Kind.COUNTER,
+    "Provider event requests answered 401 (nothing stored), by provider and reason: signature, "
+    "stale timestamp, wrong secret, not configured",
+    ("provider", "reason"),
+)
 
 # -- processor --------------------------------------------------------------------------------
 PROCESSOR_MESSAGES_RECEIVED = Metric(
@@ -251,6 +266,8 @@ CATALOGUE: tuple[Metric, ...] = (
     GATEWAY_EMAILS_REPUBLISHED,
     GATEWAY_OUTBOX_DEPTH,
     GATEWAY_OUTBOX_OLDEST_AGE,
+    GATEWAY_PROVIDER_EVENTS,
+    GATEWAY_PROVIDER_EVENTS_REFUSED,
     PROCESSOR_MESSAGES_RECEIVED,
     PROCESSOR_MESSAGES_POISON,
     PROCESSOR_DISPOSITIONS,

@@ -22,6 +22,9 @@ class Outcome(StrEnum):
     # Permanent: an attachment is gone from its bucket (expired, or never stored).
     ATTACHMENT_MISSING = "attachment_missing"
     OUT_OF_ATTEMPTS = "out_of_attempts"
+    # Permanent: every recipient is on the tenant's suppression list; no provider was called.
+    # (A partly suppressed email is sent to the others; its SENT row lists who was dropped.)
+    SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
     # Not final: the message comes back after a backoff.
     RETRY_SCHEDULED = "retry_scheduled"
@@ -30,6 +33,8 @@ class Outcome(StrEnum):
     # By the retry job.
     REQUEUED = "requeued"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    # By the gateway: a provider's event (DELIVERED, BOUNCED, ...), from its event webhook.
+    PROVIDER_EVENT = "provider_event"
 
 
 # Final outcomes whose cause may pass (every provider failed transiently): the retry job may

@@ -111,6 +111,12 @@ emails = Table(
     ),
     # The scheduler's search for due emails.
     Index("emails_scheduled_send_at_idx", "send_at", postgresql_where=text("status = 'SCHEDULED'")),
+    # Matching a provider's event to its email (migration 0011).
+    Index(
+        "emails_provider_message_id_idx",
+        "provider_message_id",
+        postgresql_where=text("provider_message_id IS NOT NULL"),
+    ),
 )
 
 # A client's idempotency key for a POST, and the email its first request created; kept 24 h.
@@ -169,10 +175,41 @@ email_history = Table(
     Column("provider", Text),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+    # A provider event's own id (SendGrid's sg_event_id; a digest of ElasticEmail's
+    # notification): the same event delivered twice is one row (migration 0011).
+    Column("provider_event_id", Text),
     CheckConstraint(f"status IN ({_STATUS_VALUES})", name="email_history_status_known"),
     Index("email_history_email_id_id_idx", "email_id", "id"),
     # The console's last hour of sends (migration 0009): `at` grows with the physical order.
     Index("email_history_at_brin_idx", "at", postgresql_using="brin"),
+    Index(
+        "email_history_provider_event_idx",
+        "provider",
+        "provider_event_id",
+        unique=True,
+        postgresql_where=text("provider_event_id IS NOT NULL"),
+    ),
+)
+
+# Addresses a tenant's emails are no longer sent to (migration 0011): added by a hard bounce or
+# a complaint (in the transaction that records the event) or through the API. Stored lower-case.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("email", Text, primary_key=True),
+    # hard_bounce, complaint or manual; `detail` says more (the provider, its words).
+    Column("reason", Text, nullable=False),
+    Column("detail", Text),
+    # The email whose event added it, if one did (kept when that email is archived).
+    Column("email_id", UUID(as_uuid=True)),
+    Column("provider", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("email = lower(email)", name="suppressions_email_lower"),
+    CheckConstraint(
+        "reason IN ('hard_bounce', 'complaint', 'manual')", name="suppressions_reason_known"
+    ),
+    Index("suppressions_tenant_created_at_idx", "tenant_id", "created_at", "email"),
 )
 
 # One row: how long history must be kept before the retention job may delete it.

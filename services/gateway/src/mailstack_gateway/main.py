@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core import migrate, telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_gateway import api, console, outbox, scheduler, webhooks
+from mailstack_gateway import api, console, delivery_api, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
@@ -26,6 +26,12 @@ from mailstack_gateway.credentials import (
     CredentialStore,
     JwtSettings,
     JwtVerifier,
+)
+from mailstack_gateway.delivery_store import ProviderEventStore, SuppressionStore
+from mailstack_gateway.event_signatures import (
+    SendGridVerifier,
+    SharedSecretVerifier,
+    load_public_key,
 )
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
@@ -86,6 +92,30 @@ def schema_check(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
         return migrate.schema_is_current(revisions)
 
     return check
+
+
+def _delivery_services(
+    settings: GatewaySettings, engine: AsyncEngine
+) -> delivery_api.DeliveryServices:
+    """Provider events and suppressions; a malformed SendGrid key stops the start."""
+    sendgrid = None
+    if settings.sendgrid_event_webhook_public_key:
+        sendgrid = SendGridVerifier(
+            load_public_key(settings.sendgrid_event_webhook_public_key),
+            settings.provider_event_max_age_seconds,
+        )
+    secret = settings.elasticemail_notification_secret
+    return delivery_api.DeliveryServices(
+        events=ProviderEventStore(engine),
+        suppressions=SuppressionStore(engine),
+        max_request_bytes=settings.max_request_bytes,
+        sendgrid=sendgrid,
+        elasticemail=(
+            SharedSecretVerifier(secret.get_secret_value())
+            if secret is not None and secret.get_secret_value()
+            else None
+        ),
+    )
 
 
 def _rate_limit_storage(settings: GatewaySettings) -> Storage:
@@ -197,6 +227,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.services = services
+    app.state.delivery = _delivery_services(settings, primary)
     app.state.schema_check = schema_check(primary)
     api.install(app)
     console.install(
@@ -215,6 +246,7 @@ def create_app(
         webhooks.WebhookStore(primary),
         webhooks.WebhookPolicy(settings.webhook_http_hosts, settings.webhook_allowed_networks),
     )
+    app.include_router(delivery_api.router)
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:
         # Imported only when tracing is on, as are Sentry's integrations: start-up time.
@@ -246,7 +278,8 @@ def create_app(
                     "type": "http",
                     "scheme": "bearer",
                     "description": "An API key (ms_...) or a JWT from the configured issuer",
-                }
+                },
+                **delivery_api.SECURITY_SCHEMES,
             }
             app.openapi_schema = schema
         return app.openapi_schema

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mailstack_core.telemetry import TelemetrySettings
@@ -81,6 +81,14 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
     # the same two settings.
     webhook_http_hosts: Annotated[list[str], NoDecode] = []
     webhook_allowed_networks: str = ""
+    # Provider events in (POST /v1/provider-events/...): each provider's route refuses every
+    # request (401) until its key or secret is set. SendGrid's Event Webhook verification key,
+    # base64 DER as its mail settings show it, or PEM.
+    sendgrid_event_webhook_public_key: str | None = None
+    # The `secret` query parameter of the notification URL configured at ElasticEmail.
+    elasticemail_notification_secret: SecretStr | None = None
+    # A signed SendGrid request whose timestamp is further than this from now is refused.
+    provider_event_max_age_seconds: float = Field(default=300.0, gt=0)
 
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")

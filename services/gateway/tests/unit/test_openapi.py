@@ -45,8 +45,20 @@ def test_every_operation_but_healthz_declares_bearer_security(document: dict[str
         for path, operations in document["paths"].items()
         for method, operation in operations.items()
         if operation.get("security") != [{"bearer": []}]
+        and not path.startswith("/v1/provider-events/")
     ]
     assert unsecured == ["GET /healthz"]
+
+
+def test_provider_event_routes_declare_the_providers_own_proof(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    sendgrid = document["paths"]["/v1/provider-events/sendgrid"]["post"]["security"]
+    assert sendgrid == [{"sendgridSignature": []}]
+    assert schemes["sendgridSignature"]["name"] == "X-Twilio-Email-Event-Webhook-Signature"
+    for method in ("get", "post"):
+        operation = document["paths"]["/v1/provider-events/elasticemail"][method]
+        assert operation["security"] == [{"elasticemailSecret": []}]
+    assert schemes["elasticemailSecret"] == {**schemes["elasticemailSecret"], "in": "query"}
 
 
 @pytest.mark.parametrize("path", ["/v1/emails", "/submitEmail"])

@@ -5,9 +5,12 @@ provider; a permanent rejection fails the email at once. A timeout is an *unknow
 provider may have accepted the email, so falling over can deliver it twice. That window is
 accepted (it is the only one), and recorded in the history as outcome "unknown".
 
-Before any provider, the email's attachments are read from their store: one that is gone fails
-the email; a store that does not answer is retried like a provider outage. A test-mode email
-(every recipient at the sink domain) is then marked SENT by the sink, and no provider is called.
+Before any provider, every recipient is looked up in the tenant's suppression list (one query):
+an email whose recipients are all suppressed fails ("suppressed", never retried) and a partly
+suppressed one goes to the others, its SENT row naming who was dropped. The email's attachments
+are then read from their store: one that is gone fails the email; a store that does not answer
+is retried like a provider outage. A test-mode email (every recipient at the sink domain) is
+then marked SENT by the sink, and no provider is called.
 """
 
 import asyncio
@@ -101,10 +104,20 @@ class DeliveryStore(Protocol):
     ) -> None:
         """Append FAILED(provider) for one provider's failed attempt; the email stays PROCESSING."""
 
+    async def suppressed_recipients(
+        self, email_id: uuid.UUID, addresses: Sequence[str]
+    ) -> frozenset[str]:
+        """Which of `addresses` (lower-case) the email's tenant suppressed, in one query."""
+
     async def mark_sent(
-        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+        self,
+        email_id: uuid.UUID,
+        receipt: SendReceipt,
+        skipped: Sequence[str] = (),
+        suppressed: Sequence[str] = (),
     ) -> None:
-        """SENT(provider) with its ids; `skipped` names providers passed over (circuit open)."""
+        """SENT(provider) with its ids; `skipped` names providers passed over (circuit open),
+        `suppressed` the recipients it was not sent to."""
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]
@@ -223,16 +236,31 @@ async def deliver(
         return Disposition(Action.RETRY, int(claim.lease_remaining_seconds + 1))
     assert claim.email is not None
     email = claim.email
+    suppressed = await store.suppressed_recipients(email_id, email.recipient_addresses)
+    if suppressed:
+        remaining = email.without_recipients(suppressed)
+        if remaining is None:
+            detail = {
+                "outcome": Outcome.SUPPRESSED,
+                "suppressed": sorted(suppressed),
+                "attempt": claim.attempt,
+            }
+            await store.mark_failed(email_id, None, detail)
+            bound.warning("delivery.suppressed", recipients=len(suppressed))
+            return Disposition(Action.DELETE, status=EmailStatus.FAILED)
+        bound.info("delivery.recipients_suppressed", dropped=len(suppressed))
+        email = remaining
+    dropped = sorted(suppressed)
     if claim.attachments:
         assert attachments is not None, "an email with attachments needs an attachment source"
-        loaded = await _attach(claim, attachments, receive_count, store, policy, bound)
+        loaded = await _attach(email, claim, attachments, receive_count, store, policy, bound)
         if isinstance(loaded, Disposition):
             return loaded
         email = loaded
 
     if email.is_test_mode:
         receipt = SendReceipt(SINK_PROVIDER, message_id=f"sink-{email_id}", test_mode=True)
-        await store.mark_sent(email_id, receipt)
+        await store.mark_sent(email_id, receipt, suppressed=dropped)
         bound.info("delivery.sent", provider=SINK_PROVIDER, test_mode=True)
         return Disposition(Action.DELETE, status=EmailStatus.SENT)
 
@@ -268,7 +296,7 @@ async def deliver(
                 error=error.reason,
             )
             continue
-        await store.mark_sent(email_id, receipt, skipped)
+        await store.mark_sent(email_id, receipt, skipped, dropped)
         if breakers is not None and _has_failures(circuits, sender.name):
             await breakers.record_success(sender.name)
         bound.info(
@@ -285,6 +313,7 @@ async def deliver(
 
 
 async def _attach(
+    email: OutgoingEmail,
     claim: Claim,
     source: AttachmentSource,
     receive_count: int,
@@ -292,9 +321,8 @@ async def _attach(
     policy: RetryPolicy,
     bound: Any,
 ) -> OutgoingEmail | Disposition:
-    """The claimed email with its attachments' bytes, or what to do when they cannot be read."""
-    assert claim.email is not None
-    email_id = claim.email.id
+    """`email` with its attachments' bytes, or what to do when they cannot be read."""
+    email_id = email.id
     try:
         loaded = await load_attachments(claim.attachments, source)
     except AttachmentMissingError as error:
@@ -310,7 +338,7 @@ async def _attach(
         bound.warning("delivery.attachments_unavailable", error=str(error))
         summary = {"last_error": f"attachments: {error}", "attempt": claim.attempt}
         return await _retry_later(email_id, receive_count, store, policy, summary, bound)
-    return dataclasses.replace(claim.email, attachments=loaded)
+    return dataclasses.replace(email, attachments=loaded)
 
 
 async def _retry_later(

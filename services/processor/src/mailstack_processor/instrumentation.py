@@ -99,12 +99,24 @@ class TracedDeliveryStore:
         with self._span("email.record_attempt", **{PROVIDER_ATTRIBUTE: provider}):
             await self._store.record_failed_attempt(email_id, provider, detail)
 
+    async def suppressed_recipients(
+        self, email_id: uuid.UUID, addresses: Sequence[str]
+    ) -> frozenset[str]:
+        with self._span("email.suppression_check") as span:
+            suppressed = await self._store.suppressed_recipients(email_id, addresses)
+            span.set_attribute("mailstack.suppressed_recipients", len(suppressed))
+            return suppressed
+
     async def mark_sent(
-        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+        self,
+        email_id: uuid.UUID,
+        receipt: SendReceipt,
+        skipped: Sequence[str] = (),
+        suppressed: Sequence[str] = (),
     ) -> None:
         attributes = {OUTCOME_ATTRIBUTE: "sent", PROVIDER_ATTRIBUTE: receipt.provider}
         with self._span("email.commit", **attributes):
-            await self._store.mark_sent(email_id, receipt, skipped)
+            await self._store.mark_sent(email_id, receipt, skipped, suppressed)
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]

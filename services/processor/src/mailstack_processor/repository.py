@@ -19,14 +19,14 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailstack_core.outcomes import Outcome
 from mailstack_core.sink import SINK_DOMAIN
-from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, emails, provider_breakers
+from mailstack_core.status import DELIVERY_ORDER, EmailStatus
+from mailstack_core.tables import email_history, emails, provider_breakers, suppressions
 from mailstack_processor.delivery import (
     AttachmentRef,
     BreakerState,
@@ -158,7 +158,12 @@ def _build_change(status: EmailStatus, *columns: str) -> Any:
         update(emails)
         .where(emails.c.id == bindparam("email_id"))
         .values(
-            status=status,
+            # A provider's event may have come first (its webhook can beat this write): the
+            # status it set stays, as the status only moves forward (see DELIVERY_ORDER).
+            status=case(
+                (emails.c.status.in_([s.value for s in DELIVERY_ORDER]), emails.c.status),
+                else_=literal(status.value),
+            ),
             updated_at=func.now(),
             lease_expires_at=None,
             **{column: bindparam(f"set_{column}") for column in columns},
@@ -189,6 +194,15 @@ _MARK_FAILED = _build_change(EmailStatus.FAILED, "provider", "last_error")
 _RELEASE = _build_change(EmailStatus.QUEUED, "last_error")
 # Its VALUES come from the parameters' names.
 _APPEND = insert(email_history)
+# Which of an email's recipients its tenant suppressed (the primary key's index answers it).
+_SUPPRESSED = (
+    select(suppressions.c.email)
+    .join(emails, emails.c.tenant_id == suppressions.c.tenant_id)
+    .where(
+        emails.c.id == bindparam("email_id"),
+        suppressions.c.email == func.any(bindparam("addresses", type_=ARRAY(Text))),
+    )
+)
 
 
 class EmailDeliveryStore:
@@ -256,8 +270,21 @@ class EmailDeliveryStore:
             },
         )
 
+    async def suppressed_recipients(
+        self, email_id: uuid.UUID, addresses: Sequence[str]
+    ) -> frozenset[str]:
+        async with self._autocommit.connect() as connection:
+            rows = await connection.execute(
+                _SUPPRESSED, {"email_id": email_id, "addresses": list(addresses)}
+            )
+            return frozenset(row.email for row in rows)
+
     async def mark_sent(
-        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+        self,
+        email_id: uuid.UUID,
+        receipt: SendReceipt,
+        skipped: Sequence[str] = (),
+        suppressed: Sequence[str] = (),
     ) -> None:
         detail: dict[str, Any] = {
             "outcome": Outcome.ACCEPTED,
@@ -267,6 +294,8 @@ class EmailDeliveryStore:
         }
         if skipped:
             detail["skipped"] = list(skipped)
+        if suppressed:
+            detail["suppressed"] = list(suppressed)
         if receipt.test_mode:
             detail["test_mode"] = True
             detail["note"] = f"every recipient is at {SINK_DOMAIN}: no provider was called"

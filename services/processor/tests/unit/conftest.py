@@ -55,6 +55,9 @@ class InMemoryDeliveryStore:
         self.history: dict[uuid.UUID, list[HistoryRow]] = {}
         self.claims: list[tuple[uuid.UUID, int, int]] = []
         self.receipts: dict[uuid.UUID, SendReceipt] = {}
+        # The tenant's suppression list (one tenant in these tests), and each lookup of it.
+        self.suppressed: set[str] = set()
+        self.suppression_lookups: list[uuid.UUID] = []
 
     def add(
         self,
@@ -109,14 +112,26 @@ class InMemoryDeliveryStore:
         assert self.emails[email_id].status is EmailStatus.PROCESSING
         self._append(email_id, EmailStatus.FAILED, provider, detail)
 
+    async def suppressed_recipients(
+        self, email_id: uuid.UUID, addresses: Sequence[str]
+    ) -> frozenset[str]:
+        self.suppression_lookups.append(email_id)
+        return frozenset(address for address in addresses if address in self.suppressed)
+
     async def mark_sent(
-        self, email_id: uuid.UUID, receipt: SendReceipt, skipped: Sequence[str] = ()
+        self,
+        email_id: uuid.UUID,
+        receipt: SendReceipt,
+        skipped: Sequence[str] = (),
+        suppressed: Sequence[str] = (),
     ) -> None:
         self.emails[email_id].status = EmailStatus.SENT
         self.receipts[email_id] = receipt
         detail: dict[str, Any] = {"message_id": receipt.message_id}
         if skipped:
             detail["skipped"] = list(skipped)
+        if suppressed:
+            detail["suppressed"] = list(suppressed)
         if receipt.test_mode:
             detail["test_mode"] = True
         self._append(email_id, EmailStatus.SENT, receipt.provider, detail)

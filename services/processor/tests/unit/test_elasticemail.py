@@ -49,6 +49,8 @@ async def test_sends_the_v4_transactional_request(make: Any, provider_http: Any)
                 },
             ],
             "Headers": {"X-Mailstack-Email-Id": str(email.id)},
+            # Always: ElasticEmail's notifications carry it back, with the email's id.
+            "Postback": f'{{"mailstack_email_id":"{email.id}","tags":[],"metadata":{{}}}}',
         },
     }
 

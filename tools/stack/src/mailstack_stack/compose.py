@@ -6,6 +6,7 @@ stack is up (`up --wait`, `ps`), and the settings written to stack.env are read 
 """
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import yaml
 
 from mailstack_stack import credentials
 from mailstack_stack.config import LOCALHOST, StackConfig, docker_daemon_answers, write_env_file
+from mailstack_stack.event_keys import ensure_event_keys
 
 
 class ComposeError(RuntimeError):
@@ -101,8 +103,13 @@ class ComposeStack:
     def run(self, *args: str, capture: bool = False) -> str:
         argv = self.command(*args) if args[0] != "version" else [self.docker, "compose", *args]
         try:
+            # docker-compose.yml takes the stubs' event key and secret from the environment
+            # (made on the first call that needs the project, never for `version`).
+            env = None
+            if args[0] != "version":
+                env = os.environ | ensure_event_keys(self.config.state_dir).compose_env()
             done = subprocess.run(
-                argv, text=True, capture_output=capture, cwd=self.config.repo_root
+                argv, text=True, capture_output=capture, cwd=self.config.repo_root, env=env
             )
         except FileNotFoundError as error:
             raise ComposeError(f"{self.docker} not found: install Docker") from error

@@ -21,7 +21,7 @@ import httpx
 from supervisor.xmlrpc import SupervisorTransport
 
 from mailstack_stack import config as c
-from mailstack_stack import credentials, localstack, postgres, resources
+from mailstack_stack import credentials, event_keys, localstack, postgres, resources
 from mailstack_stack.external import StackEnv
 from mailstack_stack.waiting import ConditionNotMetError, eventually
 
@@ -272,6 +272,7 @@ class Stack:
             return (
                 common
                 | webhooks
+                | self.event_keys().gateway_env()
                 | {
                     "GATEWAY_HOST": c.LOCALHOST,
                     "GATEWAY_PORT": str(ports.gateway),
@@ -297,6 +298,10 @@ class Stack:
             # The last receive before the redrive policy takes the message marks it FAILED.
             "MAX_ATTEMPTS": str(self.config.resources()["email_queue"]["max_receive_count"]),
         }
+
+    def event_keys(self) -> event_keys.ProviderEventKeys:
+        """The stubs' event signing key and secret, made once under the state directory."""
+        return event_keys.ensure_event_keys(self.config.state_dir)
 
     def _program(self, name: str) -> dict[str, object]:
         """supervisord's settings for component `name`."""
@@ -329,6 +334,10 @@ class Stack:
             args[DISPATCHER] = ("mailstack_processor.webhooks",)
             argv = [config.python, "-m", *args.get(name, (f"mailstack_{name}",))]
             env = self.service_env(name, self.env) if name in SERVICES else {}
+            if name in (ELASTICEMAIL_STUB, SENDGRID_STUB):
+                # Their events go to this stack's gateway, signed as the gateway expects.
+                gateway_url = config.url(self._port(GATEWAY))
+                env = self.event_keys().stub_env(name.removesuffix("-stub"), gateway_url)
             # A graceful stop of the processor finishes in-flight sends and its long poll, the
             # dispatcher's its deliveries under way.
             settings["stopwaitsecs"] = {PROCESSOR: 30, DISPATCHER: 25}.get(name, 10)

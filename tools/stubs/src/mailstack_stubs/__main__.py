@@ -1,6 +1,7 @@
 """`mailstack-stub elasticemail|sendgrid --host H --port P --api-key K`: run one stub server."""
 
 import argparse
+import os
 import signal
 import socket
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from mailstack_stubs.app import PROVIDERS, create_app
 from mailstack_stubs.behaviour import StubState
 
 DEFAULT_PORTS = {"elasticemail": 8101, "sendgrid": 8102}
+EVENTS_URL_ENV = "STUB_EVENTS_URL"
+EVENTS_PRIVATE_KEY_ENV = "STUB_EVENTS_PRIVATE_KEY"
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -53,6 +56,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="default: 8101 elasticemail, 8102 sendgrid")
     parser.add_argument("--api-key", required=True, help="the only key the stub accepts")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--events-url",
+        default=os.environ.get(EVENTS_URL_ENV),
+        help=f"where to post provider events after each send (default: ${EVENTS_URL_ENV}; "
+        "unset: none are posted)",
+    )
+    parser.add_argument(
+        "--events-private-key",
+        default=os.environ.get(EVENTS_PRIVATE_KEY_ENV),
+        help=f"sendgrid: the EC P-256 key that signs its events, PEM or base64 DER (default: "
+        f"${EVENTS_PRIVATE_KEY_ENV})",
+    )
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("--api-key must not be empty")
@@ -70,7 +85,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     state = StubState()
     config = uvicorn.Config(
-        create_app(args.provider, args.api_key, state),
+        create_app(
+            args.provider,
+            args.api_key,
+            state,
+            events_url=args.events_url,
+            events_private_key=args.events_private_key,
+        ),
         host=args.host,
         port=args.port or DEFAULT_PORTS[args.provider],
         log_config=log_config(args.log_level),

@@ -20,3 +20,12 @@ def is_valid_mailbox(value: object) -> bool:
     if match is not None:
         return is_valid_address(match["address"])
     return is_valid_address(value.strip())
+
+
+def mailbox_address(value: object) -> str | None:
+    """The address of `addr` or `Name <addr>`; None if it is neither."""
+    if not isinstance(value, str):
+        return None
+    match = _MAILBOX.fullmatch(value.strip())
+    address = match["address"] if match is not None else value.strip()
+    return address if is_valid_address(address) else None

@@ -68,6 +68,24 @@ class StubControl:
         """Mode ok, no delay, no recorded sends or idempotency keys; held requests answered."""
         self._http.post("/_stub/reset").raise_for_status()
 
+    def post_event(
+        self, message_id: str, event: str, recipient: str | None = None
+    ) -> dict[str, Any]:
+        """Have the stub post `event` for a recorded message (the same one again if asked
+        again); what it prepared, with its event id."""
+        body = {"message_id": message_id, "event": event}
+        if recipient is not None:
+            body["recipient"] = recipient
+        response = self._http.post("/_stub/events", json=body).raise_for_status()
+        prepared: dict[str, Any] = response.json()
+        return prepared
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the stub posted so far, with the answer it got (or its error)."""
+        response = self._http.get("/_stub/events").raise_for_status()
+        posted: list[dict[str, Any]] = response.json()
+        return posted
+
     def health(self) -> Health:
         response = self._http.get("/_stub/health").raise_for_status()
         health: Health = response.json()

@@ -1,6 +1,7 @@
 """The send route both stubs share: hold the request per behaviour, answer it, record it."""
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -45,7 +46,15 @@ def status_phrase(status: int) -> str:
         return "Error"
 
 
-def add_send_route(router: APIRouter, path: str, wire: ProviderWire, state: StubState) -> None:
+def add_send_route(
+    router: APIRouter,
+    path: str,
+    wire: ProviderWire,
+    state: StubState,
+    on_accepted: Callable[[RecordedSend], None] | None = None,
+) -> None:
+    """The provider's send route; `on_accepted` is told of each accepted send (not a replay)."""
+
     async def send(request: Request) -> Response:
         received_at = datetime.now(UTC)
         raw = await request.body()
@@ -55,16 +64,17 @@ def add_send_route(router: APIRouter, path: str, wire: ProviderWire, state: Stub
             body, malformed = None, True
         behaviour = await state.wait_for_turn()
         answer = wire.answer(behaviour, SendRequest(request.headers, body, malformed, len(raw)))
-        state.record(
-            RecordedSend(
-                received_at=received_at,
-                body=body,
-                headers=recorded_headers(request.headers),
-                status=answer.response.status_code,
-                replay=answer.replay,
-                message_id=answer.message_id,
-            )
+        recorded = RecordedSend(
+            received_at=received_at,
+            body=body,
+            headers=recorded_headers(request.headers),
+            status=answer.response.status_code,
+            replay=answer.replay,
+            message_id=answer.message_id,
         )
+        state.record(recorded)
+        if on_accepted is not None and 200 <= recorded.status < 300 and not recorded.replay:
+            on_accepted(recorded)
         logger.info(
             "stub.send provider=%s status=%d replay=%s message_id=%s mode=%s",
             wire.name,

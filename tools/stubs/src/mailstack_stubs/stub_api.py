@@ -1,13 +1,14 @@
 """The `/_stub` control API: set the behaviour, read and clear recorded sends, reset, health."""
 
 import logging
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mailstack_stubs.behaviour import Behaviour, Mode, ModeName, StubState
+from mailstack_stubs.events import EventEmitter, EventName, UnknownMessageError
 
 logger = logging.getLogger("mailstack_stubs")
 
@@ -32,27 +33,44 @@ class BehaviourUpdate(BaseModel):
         return Behaviour(mode=Mode(self.mode), status=self.status, delay_ms=self.delay_ms or 0)
 
 
-def build_router(provider: str, state: StubState) -> APIRouter:
+class EventRequest(BaseModel):
+    """POST /_stub/events: post `event` for a recorded message (to its first recipient unless
+    `recipient` names another); the same request again posts the same provider event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(min_length=1)
+    event: EventName
+    recipient: str | None = None
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses `model` itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _parse(model: type[Body], request: Request) -> Body | JSONResponse:
+    """The body as `model`, or the 422 to answer. Parsed here rather than by FastAPI so that
+    `curl -d '{"mode":"hang"}'`, which sends no JSON content type, works too."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as error:
+        detail = error.errors(include_url=False, include_context=False, include_input=False)
+        return JSONResponse({"detail": detail}, status_code=422)
+
+
+def build_router(provider: str, state: StubState, emitter: EventEmitter) -> APIRouter:
     router = APIRouter(prefix="/_stub", tags=["stub control"])
 
-    # The body is parsed here rather than by FastAPI so that `curl -d '{"mode":"hang"}'`,
-    # which sends no JSON content type, works too.
-    @router.put(
-        "/behaviour",
-        status_code=204,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": BehaviourUpdate.model_json_schema()}},
-            }
-        },
-    )
+    @router.put("/behaviour", status_code=204, openapi_extra=_json_body(BehaviourUpdate))
     async def put_behaviour(request: Request) -> Response:
-        try:
-            update = BehaviourUpdate.model_validate_json(await request.body())
-        except ValidationError as error:
-            detail = error.errors(include_url=False, include_context=False, include_input=False)
-            return JSONResponse({"detail": detail}, status_code=422)
+        update = await _parse(BehaviourUpdate, request)
+        if isinstance(update, JSONResponse):
+            return update
         state.set_behaviour(update.to_behaviour())
         logger.info(
             "stub.behaviour provider=%s mode=%s status=%s delay_ms=%s",
@@ -76,9 +94,35 @@ def build_router(provider: str, state: StubState) -> APIRouter:
         state.clear_sends()
         return Response(status_code=204)
 
+    @router.post("/events", status_code=202, openapi_extra=_json_body(EventRequest))
+    async def post_event(request: Request) -> JSONResponse:
+        asked = await _parse(EventRequest, request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        try:
+            prepared = emitter.trigger(
+                state.sends(), asked.message_id, asked.event, asked.recipient
+            )
+        except UnknownMessageError as error:
+            return JSONResponse({"detail": str(error)}, status_code=404)
+        body = {
+            "event_id": prepared.event_id,
+            "message_id": prepared.message_id,
+            "event": prepared.event,
+            "recipient": prepared.recipient,
+            "will_post": emitter.url is not None,
+        }
+        return JSONResponse(body, status_code=202)
+
+    @router.get("/events")
+    async def get_events() -> list[dict[str, Any]]:
+        """Every event posted so far (in the order their answers came) and the answer."""
+        return [posted.to_json() for posted in emitter.posted()]
+
     @router.post("/reset", status_code=204)
     async def reset() -> Response:
         state.reset()
+        emitter.reset()
         logger.info("stub.reset provider=%s", provider)
         return Response(status_code=204)
 

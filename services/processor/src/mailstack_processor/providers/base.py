@@ -1,7 +1,8 @@
 """The EmailSender port, the email it sends, and the provider outcomes it may raise."""
 
+import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -48,6 +49,23 @@ class OutgoingEmail:
         """Every recipient is at the sink domain: walked to SENT, never handed to a provider."""
         recipients = (*self.to, *self.cc, *self.bcc)
         return bool(recipients) and all(is_sink_address(m.email) for m in recipients)
+
+    @property
+    def recipient_addresses(self) -> tuple[str, ...]:
+        """Every recipient's address, lower-case, as the suppression list keeps them."""
+        return tuple(dict.fromkeys(m.email.lower() for m in (*self.to, *self.cc, *self.bcc)))
+
+    def without_recipients(self, dropped: Collection[str]) -> "OutgoingEmail | None":
+        """This email without the `dropped` addresses (lower-case); None when no `to` is left
+        (copies alone are not sent: the providers need a `to`)."""
+
+        def kept(mailboxes: tuple[Mailbox, ...]) -> tuple[Mailbox, ...]:
+            return tuple(m for m in mailboxes if m.email.lower() not in dropped)
+
+        to = kept(self.to)
+        if not to:
+            return None
+        return dataclasses.replace(self, to=to, cc=kept(self.cc), bcc=kept(self.bcc))
 
     @property
     def attachment_bytes(self) -> int:

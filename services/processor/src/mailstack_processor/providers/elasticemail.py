@@ -50,8 +50,8 @@ def build_request(email: OutgoingEmail) -> dict[str, Any]:
             for attachment in email.attachments
         ]
     request: dict[str, Any] = {"Recipients": recipients, "Content": content}
-    if email.tags or email.metadata:
-        content["Postback"] = postback(email)
+    # Always: its notifications carry the email's id back (the gateway matches events by it).
+    content["Postback"] = postback(email)
     if email.tags:
         request["Options"] = {"ChannelName": email.tags[0]}
     return request
