@@ -10,7 +10,6 @@ sends. WebhookReceiver is a user's webhook endpoint that verifies signatures.
 import gzip
 import json
 import threading
-import time
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -144,12 +143,14 @@ class ReceivedWebhook:
 class WebhookReceiver(_LocalServer):
     """A user's webhook endpoint for tests: verifies each request's signature with the Standard
     Webhooks library, as a receiver should, and answers 204, or 401 to a request that does not
-    verify. `delay_seconds` makes it slow to answer (the request is recorded on arrival)."""
+    verify. Between `hold()` and `release()` it answers nothing (each request is recorded on
+    arrival): a delivery is surely under way while the test does something to the sender."""
 
     def __init__(self, path: str = "/hook") -> None:
         self.path = path
         self.secret: str | None = None
-        self.delay_seconds = 0.0
+        self._answering = threading.Event()
+        self._answering.set()
         self._received: list[ReceivedWebhook] = []
         self._lock = threading.Lock()
         receiver = self
@@ -162,9 +163,8 @@ class WebhookReceiver(_LocalServer):
                 verified = receiver.verifies(body, headers)
                 with receiver._lock:
                     receiver._received.append(ReceivedWebhook(headers, body, verified))
-                    delay = receiver.delay_seconds
-                if delay:
-                    time.sleep(delay)
+                # Held at most a minute: a test that forgets to release still ends.
+                receiver._answering.wait(60)
                 self.send_response(204 if verified else 401)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -177,6 +177,13 @@ class WebhookReceiver(_LocalServer):
     @property
     def url(self) -> str:
         return f"{self.base_url}{self.path}"
+
+    def hold(self) -> None:
+        """Keep every request waiting for its answer until `release()`."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        self._answering.set()
 
     def verifies(self, body: bytes, headers: dict[str, str]) -> bool:
         if self.secret is None:
