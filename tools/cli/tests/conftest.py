@@ -48,7 +48,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGateway]:
     fake = FakeGateway()
     monkeypatch.setattr(main, "TRANSPORT", httpx.MockTransport(fake.handle))
     monkeypatch.setattr(main, "sleep", lambda _: None)
-    yield fake
+    return fake
 
 
 @pytest.fixture

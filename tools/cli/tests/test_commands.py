@@ -5,7 +5,6 @@ from typing import Any
 
 import httpx
 
-
 # What the `run` fixture puts in the environment.
 URL = "http://gateway.test"
 KEY = "ms_0123456789abcdef_secret"
@@ -65,7 +64,8 @@ def test_send_takes_a_json_file_and_lets_flags_override_it(
     result = run("send", "--file", "email.json", "--subject", "From a flag", "--table")
     assert result.exit_code == 0, result.output
     assert gateway.last_json() == body | {"subject": "From a flag"}
-    assert EMAIL_ID in result.stdout and "QUEUED" in result.stdout
+    assert EMAIL_ID in result.stdout
+    assert "QUEUED" in result.stdout
     assert not result.stdout.lstrip().startswith("{")
 
 
@@ -147,7 +147,8 @@ def test_history_is_a_table_oldest_first(gateway: Any, run: Any) -> None:
     queued = next(i for i, line in enumerate(lines) if "QUEUED" in line)
     sent = next(i for i, line in enumerate(lines) if "SENT" in line)
     assert queued < sent
-    assert '{"outcome":"accepted"}' in lines[queued] and "elasticemail" in lines[sent]
+    assert '{"outcome":"accepted"}' in lines[queued]
+    assert "elasticemail" in lines[sent]
 
 
 def test_list_passes_its_filters_and_prints_the_next_cursor(gateway: Any, run: Any) -> None:
@@ -180,7 +181,9 @@ def test_tail_prints_new_emails_and_status_changes_until_it_stops(gateway: Any, 
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 2, lines
-    assert "e1" in lines[0] and "new" in lines[0] and "QUEUED" in lines[0]
+    assert "e1" in lines[0]
+    assert "new" in lines[0]
+    assert "QUEUED" in lines[0]
     assert "QUEUED -> SENT via elasticemail" in lines[1]
     assert "old" not in result.stdout
 
@@ -226,7 +229,8 @@ def test_keys_list_and_revoke(gateway: Any, run: Any) -> None:
     }  # fmt: skip
     gateway.answer("GET", "/v1/admin/keys", 200, {"items": [key]})
     listed = run("keys", "list", "--tenant", "acme", "--table")
-    assert listed.exit_code == 0 and "0123456789abcdef" in listed.stdout
+    assert listed.exit_code == 0
+    assert "0123456789abcdef" in listed.stdout
     assert gateway.requests[-1].url.params["tenant"] == "acme"
     revoked = key | {"revoked_at": "2026-12-02"}
     gateway.answer("POST", "/v1/admin/keys/0123456789abcdef/revoke", 200, revoked)
@@ -244,7 +248,9 @@ def test_breakers_table_and_the_empty_case(gateway: Any, run: Any) -> None:
     }  # fmt: skip
     gateway.answer("GET", "/v1/admin/breakers", 200, {"items": [breaker], "read_at": "now"})
     table = run("breakers", "--table").stdout
-    assert "elasticemail" in table and "open" in table and "HTTP 503" in table
+    assert "elasticemail" in table
+    assert "open" in table
+    assert "HTTP 503" in table
 
 
 def test_redrive_waits_for_the_move_and_reports_counts(gateway: Any, run: Any) -> None:
@@ -275,7 +281,8 @@ def test_a_failed_redrive_is_reported_and_exits_1(gateway: Any, run: Any) -> Non
     gateway.answer("GET", "/v1/admin/dead-letters", 200, {"messages": 2, "redrives": [failed]})
     result = run("redrive", "--table")
     assert result.exit_code == 1
-    assert "FAILED" in result.stdout and "AccessDenied" in result.stdout
+    assert "FAILED" in result.stdout
+    assert "AccessDenied" in result.stdout
 
 
 def test_a_running_redrive_is_a_conflict(gateway: Any, run: Any) -> None:
