@@ -2,14 +2,13 @@
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from mailstack_core.database import normalize_database_url
 from mailstack_gateway.auth import ALL_SCOPES, Scope
 from mailstack_gateway.keys import KeyAdmin
 from mailstack_gateway.main import create_app
@@ -20,13 +19,6 @@ from mailstack_stack.waiting import eventually, eventually_async
 pytestmark = pytest.mark.integration
 
 TENANT = "operators"
-
-
-@pytest.fixture
-def sync_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalize_database_url(database_url))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -120,6 +120,20 @@ def _gateway(ctx: typer.Context, out: Output) -> Iterator[GatewayClient]:
         client.close()
 
 
+def _fetch(
+    ctx: typer.Context, as_json: bool, as_table: bool, call: Callable[[GatewayClient], Json]
+) -> tuple[Output, Json | None]:
+    """The output chosen, and the gateway's answer to `call` for a table; None once it was
+    printed as JSON."""
+    out = _output(as_json, as_table)
+    with _gateway(ctx, out) as gateway:
+        answer = call(gateway)
+    if out.as_json:
+        out.data(answer)
+        return out, None
+    return out, answer
+
+
 def _address(value: str) -> Json:
     """`Name <a@example.com>` or `a@example.com` as the API's address object."""
     name, email = parseaddr(value)
@@ -169,15 +183,13 @@ def send(
     as_table: TableFlag = False,
 ) -> None:
     """Send an email; prints its id and status. Every validation error comes at once."""
-    out = _output(as_json, as_table)
     fields: Json = {"from": _address(sender) if sender else None, "subject": subject}
     fields |= {"text": text, "html": html, "tags": tag or None}
     body = _email_body(file, fields, {"to": to, "cc": cc, "bcc": bcc})
-    with _gateway(ctx, out) as gateway:
-        accepted = gateway.send(body, idempotency_key)
-    if out.as_json:
-        out.data(accepted)
-    else:
+    out, accepted = _fetch(
+        ctx, as_json, as_table, lambda gateway: gateway.send(body, idempotency_key)
+    )
+    if accepted is not None:
         out.record([("id", accepted["id"]), ("status", accepted["status"])])
 
 
@@ -189,11 +201,8 @@ def get(
     as_table: TableFlag = False,
 ) -> None:
     """One email: its status and what it was sent with."""
-    out = _output(as_json, as_table)
-    with _gateway(ctx, out) as gateway:
-        email = gateway.email(email_id)
-    if out.as_json:
-        out.data(email)
+    out, email = _fetch(ctx, as_json, as_table, lambda gateway: gateway.email(email_id))
+    if email is None:
         return
     out.record(
         [
@@ -224,11 +233,8 @@ def history(
     as_table: TableFlag = False,
 ) -> None:
     """One email's history, oldest first."""
-    out = _output(as_json, as_table)
-    with _gateway(ctx, out) as gateway:
-        found = gateway.history(email_id)
-    if out.as_json:
-        out.data(found)
+    out, found = _fetch(ctx, as_json, as_table, lambda gateway: gateway.history(email_id))
+    if found is None:
         return
     rows = [
         (entry["at"], entry["status"], entry.get("provider"), entry.get("detail"))
@@ -248,11 +254,11 @@ def list_emails(
     as_table: TableFlag = False,
 ) -> None:
     """A page of your emails, newest first."""
-    out = _output(as_json, as_table)
-    with _gateway(ctx, out) as gateway:
-        page = gateway.emails(status.upper() if status else None, tag, limit, cursor)
-    if out.as_json:
-        out.data(page)
+    wanted = status.upper() if status else None
+    out, page = _fetch(
+        ctx, as_json, as_table, lambda gateway: gateway.emails(wanted, tag, limit, cursor)
+    )
+    if page is None:
         return
     rows = [
         (item["id"], item["status"], item["subject"], item.get("provider"), item["created_at"])
@@ -324,14 +330,11 @@ def create_key(
     as_table: TableFlag = False,
 ) -> None:
     """Create an API key; it is shown this once."""
-    out = _output(as_json, as_table)
     request: Json = {"name": name, "create_tenant": create_tenant}
     optional = {"tenant": tenant, "scopes": scope, "expires_in_days": expires_in_days}
     request |= {key: value for key, value in optional.items() if value is not None}
-    with _gateway(ctx, out) as gateway:
-        created = gateway.create_key(request)
-    if out.as_json:
-        out.data(created)
+    out, created = _fetch(ctx, as_json, as_table, lambda gateway: gateway.create_key(request))
+    if created is None:
         return
     out.record(
         [
@@ -373,12 +376,8 @@ def list_keys(
     as_table: TableFlag = False,
 ) -> None:
     """API keys of every tenant, or of one; never their secrets."""
-    out = _output(as_json, as_table)
-    with _gateway(ctx, out) as gateway:
-        found = gateway.keys(tenant)
-    if out.as_json:
-        out.data(found)
-    else:
+    out, found = _fetch(ctx, as_json, as_table, lambda gateway: gateway.keys(tenant))
+    if found is not None:
         out.table(KEY_COLUMNS, _key_rows(found["items"]))
 
 
@@ -390,23 +389,16 @@ def revoke_key(
     as_table: TableFlag = False,
 ) -> None:
     """Revoke a key by its id (every gateway stops taking it within AUTH_CACHE_SECONDS)."""
-    out = _output(as_json, as_table)
-    with _gateway(ctx, out) as gateway:
-        revoked = gateway.revoke_key(key_id)
-    if out.as_json:
-        out.data(revoked)
-    else:
+    out, revoked = _fetch(ctx, as_json, as_table, lambda gateway: gateway.revoke_key(key_id))
+    if revoked is not None:
         out.table(KEY_COLUMNS, _key_rows([revoked]))
 
 
 @app.command()
 def breakers(ctx: typer.Context, as_json: JsonFlag = False, as_table: TableFlag = False) -> None:
     """Each provider's circuit breaker, as the processors share it (admin scope)."""
-    out = _output(as_json, as_table)
-    with _gateway(ctx, out) as gateway:
-        found = gateway.breakers()
-    if out.as_json:
-        out.data(found)
+    out, found = _fetch(ctx, as_json, as_table, lambda gateway: gateway.breakers())
+    if found is None:
         return
     if not found["items"]:
         out.say("no provider has failed yet: every breaker is closed")
