@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -23,11 +23,16 @@ from mailstack_gateway.redrive import (
     RedriveRunningError,
     SqsRedrive,
 )
-from mailstack_gateway.schemas import ErrorBody, FieldError, Problem
+from mailstack_gateway.schemas import ErrorBody, FieldError, Problem, SingleLine
 
 # What a key gets when the request names no scopes: send and read its tenant's email.
 DEFAULT_SCOPES = [Scope.SEND, Scope.READ]
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+# auth.generate_api_key's ids: 64 random bits, hex.
+KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Every validation error, each naming its field"}
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class KeyCreate(BaseModel):
         pattern=TENANT_PATTERN,
         description="The tenant the key acts for; the caller's own when omitted.",
     )
-    name: str = Field(default="api key", min_length=1, max_length=200)
+    name: SingleLine = Field(default="api key", min_length=1, max_length=200)
     scopes: list[Scope] = Field(default=DEFAULT_SCOPES, min_length=1)
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)
     create_tenant: bool = Field(default=False, description="Create the tenant if it is missing.")
@@ -202,6 +207,7 @@ async def create_key(
     "/keys",
     **_SECURED,
     response_model=KeyList,
+    responses=_INVALID,
     summary="API keys, never their secrets (admin scope)",
 )
 async def list_keys(
@@ -219,11 +225,13 @@ async def list_keys(
     "/keys/{key_id}/revoke",
     **_SECURED,
     response_model=KeyPublic,
-    responses={404: {"model": Problem, "description": "No key with this id"}},
+    responses={404: {"model": Problem, "description": "No key with this id"}, **_INVALID},
     summary="Revoke an API key; again is harmless (admin scope)",
     description="Takes effect within AUTH_CACHE_SECONDS on every gateway instance.",
 )
-async def revoke_key(key_id: str, _: Admin, operations: OperationsDep) -> KeyPublic | JSONResponse:
+async def revoke_key(
+    key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)], _: Admin, operations: OperationsDep
+) -> KeyPublic | JSONResponse:
     try:
         info = await operations.keys.revoke_key(key_id)
     except UnknownKeyError as error:
@@ -279,6 +287,7 @@ async def dead_letters(_: Admin, operations: OperationsDep) -> DeadLettersPublic
     responses={
         **_QUEUE_RESPONSES,
         409: {"model": Problem, "description": "A redrive is running already"},
+        **_INVALID,
     },
     summary="Move every message of the dead-letter queue back to the email queue (admin scope)",
     description=(
