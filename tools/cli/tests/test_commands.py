@@ -297,3 +297,17 @@ def test_json_and_table_exclude_each_other(gateway: Any, run: Any) -> None:
     result = run("breakers", "--json", "--table")
     assert result.exit_code == 2
     assert gateway.requests == []
+
+
+def test_dead_letters_shows_the_depth_and_the_redrives(gateway: Any, run: Any) -> None:
+    redrive = {
+        "status": "COMPLETED", "started_at": "2026-12-01T10:00:00Z", "messages_moved": 7,
+        "messages_to_move": 7, "failure_reason": None, "task_handle": None,
+    }  # fmt: skip
+    body = {"messages": 3, "messages_in_flight": 1, "redrives": [redrive]}
+    gateway.answer("GET", "/v1/admin/dead-letters", 200, body)
+    table = run("dead-letters", "--table")
+    assert table.exit_code == 0, table.output
+    assert "messages" in table.stdout
+    assert "COMPLETED" in table.stdout
+    assert json.loads(run("dead-letters").stdout) == body

@@ -418,6 +418,24 @@ def breakers(ctx: typer.Context, as_json: JsonFlag = False, as_table: TableFlag 
     out.table(columns, rows)
 
 
+@app.command("dead-letters")
+def dead_letters(
+    ctx: typer.Context, as_json: JsonFlag = False, as_table: TableFlag = False
+) -> None:
+    """How many messages the dead-letter queue holds, and its recent redrives (admin scope)."""
+    out, found = _fetch(ctx, as_json, as_table, lambda gateway: gateway.dead_letters())
+    if found is None:
+        return
+    out.record([("messages", found["messages"]), ("in flight", found["messages_in_flight"])])
+    rows = [
+        (item["started_at"], item["status"], item["messages_moved"], item["messages_to_move"],
+         item.get("failure_reason"))
+        for item in found["redrives"]
+    ]  # fmt: skip
+    if rows:
+        out.table(["started", "status", "moved", "to move", "failure"], rows, title="redrives")
+
+
 def _wait_for_redrive(gateway: GatewayClient, seconds: float, interval: float) -> Json:
     """The newest redrive once it has stopped running (or as it is after `seconds`)."""
     deadline = time.monotonic() + seconds
