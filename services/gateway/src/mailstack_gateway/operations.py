@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -24,6 +25,8 @@ from mailstack_gateway.redrive import (
     SqsRedrive,
 )
 from mailstack_gateway.schemas import ErrorBody, FieldError, Problem, SingleLine
+
+log = structlog.get_logger(__name__)
 
 # What a key gets when the request names no scopes: send and read its tenant's email.
 DEFAULT_SCOPES = [Scope.SEND, Scope.READ]
@@ -200,6 +203,14 @@ async def create_key(
         message = f"no tenant {error.tenant_id!r} (set create_tenant to create it)"
         errors = ErrorBody(errors=[FieldError(field="tenant", message=message)])
         return JSONResponse(status_code=422, content=errors.model_dump())
+    # Operator actions leave an audit trail: what, for whom, and by which credential.
+    log.info(
+        "admin.key_created",
+        key_id=info.key_id,
+        tenant=tenant,
+        scopes=list(info.scopes),
+        by=principal.credential_id,
+    )
     return KeyCreated(**_key_public(info), key=new.token)
 
 
@@ -230,12 +241,15 @@ async def list_keys(
     description="Takes effect within AUTH_CACHE_SECONDS on every gateway instance.",
 )
 async def revoke_key(
-    key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)], _: Admin, operations: OperationsDep
+    key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)],
+    principal: Admin,
+    operations: OperationsDep,
 ) -> KeyPublic | JSONResponse:
     try:
         info = await operations.keys.revoke_key(key_id)
     except UnknownKeyError as error:
         return _problem(404, "not_found", str(error))
+    log.info("admin.key_revoked", key_id=key_id, tenant=info.tenant_id, by=principal.credential_id)
     return KeyPublic(**_key_public(info))
 
 
@@ -297,7 +311,7 @@ async def dead_letters(_: Admin, operations: OperationsDep) -> DeadLettersPublic
     ),
 )
 async def redrive(
-    _: Admin, operations: OperationsDep, body: RedriveCreate | None = None
+    principal: Admin, operations: OperationsDep, body: RedriveCreate | None = None
 ) -> RedriveStarted | JSONResponse:
     if operations.redrive is None:
         return _no_dead_letter_queue()
@@ -308,6 +322,7 @@ async def redrive(
         return _problem(409, "redrive_running", str(error))
     except QueueUnavailableError as error:
         return _problem(503, "queue_unavailable", str(error))
+    log.info("admin.redrive_started", messages=before.messages, by=principal.credential_id)
     return RedriveStarted(task_handle=handle, messages_to_move=before.messages)
 
 
