@@ -20,7 +20,6 @@ from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, console, delivery_api, operations, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
-from mailstack_gateway.breakers import BreakerReader
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
     Authenticator,
@@ -253,7 +252,7 @@ def create_app(
         app,
         operations.Operations(
             keys=AsyncKeyAdmin(primary),
-            breakers=BreakerReader(primary),
+            breakers=console.ConsoleQueries(primary),
             redrive=SqsRedrive(sqs, settings.email_dlq_url, settings.email_queue_url)
             if settings.email_dlq_url
             else None,

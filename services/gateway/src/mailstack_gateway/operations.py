@@ -6,7 +6,7 @@ tenants: these routes act on any tenant's keys and on the shared queues.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from mailstack_gateway.api import _AUTH_RESPONSES, BEARER, Admin
 from mailstack_gateway.auth import Scope
-from mailstack_gateway.breakers import BreakerPosition, BreakerReader
+from mailstack_gateway.console.queries import BreakerState, ConsoleQueries
 from mailstack_gateway.keys import AsyncKeyAdmin, KeyInfo, UnknownKeyError, UnknownTenantError
 from mailstack_gateway.redrive import (
     DeadLetters,
@@ -43,7 +43,8 @@ class Operations:
     """What the routes need, built once by main.create_app."""
 
     keys: AsyncKeyAdmin
-    breakers: BreakerReader
+    # The console's reading of the breakers: one query and one vocabulary for both.
+    breakers: ConsoleQueries
     # None when the gateway is not told the DLQ (EMAIL_DLQ_URL): redrives answer 503.
     redrive: SqsRedrive | None
 
@@ -91,7 +92,7 @@ class KeyList(BaseModel):
 
 class BreakerPublic(BaseModel):
     provider: str
-    state: BreakerPosition
+    state: BreakerState
     consecutive_failures: int
     opened_until: datetime | None = Field(
         description="While in the future, every processor skips the provider"
@@ -104,7 +105,7 @@ class BreakerList(BaseModel):
     items: list[BreakerPublic] = Field(
         description="Providers that ever failed; one without a row has a closed breaker"
     )
-    read_at: datetime | None = Field(description="The database's time the states are judged at")
+    read_at: datetime = Field(description="The time the states are judged at")
 
 
 class RedriveCreate(BaseModel):
@@ -260,12 +261,13 @@ async def revoke_key(
     summary="Each provider's circuit breaker as the processors share it (admin scope)",
 )
 async def breakers(_: Admin, operations: OperationsDep) -> BreakerList:
+    now = datetime.now(UTC)
     found = await operations.breakers.breakers()
     return BreakerList(
         items=[
             BreakerPublic(
                 provider=breaker.provider,
-                state=breaker.position,
+                state=breaker.state(now),
                 consecutive_failures=breaker.consecutive_failures,
                 opened_until=breaker.opened_until,
                 last_error=breaker.last_error,
@@ -273,7 +275,7 @@ async def breakers(_: Admin, operations: OperationsDep) -> BreakerList:
             )
             for breaker in found
         ],
-        read_at=found[0].read_at if found else None,
+        read_at=now,
     )
 
 
