@@ -89,7 +89,8 @@ def test_an_operator_manages_keys_and_reads_the_breakers(stack: Any) -> None:
     assert revoked["revoked_at"] is not None
 
     breakers = succeeded(mailstack(stack, "breakers"))
-    assert all(item["state"] in ("closed", "failing", "open", "half-open") for item in breakers["items"])
+    states = {item["state"] for item in breakers["items"]}
+    assert states <= {"closed", "failing", "open", "half-open"}
 
 
 def test_redrive_returns_a_dead_letter_to_the_queue_and_the_processor_consumes_it(
