@@ -18,6 +18,7 @@ from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
 
 MAILSTACK = Path(sys.executable).with_name("mailstack")
+AFTER_SENT = {"SENT", "DEFERRED", "DELIVERED", "OPENED", "CLICKED"}
 EMPTY_QUEUE = {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
 
@@ -56,10 +57,13 @@ def test_an_email_is_sent_and_followed_to_sent_from_the_command_line(
     statuses = [
         entry["status"] for entry in succeeded(mailstack(stack, "history", email_id))["history"]
     ]
-    assert (statuses[0], statuses[-1]) == ("QUEUED", "SENT")
-    assert succeeded(mailstack(stack, "get", email_id))["status"] == "SENT"
+    assert statuses[0] == "QUEUED"
+    assert "SENT" in statuses
+    # The stubs' delivery events may have moved it on since (DELIVERED).
+    assert succeeded(mailstack(stack, "get", email_id))["status"] in AFTER_SENT
     listed = succeeded(mailstack(stack, "list", "--tag", tag, "--json"))
-    assert [(item["id"], item["status"]) for item in listed["items"]] == [(email_id, "SENT")]
+    assert [item["id"] for item in listed["items"]] == [email_id]
+    assert listed["items"][0]["status"] in AFTER_SENT
 
 
 def test_the_gateway_s_validation_errors_all_reach_the_terminal(stack: Any) -> None:

@@ -42,13 +42,23 @@ def test_an_open_email_pushed_off_the_first_page_is_still_followed() -> None:
 
 def test_final_emails_behind_the_horizon_are_not_read_again() -> None:
     pages = Pages(size=1)
-    pages.emails = [_email(f"e{n}", "SENT", n) for n in range(5)]
+    pages.emails = [_email(f"e{n}", "FAILED", n) for n in range(5)]
     follower = Follower(pages)
     follower.poll()
     pages.read = 0
     assert follower.poll() == []
     # The newest one's page, and the next, which shows the horizon is reached; not all five.
     assert pages.read == 2
+
+
+def test_a_sent_email_is_still_followed_for_its_provider_events() -> None:
+    pages = Pages(size=1)
+    pages.emails = [_email("a", "SENT", 0)]
+    follower = Follower(pages)
+    follower.poll()
+    pages.emails = [_email("b", "BOUNCED", 1), _email("a", "DELIVERED", 0)]
+    changes = [(c.email["id"], c.before, c.after) for c in follower.poll()]
+    assert changes == [("a", "SENT", "DELIVERED"), ("b", None, "BOUNCED")]
 
 
 def test_a_status_that_does_not_change_is_not_reported_again() -> None:

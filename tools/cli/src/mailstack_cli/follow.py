@@ -37,7 +37,12 @@ def _created(email: dict[str, Any]) -> datetime:
 
 
 def _is_final(status: str) -> bool:
-    return status in EmailStatus.__members__ and EmailStatus(status).is_terminal
+    """No later change: SENT and most provider events may still be followed by others (a
+    delivery, an open, a bounce), days later."""
+    if status not in EmailStatus.__members__:
+        return False
+    value = EmailStatus(status)
+    return value in (EmailStatus.FAILED, EmailStatus.CANCELED) or value.is_delivery_final
 
 
 class Follower:
