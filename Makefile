@@ -13,7 +13,7 @@ STACK ?=
 STACK_ARGS = $(if $(STACK),--stack=$(STACK))
 PROFILE ?=
 
-PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_jobs mailstack_stubs mailstack_stack mailstack_testing mailstack_bench mailstack_infra
+PACKAGES := mailstack_core mailstack_gateway mailstack_processor mailstack_jobs mailstack_stubs mailstack_stack mailstack_testing mailstack_bench mailstack_cli mailstack_infra
 PYTEST_ARGS ?=
 
 .PHONY: help

@@ -65,7 +65,20 @@ OPERATIONS = [
     ("POST", "/v1/webhooks/{webhook_id}/test"),
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay"),
+    ("POST", "/v1/admin/keys"),
+    ("GET", "/v1/admin/keys"),
+    ("POST", "/v1/admin/keys/{key_id}/revoke"),
+    ("GET", "/v1/admin/breakers"),
+    ("GET", "/v1/admin/dead-letters"),
 ]
+# Documented, and not fuzzed here, with why.
+NOT_FUZZED = {
+    ("POST", "/v1/admin/dead-letters/redrive"): (
+        "it moves the whole dead-letter queue of the shared stack, which other tests read; "
+        "test_cli.py redrives on a stack of its own, the gateway's integration tests check "
+        "its answers"
+    ),
+}
 
 
 def test_every_documented_operation_is_fuzzed(gateway_schema: Any) -> None:
@@ -73,7 +86,7 @@ def test_every_documented_operation_is_fuzzed(gateway_schema: Any) -> None:
         (operation.ok().method.upper(), operation.ok().path)
         for operation in gateway_schema.get_all_operations()
     }
-    assert documented == set(OPERATIONS)
+    assert documented == set(OPERATIONS) | set(NOT_FUZZED)
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)

@@ -217,6 +217,7 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
     attachments = prod.one("aws:s3/bucket:Bucket", "attachments")
     assert {e["name"]: e["value"] for e in definition["environment"]} == {
         "EMAIL_QUEUE_URL": queue.outputs["url"],
+        "EMAIL_DLQ_URL": prod.one("aws:sqs/queue:Queue", "email-queue-dlq").outputs["url"],
         "ATTACHMENTS_BUCKET": attachments.outputs["bucket"],
         "AWS_REGION": "eu-west-1",
         "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # the value under test, not a bind
@@ -286,16 +287,26 @@ def test_execution_role_reads_only_the_secrets_its_task_names(
     assert sorted(granted[0]["Resource"]) == sorted(secret_arn(prod, key) for key in secrets)
 
 
-def test_gateway_may_only_send_to_its_queue_put_attachments_and_read_its_attributes(
+def test_gateway_may_only_send_to_its_queue_put_attachments_read_attributes_and_redrive(
     prod: StackRecord,
 ) -> None:
-    """/readyz asks the queue for its attributes: without the right it answered 503 forever."""
+    """/readyz asks the queue for its attributes: without the right it answered 503 forever.
+    The redrive is a move task from the DLQ, started and watched by the gateway."""
     queue_arn = prod.one("aws:sqs/queue:Queue", "email-queue-queue").outputs["arn"]
+    dlq_arn = prod.one("aws:sqs/queue:Queue", "email-queue-dlq").outputs["arn"]
     bucket_arn = prod.one("aws:s3/bucket:Bucket", "attachments").outputs["arn"]
+    redrive = [
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ListMessageMoveTasks",
+        "sqs:ReceiveMessage",
+        "sqs:StartMessageMoveTask",
+    ]
     assert statements(prod, "gateway-task") == [
         {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [queue_arn]},
         {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"{bucket_arn}/*"]},
         {"Effect": "Allow", "Action": ["sqs:GetQueueAttributes"], "Resource": [queue_arn]},
+        {"Effect": "Allow", "Action": redrive, "Resource": [dlq_arn]},
     ]
 
 

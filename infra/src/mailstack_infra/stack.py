@@ -61,6 +61,15 @@ from mailstack_infra.waf import WebFirewall, WebFirewallArgs
 # The gateway's count of republished (stranded) emails, from its `outbox.republished` events.
 REPUBLISHED_METRIC = "EmailsRepublished"
 
+# What the gateway may do on the DLQ for the operators' redrive (AWS's list for a move task).
+REDRIVE_ACTIONS = [
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ListMessageMoveTasks",
+    "sqs:ReceiveMessage",
+    "sqs:StartMessageMoveTask",
+]
+
 PROCESSOR_HEALTH_PORT = 9101
 DISPATCHER_HEALTH_PORT = 9102
 CLEANUP_HANDLER = "mailstack_jobs.cleanup.handler"
@@ -656,6 +665,8 @@ def _gateway(
         security_group_id=firewall.gateway.id,
         environment={
             "EMAIL_QUEUE_URL": queue.queue.url,
+            # The operators' redrive (POST /v1/admin/dead-letters/redrive) moves its messages.
+            "EMAIL_DLQ_URL": queue.dead_letter_queue.url,
             "ATTACHMENTS_BUCKET": attachments.bucket.bucket,
             "AWS_REGION": config.region,
             "GATEWAY_HOST": "0.0.0.0",  # noqa: S104  # inside the task; the SG admits only the ALB
@@ -684,6 +695,9 @@ def _gateway(
             ),
             # /readyz asks the queue for its attributes.
             Statement(actions=["sqs:GetQueueAttributes"], resources=[queue.queue.arn]),
+            # The redrive: an SQS message move task from the DLQ (it receives and deletes
+            # there, and sends to the queue, with these rights), and its progress.
+            Statement(actions=REDRIVE_ACTIONS, resources=[queue.dead_letter_queue.arn]),
         ],
         port=GATEWAY_PORT,
         target_group=TargetGroupAttachment(

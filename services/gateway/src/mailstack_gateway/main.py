@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core import migrate, telemetry
 from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
-from mailstack_gateway import api, console, delivery_api, outbox, scheduler, webhooks
+from mailstack_gateway import api, console, delivery_api, operations, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
 from mailstack_gateway.credentials import (
     ApiKeyAuthenticator,
@@ -33,9 +33,11 @@ from mailstack_gateway.event_signatures import (
     SharedSecretVerifier,
     load_public_key,
 )
+from mailstack_gateway.keys import AsyncKeyAdmin
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
 from mailstack_gateway.ratelimit import RateLimiter, redis_storage
+from mailstack_gateway.redrive import SqsRedrive
 from mailstack_gateway.repository import EmailReader, EmailWriter
 from mailstack_gateway.schemas import EmailBatchCreate, EmailCreate
 from mailstack_gateway.settings import GatewaySettings
@@ -139,9 +141,8 @@ def create_app(
         if settings.database_read_url and settings.database_read_url != settings.database_url
         else None
     )
-    publisher = SqsEmailPublisher(
-        sqs_client(settings.aws_endpoint_url, settings.aws_region), settings.email_queue_url
-    )
+    sqs = sqs_client(settings.aws_endpoint_url, settings.aws_region)
+    publisher = SqsEmailPublisher(sqs, settings.email_queue_url)
     writer = EmailWriter(
         primary, settings.outbox_grace_seconds, settings.outbox_max_backoff_seconds
     )
@@ -247,6 +248,16 @@ def create_app(
         webhooks.WebhookPolicy(settings.webhook_http_hosts, settings.webhook_allowed_networks),
     )
     app.include_router(delivery_api.router)
+    operations.install(
+        app,
+        operations.Operations(
+            keys=AsyncKeyAdmin(primary),
+            breakers=console.ConsoleQueries(primary),
+            redrive=SqsRedrive(sqs, settings.email_dlq_url, settings.email_queue_url)
+            if settings.email_dlq_url
+            else None,
+        ),
+    )
     app.add_middleware(GatewayMiddleware, quota_state=api.QUOTA_STATE)
     if tracer_provider is not None:
         # Imported only when tracing is on, as are Sentry's integrations: start-up time.

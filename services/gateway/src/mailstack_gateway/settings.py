@@ -18,6 +18,9 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
     # Read replicas (RDS) for the read-only endpoints; the primary when unset.
     database_read_url: str | None = None
     email_queue_url: str
+    # The email queue's dead-letter queue: `POST /v1/admin/dead-letters/redrive` moves its
+    # messages back. Without it, the dead-letter endpoints answer 503.
+    email_dlq_url: str | None = None
     # Where accepted emails' attachments are put (config/resources.json: attachments_bucket).
     attachments_bucket: str
     aws_endpoint_url: str | None = None

@@ -1,10 +1,10 @@
 """Integration tests talk to LocalStack, which accepts any credentials but needs some, and to a
 fresh migrated Postgres database per test (`database_url`)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import Engine, create_engine, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
@@ -34,3 +34,11 @@ async def engine(request: pytest.FixtureRequest, database_url: str) -> AsyncIter
 def writer(engine: AsyncEngine) -> EmailWriter:
     """The gateway's writer, publishing without grace (the outbox relay may take a row at once)."""
     return EmailWriter(engine, outbox_grace_seconds=0, outbox_max_backoff_seconds=60)
+
+
+@pytest.fixture
+def sync_engine(database_url: str) -> Iterator[Engine]:
+    """A synchronous engine on the test's database (the key admin's, `mailstack-admin`'s)."""
+    engine = create_engine(normalize_database_url(database_url))
+    yield engine
+    engine.dispose()

@@ -4,12 +4,12 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mailstack_core.database import normalize_database_url
@@ -28,13 +28,6 @@ EMAIL = {
     "subject": "Hello",
     "text": "Hi",
 }
-
-
-@pytest.fixture
-def sync_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(normalize_database_url(database_url))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -215,3 +215,24 @@ def test_openapi_documents_cancel_and_its_conflict(document: dict[str, Any]) -> 
     conflict = responses["409"]["content"]["application/json"]["schema"]
     assert conflict == {"$ref": "#/components/schemas/NotCancelable"}
     assert "SCHEDULED" in operation["summary"]
+
+
+def test_openapi_documents_the_operator_endpoints(document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    operations = {
+        ("post", "/v1/admin/keys"): {"201", "401", "403", "422"},
+        ("get", "/v1/admin/keys"): {"200", "401", "403"},
+        ("post", "/v1/admin/keys/{key_id}/revoke"): {"200", "401", "403", "404"},
+        ("get", "/v1/admin/breakers"): {"200", "401", "403"},
+        ("get", "/v1/admin/dead-letters"): {"200", "401", "403", "503"},
+        ("post", "/v1/admin/dead-letters/redrive"): {"202", "401", "403", "409", "503"},
+    }
+    for (method, path), statuses in operations.items():
+        operation = paths[path][method]
+        assert statuses <= set(operation["responses"]), (method, path)
+        assert operation["tags"] == ["operations"]
+        assert "admin scope" in operation["summary"]
+    create = paths["/v1/admin/keys"]["post"]["requestBody"]["content"]["application/json"]
+    assert create["schema"] == {"$ref": "#/components/schemas/KeyCreate"}
+    scopes = document["components"]["schemas"]["KeyCreate"]["properties"]["scopes"]
+    assert scopes["default"] == ["emails:send", "emails:read"]

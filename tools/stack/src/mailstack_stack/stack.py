@@ -285,6 +285,8 @@ class Stack:
                     # A purged or restarted local queue loses its messages: recover within a minute.
                     "STRANDED_AFTER_SECONDS": "60",
                     "STRANDED_CHECK_SECONDS": "5",
+                    # The operator endpoints redrive it (POST /v1/admin/dead-letters/redrive).
+                    "EMAIL_DLQ_URL": env["EMAIL_DLQ_URL"],
                 }
             )
         return common | {

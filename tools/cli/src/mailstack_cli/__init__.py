@@ -1,0 +1,1 @@
+"""`mailstack`: the gateway's API from a terminal, for senders and operators."""
