@@ -33,6 +33,7 @@ COPY tools/stubs/pyproject.toml tools/stubs/
 COPY tools/stack/pyproject.toml tools/stack/
 COPY tools/testing/pyproject.toml tools/testing/
 COPY tools/bench/pyproject.toml tools/bench/
+COPY tools/cli/pyproject.toml tools/cli/
 COPY infra/pyproject.toml infra/
 # Declared after the shared layers above, so the three images share them. No defaults: a build
 # without them stops here instead of making an image with the wrong package.
