@@ -77,6 +77,7 @@ def test_compose_stubs_post_to_the_gateway_with_what_make_up_passes(
 _STACK_ENV = {
     "DATABASE_URL": "postgresql+psycopg://db",
     "EMAIL_QUEUE_URL": "http://q/emails",
+    "EMAIL_DLQ_URL": "http://q/emails-dlq",
     "ATTACHMENTS_BUCKET": "attachments",
     "AWS_ENDPOINT_URL": "http://aws",
     "DEV_ISSUER_URL": "http://issuer",
