@@ -205,6 +205,12 @@ class StackConfig:
     retry_schedule: str = "cron(0/15 * * * ? *)"
     elasticemail_api_key: pulumi.Input[str] | None = None
     sendgrid_api_key: pulumi.Input[str] | None = None
+    # Provider events in (docs/deploy.md): SendGrid's Event Webhook verification key (public,
+    # base64 DER or PEM, as SendGrid shows it), ElasticEmail's notification secret (a secret),
+    # and the largest age of a signed SendGrid timestamp the gateway accepts (None: its default).
+    sendgrid_event_webhook_public_key: str | None = None
+    elasticemail_notification_secret: pulumi.Input[str] | None = None
+    provider_event_max_age_seconds: int | None = None
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     jwt: JwtSettings | None = None
 
@@ -274,6 +280,11 @@ class StackConfig:
             raise ConfigError("mailstack:jobsReservedConcurrency must be at least 1 when set")
         if self.waf_requests_per_five_minutes < 10:
             raise ConfigError("mailstack:wafRequestsPerFiveMinutes must be at least 10")
+        if (
+            self.provider_event_max_age_seconds is not None
+            and self.provider_event_max_age_seconds < 1
+        ):
+            raise ConfigError("mailstack:providerEventMaxAgeSeconds must be at least 1")
         if self.db_max_connections is not None and self.db_max_connections < 20:
             raise ConfigError("mailstack:dbMaxConnections must be at least 20")
 
@@ -461,6 +472,9 @@ def load_stack_config(
         retry_schedule=text("retrySchedule", defaults.retry_schedule),
         elasticemail_api_key=config.get_secret("elasticEmailApiKey"),
         sendgrid_api_key=config.get_secret("sendGridApiKey"),
+        sendgrid_event_webhook_public_key=config.get("sendGridEventWebhookPublicKey"),
+        elasticemail_notification_secret=config.get_secret("elasticEmailNotificationSecret"),
+        provider_event_max_age_seconds=config.get_int("providerEventMaxAgeSeconds"),
         rate_limits=RateLimitSettings(
             send_per_minute=number("rateLimitSendPerMinute", limits.send_per_minute),
             read_per_minute=number("rateLimitReadPerMinute", limits.read_per_minute),
