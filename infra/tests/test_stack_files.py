@@ -196,3 +196,11 @@ def test_provider_event_settings_are_optional_and_the_notification_secret_stays_
     assert configured.provider_event_max_age_seconds == 600
     with pytest.raises(ConfigError, match="providerEventMaxAgeSeconds"):
         load("prod", {"mailstack:providerEventMaxAgeSeconds": "0"})
+
+
+def test_webhook_event_retention_is_thirty_days_unless_configured() -> None:
+    assert load("dev").webhook_event_retention_days == 30
+    configured = load("dev", {"mailstack:webhookEventRetentionDays": "7"})
+    assert configured.webhook_event_retention_days == 7
+    with pytest.raises(ConfigError, match="webhookEventRetentionDays"):
+        load("dev", {"mailstack:webhookEventRetentionDays": "0"})

@@ -199,6 +199,8 @@ class StackConfig:
     # Requests one client IP may make in five minutes before the WAF blocks it.
     waf_requests_per_five_minutes: int = 20_000
     retention_days: int = 183
+    # Delivered or given-up webhook events (and their attempts) are deleted this long after.
+    webhook_event_retention_days: int = 30
     archive_glacier_after_days: int = 30
     archive_expire_after_days: int = 2555
     cleanup_schedule: str = "cron(15 3 * * ? *)"
@@ -241,6 +243,8 @@ class StackConfig:
             raise ConfigError("the gateway runs at least 2 tasks (one per AZ)")
         if self.retention_days < 1:
             raise ConfigError("mailstack:retentionDays must be positive")
+        if self.webhook_event_retention_days < 1:
+            raise ConfigError("mailstack:webhookEventRetentionDays must be positive")
         # A replication group holds one primary and up to five replicas.
         if not 1 <= self.cache_node_count <= 6:
             raise ConfigError("mailstack:cacheNodeCount must be between 1 and 6")
@@ -462,6 +466,9 @@ def load_stack_config(
             "wafRequestsPerFiveMinutes", defaults.waf_requests_per_five_minutes
         ),
         retention_days=number("retentionDays", defaults.retention_days),
+        webhook_event_retention_days=number(
+            "webhookEventRetentionDays", defaults.webhook_event_retention_days
+        ),
         archive_glacier_after_days=number(
             "archiveGlacierAfterDays", defaults.archive_glacier_after_days
         ),

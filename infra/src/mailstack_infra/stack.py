@@ -235,7 +235,10 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
     )
     cleanup = scheduled_job(
         "cleanup",
-        description="Archives emails past the retention window to S3, then deletes them",
+        description=(
+            "Archives emails past the retention window to S3, then deletes them; deletes "
+            "finished webhook events past theirs"
+        ),
         handler=CLEANUP_HANDLER,
         timeout_seconds=900,
         memory_mb=512,
@@ -244,6 +247,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             "DATABASE_URL_SECRET_ARN": secrets.database_url.arn,
             "ARCHIVE_BUCKET": archive.bucket.bucket,
             "RETENTION_DAYS": str(config.retention_days),
+            "WEBHOOK_EVENT_RETENTION_DAYS": str(config.webhook_event_retention_days),
             **job_environment,
         },
         statements=[
