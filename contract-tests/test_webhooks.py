@@ -154,6 +154,7 @@ def test_endpoints_are_listed_without_secrets_and_deleted(
     assert gateway.get(path).status_code == 404
     assert gateway.delete(path).status_code == 404
     assert gateway.post(f"{path}/test").status_code == 404
+    assert gateway.post(f"{path}/enable").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -185,5 +186,9 @@ def test_another_tenant_neither_sees_nor_touches_an_endpoint(
         assert other.get(path).status_code == 404
         assert other.get(f"{path}/deliveries").status_code == 404
         assert other.post(f"{path}/test").status_code == 404
+        assert other.post(f"{path}/enable").status_code == 404
         assert other.delete(path).status_code == 404
     assert gateway.get(path).status_code == 200
+    enabled = gateway.post(f"{path}/enable")
+    assert enabled.status_code == 200, enabled.text
+    assert (enabled.json()["enabled"], enabled.json()["disabled_reason"]) == (True, None)

@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RESOURCES_FILE = REPO_ROOT / "config" / "resources.json"
 ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 CERTIFICATE_ARN = "arn:aws:acm:eu-west-1:123456789012:certificate/test"
+# A SendGrid Event Webhook verification key as SendGrid shows it (base64 DER; public).
+SENDGRID_EVENT_KEY = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEtestkey"
 
 
 def base_config(stack: str) -> StackConfig:
@@ -72,6 +74,9 @@ def prod_config() -> StackConfig:
         alarm_email="oncall@example.com",
         elasticemail_api_key=pulumi.Output.secret("ee-key"),
         sendgrid_api_key=pulumi.Output.secret("sg-key"),
+        sendgrid_event_webhook_public_key=SENDGRID_EVENT_KEY,
+        elasticemail_notification_secret=pulumi.Output.secret("ee-notification-secret"),
+        provider_event_max_age_seconds=600,
     )
 
 
@@ -147,6 +152,12 @@ def record(config: StackConfig) -> StackRecord:
 @pytest.fixture(scope="session")
 def dev() -> StackRecord:
     return record(DEV)
+
+
+@pytest.fixture(scope="session")
+def sendgrid_event_key() -> str:
+    """The SendGrid verification key the prod recording is configured with."""
+    return SENDGRID_EVENT_KEY
 
 
 @pytest.fixture(scope="session")

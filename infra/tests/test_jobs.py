@@ -105,6 +105,7 @@ def test_job_environment_and_handlers(dev: StackRecord) -> None:
         "DATABASE_URL_SECRET_ARN": secret,
         "ARCHIVE_BUCKET": dev.one("aws:s3/bucket:Bucket", "archive").outputs["bucket"],
         "RETENTION_DAYS": "183",
+        "WEBHOOK_EVENT_RETENTION_DAYS": "30",
         "PGSSLROOTCERT": "/etc/pki/tls/certs/ca-bundle.crt",
     }
     assert retry["environment"]["variables"] == {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import pytest
@@ -292,3 +293,27 @@ def test_prod_reaches_the_aws_apis_through_interface_endpoints(prod: StackRecord
     assert callers == {
         prod.one("aws:ec2/securityGroup:SecurityGroup", f"firewall-{role}").id for role in roles
     }
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/provider-events/sendgrid", "/v1/provider-events/elasticemail"]
+)
+def test_provider_events_reach_the_gateway_without_an_auth_header(
+    prod: StackRecord, path: str
+) -> None:
+    """Providers send no API key: no listener rule or WAF rule may ask for one, or stop the path.
+
+    The only listener rule answers the internal paths itself; the WAF has its rate rule and
+    AWS's managed groups (no header or path match of its own), whose body-size rule only counts,
+    so SendGrid's batches of several MB pass (test above).
+    """
+    rules = prod.of_type("aws:lb/listenerRule:ListenerRule")
+    for rule in rules:
+        for condition in rule.inputs["conditions"]:
+            assert set(condition) == {"pathPattern"}
+            patterns = condition["pathPattern"]["values"]
+            assert not [p for p in patterns if fnmatch.fnmatchcase(path, p)]
+    acl = prod.one("aws:wafv2/webAcl:WebAcl", "waf-acl").inputs
+    assert acl["defaultAction"] == {"allow": {}}
+    statements = {kind for r in acl["rules"] for kind in r["statement"]}
+    assert statements == {"rateBasedStatement", "managedRuleGroupStatement"}

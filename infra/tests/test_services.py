@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,9 @@ def test_services_start_only_after_the_migration_ran(prod: StackRecord, service:
     assert {"migrate-run", "database", "database-proxy"} <= depends_on
 
 
-def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord) -> None:
+def test_gateway_environment_uses_the_names_the_gateway_reads(
+    prod: StackRecord, sendgrid_event_key: str
+) -> None:
     definition = container(prod, "gateway")
     queue = prod.one("aws:sqs/queue:Queue", "email-queue-queue")
     attachments = prod.one("aws:s3/bucket:Bucket", "attachments")
@@ -229,11 +232,14 @@ def test_gateway_environment_uses_the_names_the_gateway_reads(prod: StackRecord)
         "RATE_LIMIT_READ_PER_MINUTE": "1200",
         "AUTH_CACHE_SECONDS": "10",
         "API_KEY_LAST_USED_FLUSH_SECONDS": "60",
+        "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY": sendgrid_event_key,
+        "PROVIDER_EVENT_MAX_AGE_SECONDS": "600",
     }
     assert {s["name"]: s["valueFrom"] for s in definition["secrets"]} == {
         "DATABASE_URL": secret_arn(prod, "database-url"),
         "DATABASE_READ_URL": secret_arn(prod, "database-read-url"),
         "REDIS_URL": secret_arn(prod, "redis-url"),
+        "ELASTICEMAIL_NOTIFICATION_SECRET": secret_arn(prod, "elasticemail-notification-secret"),
     }
     assert definition["portMappings"] == [
         {"containerPort": 8000, "hostPort": 8000, "protocol": "tcp"}
@@ -270,7 +276,10 @@ def test_processor_environment_uses_the_names_the_processor_reads(prod: StackRec
 @pytest.mark.parametrize(
     ("service", "secrets"),
     [
-        ("gateway", {"database-url", "database-read-url", "redis-url"}),
+        (
+            "gateway",
+            {"database-url", "database-read-url", "redis-url", "elasticemail-notification-secret"},
+        ),
         ("processor", {"database-url", "elasticemail-api-key", "sendgrid-api-key"}),
     ],
 )
@@ -470,3 +479,35 @@ def test_the_image_holds_the_ca_bundle_the_task_verifies_the_database_with(
     fetched = " ".join(stages["database-ca"])
     assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in fetched
     assert "/etc/ssl/certs/ca-certificates.crt" in fetched  # the Amazon roots, for the proxy
+
+
+def test_without_provider_event_config_the_gateway_gets_neither_key_nor_secret(
+    dev: StackRecord,
+) -> None:
+    """Unset, the gateway refuses those providers' events (401); no empty secret stops a task."""
+    definition = container(dev, "gateway")
+    names = {e["name"] for e in definition["environment"]} | {
+        s["name"] for s in definition["secrets"]
+    }
+    assert not names & {
+        "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY",
+        "ELASTICEMAIL_NOTIFICATION_SECRET",
+        "PROVIDER_EVENT_MAX_AGE_SECONDS",
+    }
+    assert not [s for s in dev.of_type(SECRET) if "notification" in s.name]
+
+
+def test_the_notification_secret_holds_its_value_and_only_the_gateway_reads_it(
+    prod: StackRecord,
+) -> None:
+    arn = secret_arn(prod, "elasticemail-notification-secret")
+    version = prod.one(
+        "aws:secretsmanager/secretVersion:SecretVersion", "secrets-elasticemail-notification-secret"
+    )
+    assert version.inputs["secretString"] == "ee-notification-secret"
+    readers = [
+        policy.name
+        for policy in prod.of_type(ROLE_POLICY)
+        if arn in json.dumps(policy.json("policy"))
+    ]
+    assert readers == ["gateway-execution"]

@@ -177,3 +177,30 @@ def test_the_deploy_guide_builds_every_image_for_the_tasks_platform() -> None:
     assert "PLATFORM=$(pulumi stack output image_platform)" in guide
     assert load("dev").platform == "linux/amd64"
     assert load("dev", {"mailstack:taskArchitecture": "ARM64"}).platform == "linux/arm64"
+
+
+def test_provider_event_settings_are_optional_and_the_notification_secret_stays_secret() -> None:
+    config = load("prod")
+    assert config.sendgrid_event_webhook_public_key is None
+    assert config.elasticemail_notification_secret is None
+    configured = load(
+        "prod",
+        {
+            "mailstack:sendGridEventWebhookPublicKey": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE",
+            "mailstack:elasticEmailNotificationSecret": "s3cret",
+            "mailstack:providerEventMaxAgeSeconds": "600",
+        },
+    )
+    assert configured.sendgrid_event_webhook_public_key == "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"
+    assert isinstance(configured.elasticemail_notification_secret, pulumi.Output)
+    assert configured.provider_event_max_age_seconds == 600
+    with pytest.raises(ConfigError, match="providerEventMaxAgeSeconds"):
+        load("prod", {"mailstack:providerEventMaxAgeSeconds": "0"})
+
+
+def test_webhook_event_retention_is_thirty_days_unless_configured() -> None:
+    assert load("dev").webhook_event_retention_days == 30
+    configured = load("dev", {"mailstack:webhookEventRetentionDays": "7"})
+    assert configured.webhook_event_retention_days == 7
+    with pytest.raises(ConfigError, match="webhookEventRetentionDays"):
+        load("dev", {"mailstack:webhookEventRetentionDays": "0"})

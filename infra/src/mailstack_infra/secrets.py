@@ -20,6 +20,8 @@ class SecretsArgs:
     protect: bool = False
     # The admin-scope API key the metrics collector scrapes the gateway with (None: no secret).
     metrics_api_key: pulumi.Input[str] | None = None
+    # The secret ElasticEmail's notification URL carries (None: no secret, notifications refused).
+    elasticemail_notification_secret: pulumi.Input[str] | None = None
 
 
 class Secrets(pulumi.ComponentResource):
@@ -30,6 +32,7 @@ class Secrets(pulumi.ComponentResource):
     database_url: aws.secretsmanager.Secret
     database_read_url: aws.secretsmanager.Secret
     metrics_api_key: aws.secretsmanager.Secret | None
+    elasticemail_notification_secret: aws.secretsmanager.Secret | None
 
     def __init__(
         self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None
@@ -66,10 +69,24 @@ class Secrets(pulumi.ComponentResource):
             else None
         )
 
+        self.elasticemail_notification_secret = (
+            secret(
+                "elasticemail-notification-secret",
+                "The secret in ElasticEmail's notification URL: the gateway accepts its events",
+            )
+            if args.elasticemail_notification_secret is not None
+            else None
+        )
+
         for key, target, value in (
             ("elasticemail-api-key", self.elasticemail_api_key, args.elasticemail_api_key),
             ("sendgrid-api-key", self.sendgrid_api_key, args.sendgrid_api_key),
             ("metrics-api-key", self.metrics_api_key, args.metrics_api_key),
+            (
+                "elasticemail-notification-secret",
+                self.elasticemail_notification_secret,
+                args.elasticemail_notification_secret,
+            ),
         ):
             if target is not None and value is not None:
                 aws.secretsmanager.SecretVersion(

@@ -199,12 +199,20 @@ class StackConfig:
     # Requests one client IP may make in five minutes before the WAF blocks it.
     waf_requests_per_five_minutes: int = 20_000
     retention_days: int = 183
+    # Delivered or given-up webhook events (and their attempts) are deleted this long after.
+    webhook_event_retention_days: int = 30
     archive_glacier_after_days: int = 30
     archive_expire_after_days: int = 2555
     cleanup_schedule: str = "cron(15 3 * * ? *)"
     retry_schedule: str = "cron(0/15 * * * ? *)"
     elasticemail_api_key: pulumi.Input[str] | None = None
     sendgrid_api_key: pulumi.Input[str] | None = None
+    # Provider events in (docs/deploy.md): SendGrid's Event Webhook verification key (public,
+    # base64 DER or PEM, as SendGrid shows it), ElasticEmail's notification secret (a secret),
+    # and the largest age of a signed SendGrid timestamp the gateway accepts (None: its default).
+    sendgrid_event_webhook_public_key: str | None = None
+    elasticemail_notification_secret: pulumi.Input[str] | None = None
+    provider_event_max_age_seconds: int | None = None
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     jwt: JwtSettings | None = None
 
@@ -235,6 +243,8 @@ class StackConfig:
             raise ConfigError("the gateway runs at least 2 tasks (one per AZ)")
         if self.retention_days < 1:
             raise ConfigError("mailstack:retentionDays must be positive")
+        if self.webhook_event_retention_days < 1:
+            raise ConfigError("mailstack:webhookEventRetentionDays must be positive")
         # A replication group holds one primary and up to five replicas.
         if not 1 <= self.cache_node_count <= 6:
             raise ConfigError("mailstack:cacheNodeCount must be between 1 and 6")
@@ -274,6 +284,11 @@ class StackConfig:
             raise ConfigError("mailstack:jobsReservedConcurrency must be at least 1 when set")
         if self.waf_requests_per_five_minutes < 10:
             raise ConfigError("mailstack:wafRequestsPerFiveMinutes must be at least 10")
+        if (
+            self.provider_event_max_age_seconds is not None
+            and self.provider_event_max_age_seconds < 1
+        ):
+            raise ConfigError("mailstack:providerEventMaxAgeSeconds must be at least 1")
         if self.db_max_connections is not None and self.db_max_connections < 20:
             raise ConfigError("mailstack:dbMaxConnections must be at least 20")
 
@@ -451,6 +466,9 @@ def load_stack_config(
             "wafRequestsPerFiveMinutes", defaults.waf_requests_per_five_minutes
         ),
         retention_days=number("retentionDays", defaults.retention_days),
+        webhook_event_retention_days=number(
+            "webhookEventRetentionDays", defaults.webhook_event_retention_days
+        ),
         archive_glacier_after_days=number(
             "archiveGlacierAfterDays", defaults.archive_glacier_after_days
         ),
@@ -461,6 +479,9 @@ def load_stack_config(
         retry_schedule=text("retrySchedule", defaults.retry_schedule),
         elasticemail_api_key=config.get_secret("elasticEmailApiKey"),
         sendgrid_api_key=config.get_secret("sendGridApiKey"),
+        sendgrid_event_webhook_public_key=config.get("sendGridEventWebhookPublicKey"),
+        elasticemail_notification_secret=config.get_secret("elasticEmailNotificationSecret"),
+        provider_event_max_age_seconds=config.get_int("providerEventMaxAgeSeconds"),
         rate_limits=RateLimitSettings(
             send_per_minute=number("rateLimitSendPerMinute", limits.send_per_minute),
             read_per_minute=number("rateLimitReadPerMinute", limits.read_per_minute),

@@ -128,6 +128,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             sendgrid_api_key=config.sendgrid_api_key,
             protect=config.deletion_protection,
             metrics_api_key=config.metrics_api_key if config.prometheus_to_cloudwatch else None,
+            elasticemail_notification_secret=config.elasticemail_notification_secret,
         ),
         top,
     )
@@ -234,7 +235,10 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
     )
     cleanup = scheduled_job(
         "cleanup",
-        description="Archives emails past the retention window to S3, then deletes them",
+        description=(
+            "Archives emails past the retention window to S3, then deletes them; deletes "
+            "finished webhook events past theirs"
+        ),
         handler=CLEANUP_HANDLER,
         timeout_seconds=900,
         memory_mb=512,
@@ -243,6 +247,7 @@ def build_stack(config: StackConfig, jobs_code: pulumi.Archive) -> dict[str, pul
             "DATABASE_URL_SECRET_ARN": secrets.database_url.arn,
             "ARCHIVE_BUCKET": archive.bucket.bucket,
             "RETENTION_DAYS": str(config.retention_days),
+            "WEBHOOK_EVENT_RETENTION_DAYS": str(config.webhook_event_retention_days),
             **job_environment,
         },
         statements=[
@@ -675,12 +680,18 @@ def _gateway(
             "DATABASE_POOL_SIZE": str(budget.gateway_pool),
             **rate_limit_environment(config.rate_limits),
             **jwt_environment(config.jwt),
+            **provider_event_environment(config),
         },
         secret_arns={
             "DATABASE_URL": secrets.database_url.arn,
             "DATABASE_READ_URL": secrets.database_read_url.arn,
             # The URL carries the AUTH token, so the whole URL is a secret.
             "REDIS_URL": cache.url_secret.arn,
+            **(
+                {"ELASTICEMAIL_NOTIFICATION_SECRET": secrets.elasticemail_notification_secret.arn}
+                if secrets.elasticemail_notification_secret is not None
+                else {}
+            ),
         },
         health_check_url=f"http://127.0.0.1:{GATEWAY_PORT}/healthz",
         metrics_port=GATEWAY_PORT,
@@ -852,6 +863,19 @@ def rate_limit_environment(limits: RateLimitSettings) -> dict[str, pulumi.Input[
         "AUTH_CACHE_SECONDS": str(limits.auth_cache_seconds),
         "API_KEY_LAST_USED_FLUSH_SECONDS": str(limits.api_key_last_used_flush_seconds),
     }
+
+
+def provider_event_environment(config: StackConfig) -> dict[str, pulumi.Input[str]]:
+    """SendGrid's verification key (public, so plain) and the signed events' largest age.
+
+    Unset, the gateway answers SendGrid's events 401; ElasticEmail's secret is an ECS secret.
+    """
+    environment: dict[str, pulumi.Input[str]] = {}
+    if config.sendgrid_event_webhook_public_key:
+        environment["SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY"] = config.sendgrid_event_webhook_public_key
+    if config.provider_event_max_age_seconds is not None:
+        environment["PROVIDER_EVENT_MAX_AGE_SECONDS"] = str(config.provider_event_max_age_seconds)
+    return environment
 
 
 def jwt_environment(jwt: JwtSettings | None) -> dict[str, pulumi.Input[str]]:

@@ -57,6 +57,12 @@ def test_retention_defaults_to_six_months(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ARCHIVE_BUCKET", "bucket")
 
     assert CleanupSettings().retention_days == 183
+    assert CleanupSettings().webhook_event_retention_days == 30
+    monkeypatch.setenv("WEBHOOK_EVENT_RETENTION_DAYS", "7")
+    assert CleanupSettings().webhook_event_retention_days == 7
+    monkeypatch.setenv("WEBHOOK_EVENT_RETENTION_DAYS", "0")
+    with pytest.raises(ValidationError):
+        CleanupSettings()
 
 
 def test_retry_reads_the_variables_the_pulumi_program_sets(

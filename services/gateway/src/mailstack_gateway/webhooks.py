@@ -1,5 +1,6 @@
-"""Webhook endpoints of a tenant: register, list, delete, send a test event, list the delivery
-attempts and replay an event. The dispatcher (mailstack_processor.webhooks) delivers them.
+"""Webhook endpoints of a tenant: register, list, delete, enable again, send a test event, list
+the delivery attempts and replay an event. The dispatcher (mailstack_processor.webhooks)
+delivers them.
 
 Managing endpoints needs the `emails:send` scope, reading them `emails:read`; an endpoint of
 another tenant is not found. The signing secret (Standard Webhooks, `whsec_` + base64 of 32
@@ -139,6 +140,21 @@ class WebhookStore:
         )
         async with self._engine.begin() as connection:
             return (await connection.execute(statement)).first() is not None
+
+    async def enable(self, tenant_id: str, endpoint_id: uuid.UUID) -> AnyRow | None:
+        """Enable the endpoint and forget its failures (it starts a new 3-day window).
+
+        Its events that were waiting are due again as they were; those the dispatcher gave up
+        on stay given up (a replay sends one again).
+        """
+        statement = (
+            update(webhook_endpoints)
+            .where(_owned(tenant_id, endpoint_id))
+            .values(enabled=True, disabled_reason=None, first_failure_at=None)
+            .returning(*webhook_endpoints.c)
+        )
+        async with self._engine.begin() as connection:
+            return (await connection.execute(statement)).first()
 
     async def enqueue_test(self, tenant_id: str, endpoint_id: uuid.UUID) -> str | None:
         """A test event for the endpoint, whatever it subscribes to (a disabled endpoint gets it
@@ -361,6 +377,21 @@ async def delete_webhook(webhook_id: uuid.UUID, request: Request, principal: Sen
     if not await _store(request).delete(principal.tenant_id, webhook_id):
         return _not_found(webhook_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/v1/webhooks/{webhook_id}/enable",
+    response_model=WebhookPublic,
+    responses=_NOT_FOUND,
+    summary="Enable an endpoint the dispatcher disabled; its waiting events are sent again, "
+    "those it gave up on stay given up",
+    **_ROUTE,
+)
+async def enable_webhook(
+    webhook_id: uuid.UUID, request: Request, principal: Sender
+) -> WebhookPublic | JSONResponse:
+    row = await _store(request).enable(principal.tenant_id, webhook_id)
+    return _not_found(webhook_id) if row is None else WebhookPublic(**_public(row))
 
 
 @router.post(

@@ -1,4 +1,5 @@
-"""The retention job: archive emails past the retention window to S3, then delete them."""
+"""The retention job: archive emails past the retention window to S3, then delete them; then
+delete the webhook events delivered or given up past their own (shorter) retention."""
 
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,9 @@ class CleanupStore(Protocol):
     ) -> AbstractContextManager[ExpiredBatch]:
         """Lock a batch of expired emails for the life of the context; roll back on error."""
 
+    def delete_finished_webhook_events(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` events delivered or given up before `cutoff`; how many."""
+
 
 class Archive(Protocol):
     def put(self, key: str, body: IO[bytes], sha256: str) -> None: ...
@@ -60,6 +64,7 @@ class CleanupPolicy:
     batch_size: int = 500
     # Stop starting batches when less than this many seconds are left (Lambda timeout).
     stop_margin_seconds: float = 60.0
+    webhook_retention_days: int = 30
 
 
 @dataclass
@@ -70,6 +75,8 @@ class CleanupSummary:
     objects: int = 0
     archived: int = 0
     deleted: int = 0
+    webhook_cutoff: str | None = None
+    webhook_events_deleted: int = 0
     complete: bool = True
 
     def as_dict(self) -> dict[str, Any]:
@@ -166,8 +173,32 @@ def clean_up(
         log.info("cleanup.batch_deleted", batch=summary.batches, deleted=deleted, objects=objects)
         if deleted < policy.batch_size:
             break
+    if summary.complete:
+        _delete_finished_webhook_events(store, policy, summary, seconds_left)
     log.info("cleanup.finished", **summary.as_dict())
     return summary
+
+
+def _delete_finished_webhook_events(
+    store: CleanupStore,
+    policy: CleanupPolicy,
+    summary: CleanupSummary,
+    seconds_left: Callable[[], float] | None,
+) -> None:
+    """Delivered or given-up webhook events past their retention, a batch per transaction."""
+    cutoff = store.cutoff(policy.webhook_retention_days)
+    summary.webhook_cutoff = cutoff.isoformat()
+    while True:
+        if seconds_left is not None and seconds_left() < policy.stop_margin_seconds:
+            summary.complete = False
+            log.warning("cleanup.out_of_time", webhook_events=summary.webhook_events_deleted)
+            return
+        deleted = store.delete_finished_webhook_events(cutoff, policy.batch_size)
+        summary.webhook_events_deleted += deleted
+        if deleted:
+            log.info("cleanup.webhook_events_deleted", deleted=deleted)
+        if deleted < policy.batch_size:
+            return
 
 
 def _seconds_left(context: Any) -> Callable[[], float] | None:
@@ -189,6 +220,7 @@ def handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, Any]:
                 retention_days=settings.retention_days,
                 batch_size=settings.cleanup_batch_size,
                 stop_margin_seconds=settings.cleanup_stop_margin_seconds,
+                webhook_retention_days=settings.webhook_event_retention_days,
             ),
             seconds_left=_seconds_left(context),
         ),

@@ -27,7 +27,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from mailstack_core.outcomes import TRANSIENT_FINAL_OUTCOMES, Outcome
 from mailstack_core.status import EmailStatus
-from mailstack_core.tables import email_history, email_outbox, emails, retention_policy
+from mailstack_core.tables import (
+    email_history,
+    email_outbox,
+    emails,
+    retention_policy,
+    webhook_events,
+)
 
 # What the history trigger assumes when retention_policy has no row.
 DEFAULT_HISTORY_RETENTION_DAYS = 183
@@ -101,7 +107,12 @@ class LockedExpiredBatch:
             yield ExpiredEmail(email_id=row.id, created_at=row.created_at, record=record)
 
     def delete(self, email_ids: Sequence[uuid.UUID]) -> int:
-        """Delete these emails; their history and outbox rows go with them (ON DELETE CASCADE)."""
+        """Delete these emails; their history and outbox rows go with them (ON DELETE CASCADE),
+        and so do their webhook events (no foreign key, so deleted here) with their attempts:
+        one still waiting for a disabled endpoint would announce an email that no longer is."""
+        self.connection.execute(
+            delete(webhook_events).where(webhook_events.c.email_id.in_(email_ids))
+        )
         result = self.connection.execute(delete(emails).where(emails.c.id.in_(email_ids)))
         return result.rowcount
 
@@ -121,6 +132,25 @@ class EmailCleanupStore:
             value = connection.scalar(select(func.now() - _days(retention_days)))
         assert isinstance(value, datetime)
         return value
+
+    def delete_finished_webhook_events(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to `limit` webhook events delivered or given up before `cutoff`, with their
+        attempts (ON DELETE CASCADE); events waiting or replayed (both NULL) are kept, and rows
+        another transaction holds (a replay under way) are skipped."""
+        finished = (
+            select(webhook_events.c.id)
+            .where(
+                (webhook_events.c.delivered_at < cutoff) | (webhook_events.c.gave_up_at < cutoff)
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                delete(webhook_events).where(webhook_events.c.id.in_(finished))
+            )
+        return result.rowcount
 
     @contextmanager
     def claim_expired(

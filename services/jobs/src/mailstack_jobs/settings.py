@@ -39,6 +39,9 @@ class CleanupSettings(JobSettings):
     cleanup_batch_size: int = Field(default=500, ge=1, le=10_000)
     # A run stops starting new batches when less than this is left of the Lambda's time.
     cleanup_stop_margin_seconds: float = Field(default=60.0, ge=0)
+    # Webhook events delivered or given up this long ago are deleted with their attempts
+    # (GET /v1/webhooks/{id}/deliveries lists no older ones).
+    webhook_event_retention_days: int = Field(default=30, ge=1)
 
 
 class RetrySettings(JobSettings):
