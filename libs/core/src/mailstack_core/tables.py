@@ -21,6 +21,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 
 from mailstack_core.status import EmailStatus
 
+# A tenant id: a lower-case slug (the check on `tenants.id`; APIs validate with it too).
+TENANT_ID_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"
+
 metadata = MetaData()
 
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in EmailStatus)
@@ -34,7 +37,7 @@ tenants = Table(
     Column("send_per_minute", Integer),
     Column("read_per_minute", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("id ~ '^[a-z0-9][a-z0-9-]{0,62}$'", name="tenants_id_slug"),
+    CheckConstraint(f"id ~ '{TENANT_ID_PATTERN}'", name="tenants_id_slug"),
     CheckConstraint("send_per_minute IS NULL OR send_per_minute > 0", name="tenants_send_limit"),
     CheckConstraint("read_per_minute IS NULL OR read_per_minute > 0", name="tenants_read_limit"),
 )

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from mailstack_core.tables import TENANT_ID_PATTERN
 from mailstack_gateway.api import _AUTH_RESPONSES, BEARER, Admin
 from mailstack_gateway.auth import Scope
 from mailstack_gateway.console.queries import BreakerState, ConsoleQueries
@@ -60,7 +61,8 @@ OperationsDep = Annotated[Operations, Depends(get_operations)]
 class KeyCreate(BaseModel):
     tenant: str | None = Field(
         default=None,
-        pattern=TENANT_PATTERN,
+        # What the tenants table accepts: a key may create its tenant.
+        pattern=TENANT_ID_PATTERN,
         description="The tenant the key acts for; the caller's own when omitted.",
     )
     name: SingleLine = Field(default="api key", min_length=1, max_length=200)

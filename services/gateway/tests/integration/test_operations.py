@@ -113,6 +113,16 @@ async def test_every_error_of_a_key_request_comes_in_one_body(
     assert fields == ["expires_in_days", "name", "scopes[1]"]
 
 
+@pytest.mark.parametrize("tenant", ["G8", "acme.eu", "acme_eu", "-acme"])
+async def test_a_tenant_the_tenants_table_would_refuse_is_422_not_created(
+    gateway: httpx.AsyncClient, headers: dict[str, str], tenant: str
+) -> None:
+    body = {"tenant": tenant, "create_tenant": True}
+    response = await gateway.post("/v1/admin/keys", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert [error["field"] for error in response.json()["errors"]] == ["tenant"]
+
+
 async def test_revoking_an_unknown_key_is_404(
     gateway: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
