@@ -144,8 +144,7 @@ def _links(email_id: uuid.UUID) -> Links:
 
 
 def _not_found(email_id: uuid.UUID) -> JSONResponse:
-    body = Problem(error="not_found", message=f"no email with id {email_id}")
-    return JSONResponse(status_code=404, content=body.model_dump())
+    return problem(404, "not_found", f"no email with id {email_id}")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -595,14 +594,17 @@ async def docs(request: Request, _: Admin) -> HTMLResponse:
     return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
 
 
-def _problem(status: int, error: str, message: str, headers: dict[str, str]) -> JSONResponse:
+def problem(
+    status: int, error: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error answer with the Problem body every route uses."""
     body = Problem(error=error, message=message)
     return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 def _unauthenticated(_: Request, exc: Exception) -> JSONResponse:
     # One answer for missing, malformed, unknown, revoked and expired credentials alike.
-    return _problem(
+    return problem(
         401, "unauthenticated", str(exc), {"WWW-Authenticate": 'Bearer realm="mailstack"'}
     )
 
@@ -610,12 +612,12 @@ def _unauthenticated(_: Request, exc: Exception) -> JSONResponse:
 def _forbidden(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MissingScopeError)
     challenge = f'Bearer realm="mailstack", error="insufficient_scope", scope="{exc.scope.value}"'
-    return _problem(403, "insufficient_scope", str(exc), {"WWW-Authenticate": challenge})
+    return problem(403, "insufficient_scope", str(exc), {"WWW-Authenticate": challenge})
 
 
 def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RateLimitExceededError)
-    return _problem(429, "rate_limited", str(exc), exc.quota.headers())
+    return problem(429, "rate_limited", str(exc), exc.quota.headers())
 
 
 def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
@@ -635,8 +637,7 @@ def _validation_errors(_: Request, exc: Exception) -> JSONResponse:
 
 def _payload_too_large(_: Request, exc: Exception) -> JSONResponse:
     EMAILS_REJECTED.labels(reason="too_large").inc()
-    body = Problem(error="payload_too_large", message=str(exc))
-    return JSONResponse(status_code=413, content=body.model_dump())
+    return problem(413, "payload_too_large", str(exc))
 
 
 def _idempotency_key_reused(_: Request, exc: Exception) -> JSONResponse:
@@ -648,7 +649,7 @@ def _idempotency_key_reused(_: Request, exc: Exception) -> JSONResponse:
 def _idempotency_key_in_flight(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, intake.IdempotencyKeyInFlightError)
     EMAILS_REJECTED.labels(reason="idempotency_key_in_flight").inc()
-    return _problem(
+    return problem(
         409,
         "idempotency_key_in_flight",
         str(exc),
@@ -674,8 +675,8 @@ def _attachment_storage_unavailable(request: Request, exc: Exception) -> JSONRes
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error("database.unavailable", path=request.url.path, error=type(exc).__name__)
     EMAILS_REJECTED.labels(reason="database_unavailable").inc()
-    body = Problem(error="database_unavailable", message="the database is unreachable; retry later")
-    return JSONResponse(status_code=503, content=body.model_dump(), headers={"Retry-After": "5"})
+    message = "the database is unreachable; retry later"
+    return problem(503, "database_unavailable", message, {"Retry-After": "5"})
 
 
 def install(app: FastAPI) -> None:

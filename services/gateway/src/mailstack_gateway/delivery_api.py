@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import EmailStr
 
 from mailstack_gateway import provider_events
-from mailstack_gateway.api import _LIMITED_RESPONSES, BEARER, Reader, Sender, _read_body
+from mailstack_gateway.api import _LIMITED_RESPONSES, BEARER, Reader, Sender, _read_body, problem
 from mailstack_gateway.delivery_store import ProviderEventStore, SuppressionStore
 from mailstack_gateway.event_signatures import (
     SIGNATURE_HEADER,
@@ -88,14 +88,12 @@ _EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _refused(provider: str, reason: str, message: str) -> JSONResponse:
     PROVIDER_EVENTS_REFUSED.labels(provider=provider, reason=reason).inc()
     log.warning("provider_event.refused", provider=provider, reason=reason, detail=message)
-    body = Problem(error="unauthenticated", message="the event's origin could not be verified")
-    return JSONResponse(status_code=401, content=body.model_dump())
+    return problem(401, "unauthenticated", "the event's origin could not be verified")
 
 
 def _malformed(provider: str, error: Exception) -> JSONResponse:
     log.warning("provider_event.malformed", provider=provider, error=str(error))
-    body = Problem(error="malformed_events", message=str(error))
-    return JSONResponse(status_code=400, content=body.model_dump())
+    return problem(400, "malformed_events", str(error))
 
 
 async def _record(
@@ -252,6 +250,5 @@ async def add_suppression(
 )
 async def remove_suppression(email: EmailStr, delivery: DeliveryDep, principal: Sender) -> Response:
     if not await delivery.suppressions.remove(principal.tenant_id, email):
-        body = Problem(error="not_found", message=f"{email} is not suppressed")
-        return JSONResponse(status_code=404, content=body.model_dump())
+        return problem(404, "not_found", f"{email} is not suppressed")
     return Response(status_code=204)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mailstack_core.tables import TENANT_ID_PATTERN
-from mailstack_gateway.api import _AUTH_RESPONSES, BEARER, Admin
+from mailstack_gateway.api import _AUTH_RESPONSES, BEARER, Admin, problem
 from mailstack_gateway.auth import Scope
 from mailstack_gateway.console.queries import BreakerState, ConsoleQueries
 from mailstack_gateway.keys import AsyncKeyAdmin, KeyInfo, UnknownKeyError, UnknownTenantError
@@ -31,7 +31,6 @@ log = structlog.get_logger(__name__)
 
 # What a key gets when the request names no scopes: send and read its tenant's email.
 DEFAULT_SCOPES = [Scope.SEND, Scope.READ]
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 # auth.generate_api_key's ids: 64 random bits, hex.
 KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
 _INVALID: dict[int | str, dict[str, Any]] = {
@@ -159,14 +158,8 @@ def _dead_letters_public(state: DeadLetters) -> DeadLettersPublic:
     )
 
 
-def _problem(status: int, error: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content=Problem(error=error, message=message).model_dump()
-    )
-
-
 def _no_dead_letter_queue() -> JSONResponse:
-    return _problem(503, "dead_letter_queue_not_configured", "this gateway has no EMAIL_DLQ_URL")
+    return problem(503, "dead_letter_queue_not_configured", "this gateway has no EMAIL_DLQ_URL")
 
 
 _QUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -228,7 +221,7 @@ async def list_keys(
     _: Admin,
     operations: OperationsDep,
     tenant: Annotated[
-        str | None, Query(pattern=TENANT_PATTERN, description="Only this tenant's keys")
+        str | None, Query(pattern=TENANT_ID_PATTERN, description="Only this tenant's keys")
     ] = None,
 ) -> KeyList:
     keys = await operations.keys.list_keys(tenant)
@@ -251,7 +244,7 @@ async def revoke_key(
     try:
         info = await operations.keys.revoke_key(key_id)
     except UnknownKeyError as error:
-        return _problem(404, "not_found", str(error))
+        return problem(404, "not_found", str(error))
     log.info("admin.key_revoked", key_id=key_id, tenant=info.tenant_id, by=principal.credential_id)
     return KeyPublic(**_key_public(info))
 
@@ -294,7 +287,7 @@ async def dead_letters(_: Admin, operations: OperationsDep) -> DeadLettersPublic
     try:
         return _dead_letters_public(await operations.redrive.dead_letters())
     except QueueUnavailableError as error:
-        return _problem(503, "queue_unavailable", str(error))
+        return problem(503, "queue_unavailable", str(error))
 
 
 @router.post(
@@ -323,9 +316,9 @@ async def redrive(
     try:
         handle, before = await operations.redrive.start(rate)
     except RedriveRunningError as error:
-        return _problem(409, "redrive_running", str(error))
+        return problem(409, "redrive_running", str(error))
     except QueueUnavailableError as error:
-        return _problem(503, "queue_unavailable", str(error))
+        return problem(503, "queue_unavailable", str(error))
     log.info("admin.redrive_started", messages=before.messages, by=principal.credential_id)
     return RedriveStarted(task_handle=handle, messages_to_move=before.messages)
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core import webhooks as hooks
 from mailstack_core.tables import webhook_deliveries, webhook_endpoints, webhook_events
-from mailstack_gateway.api import _LIMITED_RESPONSES, BEARER, Reader, Sender
+from mailstack_gateway.api import _LIMITED_RESPONSES, BEARER, Reader, Sender, problem
 from mailstack_gateway.repository import AnyRow
 from mailstack_gateway.schemas import ErrorBody, FieldError, Problem
 
@@ -291,8 +291,7 @@ def _invalid(field: str, message: str) -> JSONResponse:
 
 
 def _not_found(endpoint_id: uuid.UUID, what: str = "webhook") -> JSONResponse:
-    body = Problem(error="not_found", message=f"no {what} with id {endpoint_id}")
-    return JSONResponse(status_code=404, content=body.model_dump())
+    return problem(404, "not_found", f"no {what} with id {endpoint_id}")
 
 
 _INVALID: dict[int | str, dict[str, Any]] = {
@@ -461,8 +460,7 @@ async def replay_delivery(
 ) -> WebhookEventQueued | JSONResponse:
     row = await _store(request).replay(principal.tenant_id, webhook_id, delivery_id)
     if row is None:
-        body = Problem(error="not_found", message=f"no delivery {delivery_id} of {webhook_id}")
-        return JSONResponse(status_code=404, content=body.model_dump())
+        return problem(404, "not_found", f"no delivery {delivery_id} of {webhook_id}")
     return WebhookEventQueued(event_id=row.id, type=row.type)
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mailstack_core.tables import TENANT_ID_PATTERN
 from mailstack_stack import credentials
 from mailstack_stack.compose import ComposeStack
 from mailstack_stack.config import (
@@ -30,7 +31,7 @@ from mailstack_stack.profiles import PROFILES, profile_env
 from mailstack_stack.stack import Stack
 
 LAUNCHER_MODES = (StackMode.AUTO, StackMode.DOCKER, StackMode.HOST)
-TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+TENANT = re.compile(TENANT_ID_PATTERN)
 
 
 class StackModeConflictError(RuntimeError):
