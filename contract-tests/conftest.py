@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from email_flows import gateway_client
-from mailstack_stack.external import ExternalStack
 from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
-from mailstack_stack.resources import localstack_clients
 from mailstack_stubs.control import StubControl
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.external import ExternalStack
 
 RESOURCES = Path(__file__).resolve().parents[1] / "config" / "resources.json"
 MAX_ATTEMPTS = int(json.loads(RESOURCES.read_text())["email_queue"]["max_receive_count"])

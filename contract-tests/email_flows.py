@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx
 
-from mailstack_stack.waiting import eventually
+from mailstack_testing.waiting import eventually
 
 # What providers' events move a SENT email to (the stubs post them after each send, as the real
 # services do): it was sent all the same.

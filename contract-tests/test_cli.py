@@ -13,9 +13,9 @@ import httpx
 
 from email_flows import gateway_client, sends_for, submit, wait_for_final
 from mailstack_stack.profiles import CONTRACT_TESTS, profile_env
-from mailstack_stack.resources import localstack_clients
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.waiting import eventually
 
 MAILSTACK = Path(sys.executable).with_name("mailstack")
 AFTER_SENT = {"SENT", "DEFERRED", "DELIVERED", "OPENED", "CLICKED"}

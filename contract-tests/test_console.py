@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from email_flows import SENT_OR_LATER, an_email, history, submit, wait_for_final
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from email_flows import SENT_OR_LATER, an_email, gateway_client, submit, wait_for_final
 from mailstack_stack.postgres import libpq_url
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

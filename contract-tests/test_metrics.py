@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric as Family
 from prometheus_client.parser import text_string_to_metric_families
 
 from email_flows import SENT_OR_LATER, submit, wait_for_final
-from mailstack_stack.external import ExternalStack
+from mailstack_testing.external import ExternalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from email_flows import SENT_OR_LATER, gateway_client, history, submit, wait_for_final
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from email_flows import an_email, history, sends_for, submit
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

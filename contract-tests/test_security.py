@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from email_flows import SENT_OR_LATER, an_email, submit, wait_for_final
-from mailstack_stack.external import ExternalStack
-from mailstack_stack.waiting import eventually
+from mailstack_testing.external import ExternalStack
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

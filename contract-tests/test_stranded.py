@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from email_flows import SENT_OR_LATER, gateway_client, history, sends_for, submit, wait_for_final
-from mailstack_stack.resources import localstack_clients
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -17,9 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from email_flows import SENT_OR_LATER, gateway_client, history, steps, submit, wait_for_final
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
 from mailstack_testing.recording import RecordingServer
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

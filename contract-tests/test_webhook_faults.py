@@ -10,8 +10,8 @@ import pytest
 
 from email_flows import SENT_OR_LATER, gateway_client, submit, wait_for_final
 from mailstack_stack.stack import DISPATCHER
-from mailstack_stack.waiting import eventually
 from mailstack_testing.recording import WebhookReceiver
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 

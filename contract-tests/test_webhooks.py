@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from email_flows import SENT_OR_LATER, submit, wait_for_final
-from mailstack_stack.waiting import eventually
 from mailstack_testing.recording import ReceivedWebhook, WebhookReceiver
+from mailstack_testing.waiting import eventually
 from test_security import _client, _tenant_key
 
 STATUS_EVENTS = ["email.queued", "email.processing", "email.sent"]

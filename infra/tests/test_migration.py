@@ -22,6 +22,7 @@ from mailstack_infra.migration import APP_URL_VARIABLE, MASTER_URL_VARIABLE, MIG
 from mailstack_infra.migration_runner import MigrationFailedError, run_migration
 from mailstack_infra.mocks import IMAGE_DIGEST, StackRecord
 from mailstack_stack import postgres
+from mailstack_testing.databases import drop_database
 
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
 FUNCTION = "aws:lambda/function:Function"
@@ -197,11 +198,11 @@ def test_the_runner_fails_when_the_task_does_not_start(ecs: tuple[Any, Stubber])
 @pytest.fixture
 def empty_database(postgres_admin_url: str) -> Iterator[str]:
     name = f"mailstack_migrate_{uuid.uuid4().hex[:10]}"
-    postgres.create_database(postgres_admin_url, name)
+    url = postgres.ensure_database(postgres_admin_url, name)
     try:
-        yield postgres.sqlalchemy_url(postgres.with_database(postgres_admin_url, name))
+        yield url
     finally:
-        postgres.drop_database(postgres_admin_url, name)
+        drop_database(postgres_admin_url, name)
 
 
 def app_url_of(admin_url: str, user: str) -> str:

@@ -16,8 +16,8 @@ from mailstack_core import queueing
 from mailstack_core.logs import configure_logging
 from mailstack_core.scrubbing import REDACTED, scrub
 from mailstack_core.telemetry import TelemetrySettings, configure_telemetry, log_processors
-from mailstack_stack.waiting import eventually
 from mailstack_testing.recording import RecordingServer, sentry_events
+from mailstack_testing.waiting import eventually
 
 API_KEY = f"ms_{'a1' * 8}_{'Z' * 43}"
 

@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from mailstack_core.database import normalize_database_url
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, email_outbox, emails, retention_policy, tenants
-from mailstack_stack.resources import localstack_clients
+from mailstack_testing.aws import localstack_clients
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

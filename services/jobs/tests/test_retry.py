@@ -15,7 +15,7 @@ from mailstack_jobs import retry
 from mailstack_jobs.queue import SqsEmailQueue
 from mailstack_jobs.repository import EmailRetryStore
 from mailstack_jobs.retry import RetryPolicy, requeue_failed
-from mailstack_stack.waiting import eventually
+from mailstack_testing.waiting import eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from mailstack_stack.resources import QueueResources, bootstrap, delete_resources, load_bootstrap
+from mailstack_stack.resources import QueueResources, bootstrap, load_bootstrap
+from mailstack_testing.aws import delete_resources
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

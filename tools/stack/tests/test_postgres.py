@@ -14,6 +14,7 @@ import pytest
 from mailstack_stack import postgres
 from mailstack_stack.config import Ports, StackConfig, free_port
 from mailstack_stack.stack import Stack
+from mailstack_testing.databases import database_name, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 def dbname(postgres_admin_url: str) -> Iterator[str]:
     name = f"mailstack_test_sel_{uuid.uuid4().hex[:10]}"
     yield name
-    postgres.drop_database(postgres_admin_url, name)
+    drop_database(postgres_admin_url, name)
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_urls_are_converted_between_libpq_and_sqlalchemy_forms() -> None:
     assert postgres.with_database("postgresql://u@h:5/postgres", "other") == (
         "postgresql://u@h:5/other"
     )
-    assert postgres.database_name("postgresql+psycopg://u@h:5/mine") == "mine"
+    assert database_name("postgresql+psycopg://u@h:5/mine") == "mine"
 
 
 def test_a_database_of_our_own_is_created_once_and_handed_on_in_sqlalchemy_form(
@@ -50,7 +51,7 @@ def test_a_database_of_our_own_is_created_once_and_handed_on_in_sqlalchemy_form(
     url = postgres.ensure_database(postgres_admin_url, dbname)
     assert postgres.ensure_database(postgres_admin_url, dbname) == url
     assert url.startswith("postgresql+psycopg://")
-    assert postgres.database_name(url) == dbname
+    assert database_name(url) == dbname
     with psycopg.connect(postgres.libpq_url(url)) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == (dbname,)
 
@@ -89,7 +90,7 @@ def test_drop_disconnects_sessions_still_using_the_database(
     url = postgres.ensure_database(postgres_admin_url, dbname)
     lingering = psycopg.connect(postgres.libpq_url(url))
     try:
-        postgres.drop_database(postgres_admin_url, dbname)
+        drop_database(postgres_admin_url, dbname)
         with psycopg.connect(postgres_admin_url) as conn:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
             assert found.fetchone() is None
@@ -100,7 +101,7 @@ def test_drop_disconnects_sessions_still_using_the_database(
 def test_database_url_fixture_is_migrated_and_private(
     database_url: str, migrated_template: str, postgres_admin_url: str
 ) -> None:
-    name = postgres.database_name(database_url)
+    name = database_name(database_url)
     assert name != migrated_template
     with psycopg.connect(postgres.libpq_url(database_url)) as conn:
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables")}

@@ -16,8 +16,8 @@ import pytest
 from mailstack_stack.config import Ports, StackConfig, read_env_file, write_env_file
 from mailstack_stack.passthrough import telemetry_env
 from mailstack_stack.stack import COMPONENTS, ELASTICEMAIL_STUB, PROCESSOR, PortTakenError, Stack
-from mailstack_stack.waiting import eventually
 from mailstack_testing.fixtures import StackFactory
+from mailstack_testing.waiting import eventually
 
 EMAIL = {
     "from": {"email": "app@example.com"},

@@ -10,11 +10,11 @@ import httpx
 import pytest
 import uvicorn
 
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.__main__ import StubServer
 from mailstack_stubs.app import create_app
 from mailstack_stubs.behaviour import StubState
 from mailstack_stubs.control import StubControl
+from mailstack_testing.waiting import eventually
 
 API_KEY = "test-key-123"
 SEND_PATHS = {"elasticemail": "/v4/emails/transactional", "sendgrid": "/v3/mail/send"}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from mailstack_stack.waiting import eventually
+from mailstack_testing.waiting import eventually
 
 if TYPE_CHECKING:
     from conftest import RunningStub

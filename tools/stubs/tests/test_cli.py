@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
+from mailstack_testing.waiting import eventually
 
 API_KEY = "cli-key"
 GENEROUS_S = 15.0

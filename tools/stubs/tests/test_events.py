@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI, Request, Response
 
-from mailstack_stack.waiting import eventually
 from mailstack_stubs.control import StubControl
 from mailstack_stubs.events import load_private_key
+from mailstack_testing.waiting import eventually
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 PRIVATE_DER = base64.b64encode(

@@ -20,7 +20,7 @@ from mailstack_gateway.keys import KeyAdmin
 from mailstack_gateway.main import create_app
 from mailstack_gateway.repository import EmailReader, EmailWriter
 from mailstack_gateway.settings import GatewaySettings
-from mailstack_stack.resources import localstack_clients
+from mailstack_testing.aws import localstack_clients
 
 pytestmark = pytest.mark.integration
 

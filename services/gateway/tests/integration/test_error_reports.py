@@ -16,8 +16,8 @@ from mailstack_gateway.auth import ALL_SCOPES
 from mailstack_gateway.keys import KeyAdmin
 from mailstack_gateway.main import SERVICE_NAME, create_app, sentry_integrations
 from mailstack_gateway.settings import GatewaySettings
-from mailstack_stack.waiting import eventually
 from mailstack_testing.recording import RecordingServer, sentry_events
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

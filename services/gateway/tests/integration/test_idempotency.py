@@ -28,7 +28,7 @@ from mailstack_gateway.main import create_app
 from mailstack_gateway.repository import EmailWriter
 from mailstack_gateway.schemas import AttachmentCreate
 from mailstack_gateway.settings import GatewaySettings
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from mailstack_gateway.main import create_app
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
 from mailstack_gateway.repository import EmailWriter
 from mailstack_gateway.settings import GatewaySettings
-from mailstack_stack.resources import localstack_clients
+from mailstack_testing.aws import localstack_clients
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from mailstack_gateway.auth import ALL_SCOPES, Scope
 from mailstack_gateway.keys import KeyAdmin
 from mailstack_gateway.main import create_app
 from mailstack_gateway.settings import GatewaySettings
-from mailstack_stack.resources import localstack_clients
-from mailstack_stack.waiting import eventually, eventually_async
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pytest
 
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
-from mailstack_stack.resources import localstack_clients
-from mailstack_stack.waiting import eventually
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from mailstack_gateway import intake
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 BATCH = "/v1/emails/batch"
 

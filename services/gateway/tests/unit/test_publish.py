@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from mailstack_gateway import outbox
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 
 def _ids(count: int) -> list[uuid.UUID]:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from mailstack_core.status import EmailStatus
 from mailstack_gateway import intake, scheduler
 from mailstack_gateway.settings import GatewaySettings
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

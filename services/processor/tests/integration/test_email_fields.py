@@ -23,7 +23,7 @@ from mailstack_processor.delivery import (
 )
 from mailstack_processor.providers.base import SendReceipt
 from mailstack_processor.repository import EmailDeliveryStore
-from mailstack_stack.resources import localstack_clients
+from mailstack_testing.aws import localstack_clients
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_core.queueing import publish_queued
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
-from mailstack_stack.resources import localstack_clients
-from mailstack_stack.waiting import eventually
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

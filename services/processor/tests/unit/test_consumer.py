@@ -14,7 +14,7 @@ from mailstack_core.status import EmailStatus
 from mailstack_processor.consumer import Consumer
 from mailstack_processor.delivery import Action, Disposition
 from mailstack_processor.observability import MESSAGES_DROPPED
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 POISON_BACKOFF = 7
 ERROR_BACKOFF = 11

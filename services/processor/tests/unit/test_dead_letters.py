@@ -7,7 +7,7 @@ from typing import Any
 
 from mailstack_processor.dead_letters import BUSY_RECHECK_SECONDS, DeadLetterWatcher
 from mailstack_processor.delivery import DeadLetterOutcome
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 RECHECK = 3600
 

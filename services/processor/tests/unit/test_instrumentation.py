@@ -20,7 +20,7 @@ from mailstack_processor.consumer import Consumer, queue_lag
 from mailstack_processor.delivery import Action, BreakerState, Disposition, RetryPolicy, deliver
 from mailstack_processor.providers.base import ProviderUnavailableError, SendReceipt
 from mailstack_processor.queue import ReceivedMessage
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"

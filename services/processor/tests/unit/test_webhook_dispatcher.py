@@ -24,7 +24,7 @@ from mailstack_processor.webhooks.dispatcher import (
 from mailstack_processor.webhooks.network import GuardedNetworkBackend, guarded_client
 from mailstack_processor.webhooks.settings import DispatcherSettings
 from mailstack_processor.webhooks.store import Attempt, ClaimedEvent
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

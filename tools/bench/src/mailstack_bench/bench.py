@@ -39,9 +39,10 @@ from mailstack_bench import wrk
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
 from mailstack_stack import postgres
 from mailstack_stack.config import LOCALHOST, Ports, StackConfig, find_repo_root, free_port
-from mailstack_stack.resources import localstack_clients
 from mailstack_stack.stack import GATEWAY, PROCESSOR, RunningStack, run_stack
-from mailstack_stack.waiting import eventually
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.databases import drop_database
+from mailstack_testing.waiting import eventually
 
 # A sent email, whether or not a provider's event has moved it on since.
 SENT_OR_LATER = (EmailStatus.SENT.value, *(status.value for status in DELIVERY_ORDER))
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             with run_stack(config) as stack:
                 result = measure(stack, config.python, args.seconds, args.connections, args.profile)
         finally:
-            postgres.drop_database(config.postgres_probe_url, database)
+            drop_database(config.postgres_probe_url, database)
     sys.stdout.write(render(result) + "\n")
     for name in ("gateway-intake", "processor-drain"):
         path = args.profile / f"{name}.txt" if args.profile else None

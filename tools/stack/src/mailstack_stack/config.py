@@ -104,12 +104,18 @@ def find_repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no mailstack checkout (config/resources.json) above {here}")
 
 
-def write_env_file(path: Path, values: Mapping[str, str]) -> None:
-    """KEY=value lines, written atomically so a reader never sees half a file."""
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """`text` to `path` through a temporary file, so a reader never sees half of it; a new
+    file gets `mode` (0o600: owner-readable only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    tmp.touch(mode=mode)
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    write_atomically(path, "".join(f"{key}={value}\n" for key, value in values.items()))
 
 
 def read_env_file(path: Path) -> dict[str, str]:

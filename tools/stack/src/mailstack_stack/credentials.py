@@ -3,7 +3,6 @@ stack.env, new keys for `make api-key`, and tokens from the development issuer (
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,12 @@ from sqlalchemy import create_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_gateway.auth import ALL_SCOPES, Scope, split_api_key
 from mailstack_gateway.keys import KeyAdmin
-from mailstack_stack.config import ELASTICEMAIL_API_KEY, SENDGRID_API_KEY, StackConfig
+from mailstack_stack.config import (
+    ELASTICEMAIL_API_KEY,
+    SENDGRID_API_KEY,
+    StackConfig,
+    write_atomically,
+)
 from mailstack_stack.profiles import PROFILE_KEY
 
 DEV_TENANT = "dev"
@@ -44,11 +48,7 @@ def ensure_dev_key(database_url: str, key_file: Path) -> str:
         token = admin.create_key(DEV_TENANT, "make up (development, every scope)", ALL_SCOPES)[
             1
         ].token
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key_file.with_suffix(".tmp")
-    tmp.touch(mode=0o600)
-    tmp.write_text(token + "\n")
-    os.replace(tmp, key_file)
+    write_atomically(key_file, f"{token}\n", 0o600)
     return token
 
 

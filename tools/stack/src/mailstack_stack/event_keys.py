@@ -5,13 +5,14 @@ ElasticEmail's stub puts in its notification URL (the gateway gets it too)."""
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from mailstack_stack.config import write_atomically
 
 DIRECTORY = "provider-events"
 SENDGRID_KEY_FILE = "sendgrid-events-key"
@@ -50,14 +51,6 @@ def elasticemail_url(gateway_url: str, secret: str) -> str:
     return f"{gateway_url}{ELASTICEMAIL_PATH}?secret={secret}"
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.touch(mode=0o600)
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
-
-
 def ensure_event_keys(state_dir: Path) -> ProviderEventKeys:
     """The keys kept under `state_dir`, made (owner-readable only) the first time."""
     directory = state_dir / DIRECTORY
@@ -68,9 +61,9 @@ def ensure_event_keys(state_dir: Path) -> ProviderEventKeys:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(key_file, base64.b64encode(der).decode())
+        write_atomically(key_file, f"{base64.b64encode(der).decode()}\n", 0o600)
     if not secret_file.is_file():
-        _write_private(secret_file, secrets.token_urlsafe(32))
+        write_atomically(secret_file, f"{secrets.token_urlsafe(32)}\n", 0o600)
     private = key_file.read_text().strip()
     key = serialization.load_der_private_key(base64.b64decode(private), password=None)
     public = key.public_key().public_bytes(

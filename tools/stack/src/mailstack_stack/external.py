@@ -1,12 +1,10 @@
-"""A stack's settings under their stack.env names: one this run started, or one it did not."""
+"""A stack's settings under their stack.env names (RunningStack; the tests' ExternalStack)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from mailstack_stack.config import read_env_file
 from mailstack_stack.profiles import DEFAULT, PROFILE_KEY
 
 # What stack.env holds; the contract suite needs only the gateway and a key.
@@ -48,17 +46,3 @@ class StackEnv:
     @property
     def profile(self) -> str:
         return self.get(PROFILE_KEY) or DEFAULT
-
-
-class ExternalStack(StackEnv):
-    """A stack this run did not start."""
-
-
-def load_external_stack(environ: Mapping[str, str], env_file: Path) -> ExternalStack:
-    """Each key from the environment when set there, else from `env_file` (if it exists)."""
-    from_file = read_env_file(env_file) if env_file.is_file() else {}
-    values = {key: environ.get(key) or from_file.get(key) or "" for key in KEYS}
-    source = str(env_file) if from_file else f"{env_file} (not found)"
-    return ExternalStack(
-        values={key: value for key, value in values.items() if value}, source=source
-    )

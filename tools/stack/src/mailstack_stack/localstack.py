@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 
 import httpx
 
+RUNTIME = "localstack.runtime.main"
+
 
 class RuntimePin(NamedTuple):
     """A LocalStack version known to run on one Python version, with its constraints file."""
@@ -29,27 +31,15 @@ def runtime_argv(localstack_dir: Path) -> list[str]:
     installed here: uv builds (and caches) the environment; no interpreter is downloaded."""
     # `uv run` tells its children where it is; else the one on PATH.
     uv = os.environ.get("UV") or shutil.which("uv") or "uv"
-    for pin in runtime_pins(localstack_dir):
+    pins = runtime_pins(localstack_dir)
+    for pin in pins:
         find = [uv, "python", "find", "--system", "--no-python-downloads", pin.python_tag]
         found = subprocess.run(find, capture_output=True, text=True, check=False)
         if found.returncode == 0:
-            run = [
-                uv,
-                "run",
-                "--no-project",
-                "--no-python-downloads",
-                "--python",
-                found.stdout.strip(),
-            ]
-            return [
-                *run,
-                "--with-requirements",
-                str(pin.constraints),
-                "python",
-                "-m",
-                "localstack.runtime.main",
-            ]
-    wanted = ", ".join(f"python{pin.python_tag}" for pin in runtime_pins(localstack_dir))
+            python = ("--no-python-downloads", "--python", found.stdout.strip())
+            pinned = ("--with-requirements", str(pin.constraints))
+            return [uv, "run", "--no-project", *python, *pinned, "python", "-m", RUNTIME]
+    wanted = ", ".join(f"python{pin.python_tag}" for pin in pins)
     raise FileNotFoundError(f"no interpreter for LocalStack's runtime found: need {wanted}")
 
 

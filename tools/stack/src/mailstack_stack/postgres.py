@@ -31,10 +31,6 @@ def with_database(url: str, dbname: str) -> str:
     return urlsplit(url)._replace(path=f"/{dbname}").geturl()
 
 
-def database_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/")
-
-
 def server_answers(url: str) -> bool:
     """Whether a Postgres server accepts a connection at `url`."""
     try:
@@ -44,31 +40,13 @@ def server_answers(url: str) -> bool:
         return False
 
 
-def _execute(admin_url: str, statement: sql.Composed) -> None:
-    with psycopg.connect(libpq_url(admin_url), autocommit=True) as connection:
-        connection.execute(statement)
-
-
-def create_database(admin_url: str, name: str, template: str | None = None) -> None:
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template is not None:
-        statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
-    _execute(admin_url, statement)
-
-
 def ensure_database(admin_url: str, name: str) -> str:
     """Create database `name` unless it exists; its URL (SQLAlchemy form) on that server."""
     # Another run may create it at the same moment: then it exists, which is all we need.
-    with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-        create_database(admin_url, name)
+    exists = (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation)
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as db, contextlib.suppress(*exists):
+        db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return sqlalchemy_url(with_database(admin_url, name))
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    """Drop `name` if it exists, disconnecting whoever is still connected to it."""
-    _execute(
-        admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    )
 
 
 @contextlib.contextmanager

@@ -12,18 +12,18 @@ import logging
 import shlex
 import subprocess
 import xmlrpc.client
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from supervisor.xmlrpc import SupervisorTransport
+from tenacity import Retrying, retry_if_not_result, stop_after_delay, wait_fixed
 
 from mailstack_stack import config as c
 from mailstack_stack import credentials, event_keys, localstack, postgres, resources
 from mailstack_stack.external import StackEnv
-from mailstack_stack.waiting import ConditionNotMetError, eventually
 
 log = logging.getLogger("mailstack_stack")
 
@@ -75,6 +75,18 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `condition` (tenacity) until it holds; StackStartError after `seconds`."""
+    retrying = Retrying(
+        stop=stop_after_delay(seconds),
+        wait=wait_fixed(0.1),
+        retry=retry_if_not_result(bool),
+        retry_error_callback=lambda _: False,
+    )
+    if not retrying(condition):
+        raise StackStartError(f"{what}: not within {seconds} s")
 
 
 def _section(name: str, values: Mapping[str, object]) -> str:
@@ -161,7 +173,7 @@ class Stack:
         endpoint, services = config.endpoint_url, config.localstack_services
         ready = lambda: localstack.services_ready(endpoint, services)  # noqa: E731
         with postgres.migrating(database_url, self.log_file("migrate"), config.python):
-            eventually(ready, TIMEOUTS[LOCALSTACK], what=f"LocalStack at {endpoint} ready")
+            wait_for(ready, TIMEOUTS[LOCALSTACK], f"LocalStack at {endpoint} ready")
             queues = resources.bootstrap(config.repo_root, endpoint, config.name_prefix)
         self.queues = queues
         urls = {
@@ -191,7 +203,7 @@ class Stack:
         except (OSError, xmlrpc.client.Error):
             running = []
         else:  # supervisord removes its socket as it exits, once every program stopped
-            eventually(lambda: not self.socket.exists(), 120, what=f"{self.socket} gone")
+            wait_for(lambda: not self.socket.exists(), 120, f"{self.socket} gone")
         if self._daemon is not None:
             self._daemon.wait()
         for pid_file in self.pid_file("").parent.glob("*.pid"):
@@ -377,7 +389,7 @@ class Stack:
             self._daemon = subprocess.Popen([*argv, "--nodaemon"], stdout=subprocess.DEVNULL)
         else:
             subprocess.run(argv, check=True)
-        eventually(self._answers, 30, what=f"supervisord answering on {self.socket}")
+        wait_for(self._answers, 30, f"supervisord answering on {self.socket}")
 
     def _answers(self) -> bool:
         try:
@@ -425,8 +437,5 @@ class Stack:
                 raise StackStartError(f"{name} is {state}; see {self.log_file(name)}")
             return state == "RUNNING" and self._healthy(name)
 
-        try:
-            eventually(ready, TIMEOUTS.get(name, 60), interval=0.25, what=f"{name} healthy")
-        except ConditionNotMetError as error:
-            raise StackStartError(f"{error}; see {self.log_file(name)}") from None
+        wait_for(ready, TIMEOUTS.get(name, 60), f"{name} healthy (see {self.log_file(name)})")
         log.info("stack.component.healthy name=%s pid=%s", name, self.pid(name))

@@ -34,10 +34,13 @@ from mailstack_stack.config import (
     parse_mode,
     resolve_mode,
 )
-from mailstack_stack.external import ExternalStack, MissingStackSettingError, load_external_stack
+from mailstack_stack.external import MissingStackSettingError
 from mailstack_stack.resources import QueueResources
 from mailstack_stack.stack import LOCALSTACK, POSTGRES, RunningStack, Stack
 from mailstack_testing import containers, specs
+from mailstack_testing.aws import delete_resources
+from mailstack_testing.databases import create_database, drop_database
+from mailstack_testing.external import ExternalStack, load_external_stack
 
 ExtraEnv = Mapping[str, Mapping[str, str]]
 StackFactory = Callable[..., RunningStack]
@@ -171,18 +174,18 @@ def migrated_template(
             pass
         yield name
     finally:
-        postgres.drop_database(postgres_admin_url, name)
+        drop_database(postgres_admin_url, name)
 
 
 @contextlib.contextmanager
 def cloned_database(admin_url: str, template: str) -> Iterator[str]:
     """A new database copied from `template` (its SQLAlchemy URL), dropped afterwards."""
     name = unique_name("db")
-    postgres.create_database(admin_url, name, template=template)
+    create_database(admin_url, name, template)
     try:
         yield postgres.sqlalchemy_url(postgres.with_database(admin_url, name))
     finally:
-        postgres.drop_database(admin_url, name)
+        drop_database(admin_url, name)
 
 
 @pytest.fixture
@@ -241,7 +244,7 @@ def sqs_queues(repo_root: Path, localstack_endpoint: str) -> Iterator[QueueResou
     try:
         yield created
     finally:
-        resources.delete_resources(created, localstack_endpoint)
+        delete_resources(created, localstack_endpoint)
 
 
 @pytest.fixture(scope="session")
@@ -275,7 +278,7 @@ def private_stack(
         )
         running = stack.up()
         if not own_localstack:
-            cleanup.callback(resources.delete_resources, stack.queues, stack.config.endpoint_url)
+            cleanup.callback(delete_resources, stack.queues, stack.config.endpoint_url)
         yield running
 
 

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from mailstack_stack.waiting import ConditionNotMetError, eventually, eventually_async
+from mailstack_testing.waiting import ConditionNotMetError, eventually, eventually_async
 
 
 def test_returns_the_first_value_that_holds() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mailstack_stack.config import write_env_file
-from mailstack_stack.external import MissingStackSettingError, load_external_stack
+from mailstack_stack.external import MissingStackSettingError
+from mailstack_testing.external import load_external_stack
 from mailstack_testing.fixtures import ExternalStackUnderTest
 
 STACK_ENV = {
