@@ -66,8 +66,11 @@ class Services:
         max_request_bytes: int,
         authenticator: Authenticator,
         rate_limiter: RateLimiter,
+        intake_store: intake.IntakeStore | None = None,
     ) -> None:
         self.inline = outbox.InlinePublisher(writer, publisher)
+        # Where accepted emails are written: the writer, or a group commit in front of it.
+        self.intake_store = intake_store or writer
         self.attachments = attachments
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
@@ -234,7 +237,7 @@ async def submit_email(
         principal.tenant_id,
         email,
         intake.audit_record(text, decoded, email),
-        services.writer,
+        services.intake_store,
         _idempotency(idempotency_key, decoded),
         attachments=services.attachments,
     )
@@ -322,7 +325,7 @@ async def submit_batch(
     accepted, replayed = await intake.accept_batch(
         principal.tenant_id,
         list(zip(emails, bodies, strict=True)),
-        services.writer,
+        services.intake_store,
         _idempotency(idempotency_key, decoded),
         attachments=services.attachments,
     )

@@ -33,6 +33,7 @@ from mailstack_gateway.event_signatures import (
     SharedSecretVerifier,
     load_public_key,
 )
+from mailstack_gateway.group_commit import GroupCommit
 from mailstack_gateway.keys import AsyncKeyAdmin
 from mailstack_gateway.middleware import GatewayMiddleware
 from mailstack_gateway.queue import SqsEmailPublisher, sqs_client
@@ -161,6 +162,11 @@ def create_app(
             _rate_limit_storage(settings),
             settings.rate_limit_send_per_minute,
             settings.rate_limit_read_per_minute,
+        ),
+        intake_store=GroupCommit(
+            writer,
+            writers=settings.intake_group_writers,
+            max_emails=settings.intake_group_max_emails,
         ),
     )
 

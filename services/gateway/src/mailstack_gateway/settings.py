@@ -39,6 +39,11 @@ class GatewaySettings(BaseSettings, TelemetrySettings):
     # close a connection each, which costs more than the statement.
     database_pool_size: int = Field(default=20, ge=1)
     database_timeout_seconds: float = Field(default=3.0, gt=0)
+    # Group commit (group_commit.py): requests without an Idempotency-Key that arrive while
+    # another write is under way are written together, up to this many emails a statement, by
+    # at most this many statements at once. 1 email writes each request alone.
+    intake_group_max_emails: int = Field(default=100, ge=1)
+    intake_group_writers: int = Field(default=2, ge=1)
 
     # The relay publishes what the inline publish did not, once this grace period has passed.
     outbox_grace_seconds: float = Field(default=5.0, ge=0)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core.tables import email_history, email_outbox, emails, idempotency_keys
+from mailstack_gateway.group_commit import GroupCommit
 from mailstack_gateway.intake import (
     Earlier,
     EarlierRequest,
@@ -197,3 +198,39 @@ async def test_a_single_email_key_replays_as_a_one_email_batch(
     assert isinstance(earlier, EarlierRequest)
     assert (earlier.email_id, earlier.email_ids) == (first[0].id, (first[0].id,))
     assert await _counts(engine) == (1, 1, 1)
+
+
+async def test_group_commit_writes_concurrent_requests_in_fewer_statements_all_durable(
+    engine: AsyncEngine, writer: EmailWriter, statements: list[str]
+) -> None:
+    group = GroupCommit(writer, writers=2)
+    requests = [_batch(1) for _ in range(40)]
+    await asyncio.gather(*(group.save_batch(TENANT, emails) for emails in requests))
+    saves = [sql for sql in statements if "INSERT INTO emails" in sql]
+    assert 1 <= len(saves) < 40
+    ids = {emails[0].id for emails in requests}
+    async with engine.connect() as connection:
+        stored = set((await connection.execute(select(emails.c.id))).scalars())
+        history = (await connection.execute(select(email_history.c.email_id))).scalars().all()
+        outbox = set((await connection.execute(select(email_outbox.c.email_id))).scalars())
+    assert stored == ids
+    assert sorted(history) == sorted(ids)
+    assert outbox == ids
+
+
+async def test_group_commit_fails_only_the_request_whose_row_postgres_refuses(
+    engine: AsyncEngine, writer: EmailWriter
+) -> None:
+    group = GroupCommit(writer, writers=1)
+    blocker, good = _batch(1), _batch(2)
+    # A NUL character (the API refuses it; here it gets past): no Postgres text can hold it.
+    nul = parse_email(_request(9)).model_copy(update={"subject": "a\x00b"})
+    bad = [NewEmail(uuid.uuid4(), nul, "{}")]
+    results = await asyncio.gather(
+        *(group.save_batch(TENANT, e) for e in (blocker, good, bad)), return_exceptions=True
+    )
+    assert results[:2] == [None, None]
+    assert isinstance(results[2], DataError)
+    async with engine.connect() as connection:
+        stored = set((await connection.execute(select(emails.c.id))).scalars())
+    assert stored == {new.id for new in [*blocker, *good]}
