@@ -4,6 +4,10 @@ Sending and reading are limited separately, per minute, at the tenant's own limi
 gateway's defaults; a batch counts as its number of emails. When Redis cannot be reached the
 gateway fails open: it accepts, logs and counts, and does not ask Redis again for a short while,
 so an outage costs no latency.
+
+One round trip a request: the count is `limits`' fixed-window increment (INCRBY, with the
+window's expiry set when it opens), and the window's end is remembered in this process: known
+when this instance opened the window, else asked of Redis once per window.
 """
 
 import math
@@ -14,13 +18,16 @@ from enum import StrEnum
 import structlog
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 
 from mailstack_gateway.auth import Principal
 from mailstack_gateway.observability import RATE_LIMIT_UNAVAILABLE, RATE_LIMITED
 
 log = structlog.get_logger(__name__)
+
+# Window ends kept per process (one per credential and limit in use); past ones are dropped
+# beyond this many.
+MAX_REMEMBERED_WINDOWS = 10_000
 
 
 class Limit(StrEnum):
@@ -73,7 +80,9 @@ class RateLimiter:
         read_per_minute: int,
         fail_open_seconds: float = 5.0,
     ) -> None:
-        self._limiter = FixedWindowRateLimiter(storage)
+        self._storage = storage
+        # Window end (epoch seconds) per counter key, as far as this process knows it.
+        self._window_ends: dict[str, float] = {}
         self._defaults = {Limit.SEND: send_per_minute, Limit.READ: read_per_minute}
         self._fail_open_seconds = fail_open_seconds
         self._skip_until = 0.0
@@ -90,21 +99,37 @@ class RateLimiter:
             RATE_LIMIT_UNAVAILABLE.inc()
             return None
         item = RateLimitItemPerMinute(per_minute)
+        key = item.key_for(principal.credential_id, limit.value)
         try:
-            allowed = await self._limiter.hit(item, principal.credential_id, limit.value, cost=cost)
-            stats = await self._limiter.get_window_stats(item, principal.credential_id, limit.value)
+            count = await self._storage.incr(key, item.get_expiry(), amount=cost)
+            window_end = await self._window_end(key, count == cost, item.get_expiry())
         except StorageError as error:
             self._skip_until = time.monotonic() + self._fail_open_seconds
             RATE_LIMIT_UNAVAILABLE.inc()
             log.warning("ratelimit.unavailable", error=type(error.storage_error).__name__)
             return None
+        allowed = count <= per_minute
         quota = Quota(
             limit=per_minute,
-            remaining=max(0, stats.remaining),
-            reset_seconds=max(0, math.ceil(stats.reset_time - time.time())),
+            remaining=max(0, per_minute - count),
+            reset_seconds=max(0, math.ceil(window_end - time.time())),
             allowed=allowed,
         )
         if not allowed:
             RATE_LIMITED.labels(limit=limit.value).inc()
             raise RateLimitExceededError(quota)
         return quota
+
+    async def _window_end(self, key: str, opened: bool, window_seconds: int) -> float:
+        """When the counter's window ends: now plus its length if this hit opened it, else what
+        this process remembers, else Redis's expiry of the counter (a window another instance
+        opened)."""
+        now = time.time()
+        if opened:
+            end = now + window_seconds
+        elif (end := self._window_ends.get(key, 0.0)) <= now:
+            end = await self._storage.get_expiry(key)
+        if len(self._window_ends) > MAX_REMEMBERED_WINDOWS:
+            self._window_ends = {k: v for k, v in self._window_ends.items() if v > now}
+        self._window_ends[key] = end
+        return end

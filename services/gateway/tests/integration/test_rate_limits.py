@@ -3,6 +3,8 @@
 import uuid
 
 import pytest
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
 
 from mailstack_gateway.auth import Principal, Scope
 from mailstack_gateway.observability import RATE_LIMIT_UNAVAILABLE
@@ -51,3 +53,58 @@ async def test_redis_down_lets_requests_through_and_counts_them() -> None:
 
     assert results == [None] * 5
     assert RATE_LIMIT_UNAVAILABLE._value.get() - before == 5
+
+
+class CountingStorage(RedisStorage):
+    """The real Redis storage, counting the calls that reach Redis."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"async+{url}", implementation="redispy", wrap_exceptions=True)
+        self.calls: list[str] = []
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        self.calls.append("incr")
+        return await super().incr(key, expiry, amount)
+
+    async def get(self, key: str) -> int:
+        self.calls.append("get")
+        return await super().get(key)
+
+    async def get_expiry(self, key: str) -> float:
+        self.calls.append("get_expiry")
+        return await super().get_expiry(key)
+
+
+async def test_a_request_costs_one_redis_call_once_the_window_is_known(redis_url: str) -> None:
+    opener = CountingStorage(redis_url)
+    other = CountingStorage(redis_url)
+    first = RateLimiter(opener, send_per_minute=100, read_per_minute=100)
+    second = RateLimiter(other, send_per_minute=100, read_per_minute=100)
+    principal = _principal(per_minute=10)
+
+    opened = [await first.check(principal, Limit.SEND) for _ in range(3)]
+    joined = [await second.check(principal, Limit.SEND) for _ in range(3)]
+
+    assert opener.calls == ["incr"] * 3
+    # The window another instance opened: its end is asked for once.
+    assert other.calls == ["incr", "get_expiry", "incr", "incr"]
+    quotas = [quota for quota in [*opened, *joined] if quota is not None]
+    assert [quota.remaining for quota in quotas] == [9, 8, 7, 6, 5, 4]
+    assert all(58 <= quota.reset_seconds <= 60 for quota in quotas)
+
+
+async def test_a_window_that_ended_opens_a_new_one_with_the_full_limit(redis_url: str) -> None:
+    storage = CountingStorage(redis_url)
+    limiter = RateLimiter(storage, send_per_minute=100, read_per_minute=100)
+    principal = _principal(per_minute=2)
+    await limiter.check(principal, Limit.SEND)
+    await limiter.check(principal, Limit.SEND)
+    with pytest.raises(RateLimitExceededError):
+        await limiter.check(principal, Limit.SEND)
+
+    # The counter expires (as Redis expires it at the window's end).
+    await storage.clear(RateLimitItemPerMinute(2).key_for(principal.credential_id, "send"))
+
+    quota = await limiter.check(principal, Limit.SEND)
+    assert quota is not None
+    assert (quota.remaining, quota.reset_seconds) == (1, 60)
