@@ -25,4 +25,7 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
     assert set(absolute["gateway_healthz"]["statuses"]) == {"200"}
     # measure() returns only after every accepted email was SENT.
     assert absolute["backlog"] >= absolute["gateway_post"]["requests"]
+    # Both failover runs delivered their emails (measure_failover waits for every SENT row).
+    assert absolute["secondary_alone_p95_ms"] > 0
+    assert absolute["primary_hanging_p95_ms"] > 0
     assert "intake throughput / bare FastAPI POST" in render(result)

@@ -8,6 +8,8 @@ measured in the same run on the same machine (load from wrk, over loopback).
   intake) against a baseline consumer doing only LocalStack receive + delete-batch;
   processor CPU per delivered email;
 - stop: seconds from SIGTERM to exit for an idle processor in a 20 s long poll;
+- failover: delivery p95 with the primary hanging, once its breaker is open, against a run with
+  the secondary alone (`failover.py`);
 - memory: each service's resident set after the load.
 
 Ratios travel between machines; absolute numbers are printed for context. Targets come from
@@ -36,6 +38,7 @@ import psutil
 import psycopg
 
 from mailstack_bench import wrk
+from mailstack_bench.failover import measure_failover
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
 from mailstack_stack import postgres
 from mailstack_stack.config import LOCALHOST, Ports, StackConfig, find_repo_root, free_port
@@ -62,6 +65,11 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "drain_vs_baseline_consumer": ("processor drain / baseline SQS consumer", 0.5, ">="),
     "processor_cpu_ms_per_email": ("processor CPU (ms) per delivered email", 2.0, "<="),
     "processor_stop_seconds": ("processor SIGTERM to exit mid long-poll (s)", 5.0, "<="),
+    "failover_p95_vs_secondary_alone": (
+        "failover p95, primary hanging / secondary alone",
+        1.2,
+        "<=",
+    ),
     "gateway_rss_mb": ("gateway RSS (MB) after load", 150.0, "<="),
     "processor_rss_mb": ("processor RSS (MB) after load", 150.0, "<="),
 }
@@ -262,6 +270,7 @@ def measure(
 
     # Stop mid long-poll: the queue is empty now, so the processor sits in its receive call.
     stop_seconds = _stop_seconds(processor)
+    failover = measure_failover(stack, EMAIL, seconds)
 
     measured = {
         "intake_vs_bare_post": intake.per_second / bare_post.per_second,
@@ -269,6 +278,7 @@ def measure(
         "drain_vs_baseline_consumer": (backlog / drain_seconds) / baseline_rate,
         "processor_cpu_ms_per_email": processor_cpu_ms,
         "processor_stop_seconds": stop_seconds,
+        "failover_p95_vs_secondary_alone": failover["failover_p95_vs_secondary_alone"],
         "gateway_rss_mb": gateway_rss,
         "processor_rss_mb": processor_rss,
     }
@@ -293,6 +303,8 @@ def measure(
             "backlog": backlog,
             "drain_per_second": backlog / drain_seconds,
             "baseline_consumer_per_second": baseline_rate,
+            "secondary_alone_p95_ms": failover["secondary_alone_p95_ms"],
+            "primary_hanging_p95_ms": failover["primary_hanging_p95_ms"],
         },
     }
 
@@ -326,6 +338,10 @@ def render(result: dict[str, Any]) -> str:
         f"gateway CPU per accept {absolute['gateway_cpu_ms_per_accept']:.2f} ms; "
         f"drain {absolute['drain_per_second']:.0f}/s of a {absolute['backlog']} backlog; "
         f"baseline consumer {absolute['baseline_consumer_per_second']:.0f}/s"
+    )
+    lines.append(
+        f"delivery p95: secondary alone {absolute['secondary_alone_p95_ms']:.0f} ms, "
+        f"primary hanging {absolute['primary_hanging_p95_ms']:.0f} ms"
     )
     return "\n".join(lines)
 
