@@ -20,12 +20,26 @@ from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
 from mailstack_processor.providers.sendgrid import SendGridSender
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
-from mailstack_processor.repository import EmailDeliveryStore, PostgresCircuitBreakers
+from mailstack_processor.repository import (
+    EmailDeliveryStore,
+    PostgresCircuitBreakers,
+    delivery_pool,
+)
 from mailstack_processor.settings import ProcessorSettings
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "mailstack-processor"
+# Of DATABASE_POOL_SIZE, the connections SQLAlchemy keeps for what is not on every delivery's
+# path; the rest are the psycopg pool of the hot statements.
+ENGINE_POOL_SIZE = 1
+
+
+def pool_sizes(settings: ProcessorSettings) -> tuple[int, int]:
+    """(delivery pool, engine pool): together DATABASE_POOL_SIZE (default: one per concurrent
+    delivery), so a deployment's connection budget still holds."""
+    total = settings.database_pool_size or settings.max_concurrency
+    return max(1, total - ENGINE_POOL_SIZE), ENGINE_POOL_SIZE
 
 
 def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> list[EmailSender]:
@@ -47,9 +61,11 @@ def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> lis
 
 
 def database_engine(settings: ProcessorSettings) -> AsyncEngine:
+    """SQLAlchemy's pool, for what is not on every delivery's path (breaker writes, dead
+    letters, the health check); the hot statements have a psycopg pool (`delivery_pool`)."""
     return create_async_engine(
         normalize_database_url(settings.database_url),
-        pool_size=settings.database_pool_size or settings.max_concurrency,
+        pool_size=pool_sizes(settings)[1],
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 3},
@@ -64,7 +80,8 @@ async def serve(
     """Consume until `stop`; with a `tracer_provider` each provider call's HTTP request is a
     span too."""
     engine = database_engine(settings)
-    database = EmailDeliveryStore(engine)
+    pool = delivery_pool(settings.database_url, pool_sizes(settings)[0])
+    database = EmailDeliveryStore(engine, pool)
     store = instrumentation.TracedDeliveryStore(database)
     breakers = CachedCircuitBreakers(
         PostgresCircuitBreakers(
@@ -79,6 +96,7 @@ async def serve(
     instrumentation.preset_metrics(settings.providers)
     limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
     async with contextlib.AsyncExitStack() as clients:
+        await clients.enter_async_context(pool)
         sqs = await clients.enter_async_context(
             sqs_client(
                 settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds

@@ -41,8 +41,9 @@ class ProcessorSettings(BaseSettings, TelemetrySettings):
     breaker_cache_seconds: float = Field(default=1.0, ge=0, le=10)
 
     max_concurrency: int = Field(default=20, ge=1, le=500)
-    # Connections kept open (default: one per concurrent delivery), and how many more may be
-    # opened under load. A deployment sizes both so every task fits the database's limit.
+    # Connections kept open (default: one per concurrent delivery; one of them SQLAlchemy's, the
+    # rest the hot statements' psycopg pool), and how many more SQLAlchemy may open under load.
+    # A deployment sizes both so every task fits the database's limit.
     database_pool_size: int | None = Field(default=None, ge=1)
     database_max_overflow: int = Field(default=10, ge=0)
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
