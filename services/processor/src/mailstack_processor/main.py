@@ -5,7 +5,7 @@ import contextlib
 import functools
 import uuid
 
-import httpx
+import aiohttp
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -18,6 +18,7 @@ from mailstack_processor.consumer import Consumer
 from mailstack_processor.dead_letters import DeadLetterWatcher
 from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
+from mailstack_processor.providers.http import provider_session
 from mailstack_processor.providers.sendgrid import SendGridSender
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
 from mailstack_processor.repository import (
@@ -42,16 +43,16 @@ def pool_sizes(settings: ProcessorSettings) -> tuple[int, int]:
     return max(1, total - ENGINE_POOL_SIZE), ENGINE_POOL_SIZE
 
 
-def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> list[EmailSender]:
+def build_senders(settings: ProcessorSettings, session: aiohttp.ClientSession) -> list[EmailSender]:
     available: dict[str, EmailSender] = {
         "elasticemail": ElasticEmailSender(
-            client,
+            session,
             settings.elasticemail_base_url,
             settings.elasticemail_api_key.get_secret_value(),
             settings.provider_timeout_seconds,
         ),
         "sendgrid": SendGridSender(
-            client,
+            session,
             settings.sendgrid_base_url,
             settings.sendgrid_api_key.get_secret_value(),
             settings.provider_timeout_seconds,
@@ -77,8 +78,8 @@ async def serve(
     stop: asyncio.Event,
     tracer_provider: TracerProvider | None = None,
 ) -> None:
-    """Consume until `stop`; with a `tracer_provider` each provider call's HTTP request is a
-    span too."""
+    """Consume until `stop`. Spans (each provider call's HTTP request among them) go to the
+    global tracer provider, which is `tracer_provider` when tracing is on."""
     engine = database_engine(settings)
     pool = delivery_pool(settings.database_url, pool_sizes(settings)[0])
     database = EmailDeliveryStore(engine, pool)
@@ -94,7 +95,6 @@ async def serve(
     )
     observed_breakers = instrumentation.ObservedBreakers(breakers)
     instrumentation.preset_metrics(settings.providers)
-    limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
     async with contextlib.AsyncExitStack() as clients:
         await clients.enter_async_context(pool)
         sqs = await clients.enter_async_context(
@@ -103,15 +103,8 @@ async def serve(
             )
         )
         queue = SqsEmailQueue(sqs, settings.email_queue_url, settings.receive_wait_seconds)
-        client = await clients.enter_async_context(
-            httpx.AsyncClient(limits=limits, follow_redirects=False)
-        )
-        if tracer_provider is not None:
-            # Imported only when tracing is on: start-up time.
-            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
-        senders = build_senders(settings, client)
+        session = await clients.enter_async_context(provider_session(settings.max_concurrency * 2))
+        senders = build_senders(settings, session)
         attachments = S3AttachmentSource(
             s3_client(settings.aws_endpoint_url, settings.aws_region, settings.max_concurrency),
             settings.attachments_bucket,
