@@ -1,10 +1,12 @@
 """All of the processor's SQL: claiming an email and recording every change of its state."""
 
 import contextlib
+import select as io_select
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -176,16 +178,30 @@ WHERE emails.id = %(email_id)s AND suppressions.email = ANY(%(addresses)s::text[
 Row = dict[str, Any]
 
 
+async def _unbroken(connection: AsyncConnection[Any]) -> None:
+    """The pool's check of a connection before it is handed out, without a round trip: an
+    idle connection has nothing to read, unless the server closed it (a restart, a
+    terminated backend: it sends its FATAL, then EOF). Closed here, the pool replaces it."""
+    if not connection.closed:
+        readable, _, _ = io_select.select([connection.fileno()], [], [], 0)
+        if not readable:
+            return
+        await connection.close()
+    raise psycopg.OperationalError("the server closed the connection")
+
+
 def delivery_pool(database_url: str, size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
     """The hot statements' connections (autocommit: each statement is its own transaction),
-    to open with `async with`. A connection is checked before it is handed out, so one that
-    a database restart broke is replaced rather than failing a delivery."""
+    to open with `async with`. A connection the server closed while it was idle (see
+    `_unbroken`) is replaced rather than failing a delivery; while the database is down, a
+    delivery waits at most `timeout` seconds for a connection."""
     return AsyncConnectionPool(
         libpq_conninfo(database_url),
         min_size=size,
         max_size=size,
         kwargs={"autocommit": True, "connect_timeout": 3},
-        check=AsyncConnectionPool.check_connection,
+        check=_unbroken,
+        timeout=3,
         open=False,
         name="delivery",
     )
