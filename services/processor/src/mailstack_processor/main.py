@@ -102,7 +102,12 @@ async def serve(
                 settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds
             )
         )
-        queue = SqsEmailQueue(sqs, settings.email_queue_url, settings.receive_wait_seconds)
+        queue = SqsEmailQueue(
+            sqs,
+            settings.email_queue_url,
+            settings.receive_wait_seconds,
+            flush_seconds=settings.sqs_batch_window_seconds,
+        )
         session = await clients.enter_async_context(provider_session(settings.max_concurrency * 2))
         senders = build_senders(settings, session)
         attachments = S3AttachmentSource(
