@@ -395,8 +395,9 @@ class EmailDeliveryStore:
             return DeadLetterOutcome.FAILED
 
     async def ping(self) -> None:
-        async with self._engine.connect() as connection:
-            await connection.execute(select(1))
+        """The consumer's check before it receives again after a failure: the connections
+        deliveries use answer (the pool has replaced the ones an outage broke)."""
+        await self._fetch("SELECT 1", {})
 
 
 class PostgresCircuitBreakers:
