@@ -128,6 +128,8 @@ async def post_json(
                 provider, f"transport error: {error!r}", outcome_unknown=True
             ) from error
         span.set_attribute("http.response.status_code", answer.status_code)
+        if answer.status_code >= 400:
+            span.set_status(trace.StatusCode.ERROR, f"HTTP {answer.status_code}")
         return answer
 
 
