@@ -200,6 +200,8 @@ class FakeQueue:
         # When set, a receive with nothing waiting blocks until this event, then returns these.
         self.hold_until: asyncio.Event | None = None
         self.after_hold: list[ReceivedMessage] = []
+        # When set, a delete waits for this event before it is done (a batch call in flight).
+        self.deletes_wait_for: asyncio.Event | None = None
 
     def put(self, *messages: ReceivedMessage) -> None:
         self.waiting.extend(messages)
@@ -218,6 +220,8 @@ class FakeQueue:
         return batch
 
     async def delete(self, message: ReceivedMessage) -> None:
+        if self.deletes_wait_for is not None:
+            await self.deletes_wait_for.wait()
         self.deleted.append(message.message_id)
 
     async def change_visibility(self, message: ReceivedMessage, seconds: int) -> None:
