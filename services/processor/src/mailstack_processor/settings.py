@@ -48,9 +48,9 @@ class ProcessorSettings(BaseSettings, TelemetrySettings):
     database_max_overflow: int = Field(default=10, ge=0)
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
     # How long a delete or visibility change waits for others to share its SQS batch call
-    # (10 entries at most; a full batch goes at once). Longer fills batches, and holds each
-    # delivery's slot until its batch is sent.
-    sqs_batch_window_seconds: float = Field(default=0.005, ge=0, le=1)
+    # (10 entries at most; a full batch goes at once). A delete waits off its delivery's slot;
+    # a visibility change (a retry) holds the slot until its batch is sent.
+    sqs_batch_window_seconds: float = Field(default=0.05, ge=0, le=1)
     # Handling may take every provider's timeout plus database time; the claim outlives that.
     claim_lease_seconds: int = Field(default=30, ge=5)
     # Matches the queue's maxReceiveCount: the last receive marks the email FAILED.
