@@ -14,7 +14,7 @@ from mailstack_core.tables import email_history, emails, tenants
 from mailstack_processor.delivery import ClaimState, DeadLetterOutcome
 from mailstack_processor.providers.base import SendReceipt
 from mailstack_processor.repository import EmailDeliveryStore, delivery_pool
-from mailstack_stack.waiting import eventually_async
+from mailstack_testing.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 

@@ -30,11 +30,11 @@ import httpx
 import psutil
 
 from mailstack_bench.bench import BODY, SENT_OR_LATER, _baseline_consumer, _count, top_frames
-from mailstack_stack import postgres
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
-from mailstack_stack.resources import localstack_clients
 from mailstack_stack.stack import GATEWAY, LOCALSTACK, PROCESSOR, RunningStack, run_stack
-from mailstack_stack.waiting import eventually
+from mailstack_testing.aws import localstack_clients
+from mailstack_testing.databases import drop_database
+from mailstack_testing.waiting import eventually
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             with run_stack(config) as stack:
                 result = measure(stack, args.emails, args.profile)
         finally:
-            postgres.drop_database(config.postgres_probe_url, database)
+            drop_database(config.postgres_probe_url, database)
     sys.stdout.write(json.dumps(asdict(result)) + "\n")
     if args.profile is not None and args.profile.is_file():
         for frame, share in top_frames(args.profile, 25):
