@@ -11,3 +11,12 @@ def normalize_database_url(url: str) -> URL:
     if parsed.get_backend_name() != "postgresql":
         raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
     return parsed.set(drivername=DRIVER)
+
+
+def libpq_conninfo(url: str) -> str:
+    """The URL as libpq (plain psycopg) takes it: `postgresql://`, without a driver suffix."""
+    return (
+        normalize_database_url(url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )

@@ -63,6 +63,8 @@ class Consumer:
         self._poison_backoff = poison_backoff_seconds
         self._error_backoff = error_backoff_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deletes of committed outcomes waiting for their SQS batch call: not holding a slot.
+        self._deleting: set[asyncio.Task[None]] = set()
         self._unhealthy = asyncio.Event()
         self._tracer = tracer or trace.get_tracer(__name__)
 
@@ -101,6 +103,7 @@ class Consumer:
         if self._tasks:
             log.info("consumer.draining", in_flight=len(self._tasks))
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._deleting, return_exceptions=True)
         log.info("consumer.stopped")
 
     async def _release(self, messages: list[ReceivedMessage]) -> None:
@@ -185,15 +188,22 @@ class Consumer:
         if disposition.action is Action.RETRY and disposition.status is EmailStatus.QUEUED:
             RETRIES.inc()
         if disposition.action is Action.DELETE:
-            try:
-                await self._queue.delete(message)
-            except Exception as error:
-                bound.warning("message.delete_failed", error=str(error))
+            # The outcome is committed, so the slot is free: the delete waits for its batch
+            # call on its own (and a stop waits for it).
+            deleting = asyncio.create_task(self._delete(message, bound))
+            self._deleting.add(deleting)
+            deleting.add_done_callback(self._deleting.discard)
         elif disposition.action is Action.RETRY:
             await self._visibility(message, disposition.delay_seconds)
         else:
             # Visible again now; the next receive exceeds maxReceiveCount and redrives it.
             await self._visibility(message, 0)
+
+    async def _delete(self, message: ReceivedMessage, bound: Any) -> None:
+        try:
+            await self._queue.delete(message)
+        except Exception as error:
+            bound.warning("message.delete_failed", error=str(error))
 
     async def _visibility(self, message: ReceivedMessage, seconds: int) -> None:
         try:

@@ -2,7 +2,7 @@
 the breakers), so that delivery.py stays a pure decision table that knows nothing of them.
 
 Under the consumer's `email.deliver` span, one delivery makes an `email.claim` span, a
-`provider.send` span per provider call (the httpx instrumentation adds the HTTP request under
+`provider.send` span per provider call (`providers.http.post_json` adds the HTTP request under
 it), `email.record_attempt` per failed call and `email.commit` for the outcome.
 """
 

@@ -5,7 +5,7 @@ import contextlib
 import functools
 import uuid
 
-import httpx
+import aiohttp
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -18,26 +18,41 @@ from mailstack_processor.consumer import Consumer
 from mailstack_processor.dead_letters import DeadLetterWatcher
 from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
+from mailstack_processor.providers.http import provider_session
 from mailstack_processor.providers.sendgrid import SendGridSender
 from mailstack_processor.queue import SqsEmailQueue, sqs_client
-from mailstack_processor.repository import EmailDeliveryStore, PostgresCircuitBreakers
+from mailstack_processor.repository import (
+    EmailDeliveryStore,
+    PostgresCircuitBreakers,
+    delivery_pool,
+)
 from mailstack_processor.settings import ProcessorSettings
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "mailstack-processor"
+# Of DATABASE_POOL_SIZE, the connections SQLAlchemy keeps for what is not on every delivery's
+# path; the rest are the psycopg pool of the hot statements.
+ENGINE_POOL_SIZE = 1
 
 
-def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> list[EmailSender]:
+def pool_sizes(settings: ProcessorSettings) -> tuple[int, int]:
+    """(delivery pool, engine pool): together DATABASE_POOL_SIZE (default: one per concurrent
+    delivery), so a deployment's connection budget still holds."""
+    total = settings.database_pool_size or settings.max_concurrency
+    return max(1, total - ENGINE_POOL_SIZE), ENGINE_POOL_SIZE
+
+
+def build_senders(settings: ProcessorSettings, session: aiohttp.ClientSession) -> list[EmailSender]:
     available: dict[str, EmailSender] = {
         "elasticemail": ElasticEmailSender(
-            client,
+            session,
             settings.elasticemail_base_url,
             settings.elasticemail_api_key.get_secret_value(),
             settings.provider_timeout_seconds,
         ),
         "sendgrid": SendGridSender(
-            client,
+            session,
             settings.sendgrid_base_url,
             settings.sendgrid_api_key.get_secret_value(),
             settings.provider_timeout_seconds,
@@ -47,9 +62,11 @@ def build_senders(settings: ProcessorSettings, client: httpx.AsyncClient) -> lis
 
 
 def database_engine(settings: ProcessorSettings) -> AsyncEngine:
+    """SQLAlchemy's pool, for what is not on every delivery's path (breaker writes, dead
+    letters, the health check); the hot statements have a psycopg pool (`delivery_pool`)."""
     return create_async_engine(
         normalize_database_url(settings.database_url),
-        pool_size=settings.database_pool_size or settings.max_concurrency,
+        pool_size=pool_sizes(settings)[1],
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 3},
@@ -61,10 +78,11 @@ async def serve(
     stop: asyncio.Event,
     tracer_provider: TracerProvider | None = None,
 ) -> None:
-    """Consume until `stop`; with a `tracer_provider` each provider call's HTTP request is a
-    span too."""
+    """Consume until `stop`. Spans (each provider call's HTTP request among them) go to the
+    global tracer provider, which is `tracer_provider` when tracing is on."""
     engine = database_engine(settings)
-    database = EmailDeliveryStore(engine)
+    pool = delivery_pool(settings.database_url, pool_sizes(settings)[0])
+    database = EmailDeliveryStore(engine, pool)
     store = instrumentation.TracedDeliveryStore(database)
     breakers = CachedCircuitBreakers(
         PostgresCircuitBreakers(
@@ -77,23 +95,21 @@ async def serve(
     )
     observed_breakers = instrumentation.ObservedBreakers(breakers)
     instrumentation.preset_metrics(settings.providers)
-    limits = httpx.Limits(max_connections=settings.max_concurrency * 2)
     async with contextlib.AsyncExitStack() as clients:
+        await clients.enter_async_context(pool)
         sqs = await clients.enter_async_context(
             sqs_client(
                 settings.aws_endpoint_url, settings.aws_region, settings.receive_wait_seconds
             )
         )
-        queue = SqsEmailQueue(sqs, settings.email_queue_url, settings.receive_wait_seconds)
-        client = await clients.enter_async_context(
-            httpx.AsyncClient(limits=limits, follow_redirects=False)
+        queue = SqsEmailQueue(
+            sqs,
+            settings.email_queue_url,
+            settings.receive_wait_seconds,
+            flush_seconds=settings.sqs_batch_window_seconds,
         )
-        if tracer_provider is not None:
-            # Imported only when tracing is on: start-up time.
-            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
-        senders = build_senders(settings, client)
+        session = await clients.enter_async_context(provider_session(settings.max_concurrency * 2))
+        senders = build_senders(settings, session)
         attachments = S3AttachmentSource(
             s3_client(settings.aws_endpoint_url, settings.aws_region, settings.max_concurrency),
             settings.attachments_bucket,

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
     from types_aiobotocore_sqs.type_defs import BatchResultErrorEntryTypeDef
 
-# Long enough for the deliveries of one receive, which finish close together, to share a call;
-# short against the ~ms a delivery takes.
-FLUSH_SECONDS = 0.005
+# Long enough for the deliveries of one receive, and of the next, to share a call (a delete no
+# longer holds its delivery's slot while it waits); short against the visibility timeout.
+FLUSH_SECONDS = 0.05
 
 
 @dataclass(frozen=True)

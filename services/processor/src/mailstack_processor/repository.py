@@ -1,32 +1,32 @@
 """All of the processor's SQL: claiming an email and recording every change of its state."""
 
+import contextlib
+import select as io_select
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import (
-    Integer,
-    Text,
-    and_,
-    bindparam,
     case,
     func,
     insert,
-    literal,
-    null,
-    or_,
     select,
-    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection as EngineConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailstack_core.database import libpq_conninfo
 from mailstack_core.outcomes import Outcome
 from mailstack_core.sink import SINK_DOMAIN
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
-from mailstack_core.tables import email_history, emails, provider_breakers, suppressions
+from mailstack_core.tables import email_history, emails, provider_breakers
 from mailstack_processor.delivery import (
     AttachmentRef,
     BreakerState,
@@ -58,7 +58,7 @@ def _attachment(value: dict[str, Any]) -> AttachmentRef:
 
 
 async def _append(
-    connection: AsyncConnection,
+    connection: EngineConnection,
     email_id: uuid.UUID,
     status: EmailStatus,
     provider: str | None,
@@ -73,211 +73,231 @@ async def _append(
 
 # What delivery reads of an email: not the stored request body, which can be large.
 _OUTGOING_COLUMNS = (
-    emails.c.sender_email,
-    emails.c.sender_name,
-    emails.c.to_recipients,
-    emails.c.cc_recipients,
-    emails.c.bcc_recipients,
-    emails.c.reply_to,
-    emails.c.subject,
-    emails.c.text_body,
-    emails.c.html_body,
-    emails.c.headers,
-    emails.c.tags,
-    emails.c.metadata,
-    emails.c.attachments,
+    "sender_email",
+    "sender_name",
+    "to_recipients",
+    "cc_recipients",
+    "bcc_recipients",
+    "reply_to",
+    "subject",
+    "text_body",
+    "html_body",
+    "headers",
+    "tags",
+    "metadata",
+    "attachments",
 )
 _RECLAIMED_DETAIL = {"reclaimed": True, "previous_attempt_outcome": "unknown"}
 
+# The hot statements are plain SQL run through psycopg (prepared on each connection), not
+# SQLAlchemy: its async adaption and statement handling cost more CPU than running them.
+# Constants travel as parameters, like every value.
+_CONSTANTS: dict[str, Any] = {
+    "queued": EmailStatus.QUEUED.value,
+    "processing": EmailStatus.PROCESSING.value,
+    "reclaimed_detail": Jsonb(_RECLAIMED_DETAIL),
+    "no_detail": Jsonb({}),
+}
 
-def _build_claim() -> Any:
-    """Lock, claim and append PROCESSING to the history in one statement (one round trip).
-
-    The row lock of `target` serialises concurrent claims; the UPDATE re-checks its condition
-    against the row the lock returned, so exactly one of them moves it to PROCESSING. Built
-    once: constructing a statement costs more CPU than running it."""
-    target = (
-        select(
-            emails.c.id,
-            emails.c.status,
-            emails.c.tenant_id,
-            (emails.c.lease_expires_at < func.now()).label("lease_lapsed"),
-            func.extract("epoch", emails.c.lease_expires_at - func.now()).label("lease_remaining"),
-        )
-        .where(emails.c.id == bindparam("email_id"))
-        .with_for_update()
-        .cte("target")
-    )
-    reclaimed = target.c.status == EmailStatus.PROCESSING
-    claimed = (
-        update(emails)
-        .where(
-            emails.c.id == target.c.id,
-            or_(target.c.status == EmailStatus.QUEUED, and_(reclaimed, target.c.lease_lapsed)),
-        )
-        .values(
-            status=EmailStatus.PROCESSING,
-            attempts=emails.c.attempts + 1,
-            lease_expires_at=func.now() + _seconds(bindparam("lease_seconds")),
-            updated_at=func.now(),
-        )
-        .returning(emails.c.id, emails.c.attempts, reclaimed.label("reclaimed"), *_OUTGOING_COLUMNS)
-        .cte("claimed")
-    )
-    detail = func.jsonb_build_object(
-        "attempt", claimed.c.attempts, "receive_count", bindparam("receive_count", type_=Integer)
-    ).op("||")(
-        case(
-            (claimed.c.reclaimed, literal(_RECLAIMED_DETAIL, JSONB)),
-            else_=literal({}, JSONB),
-        )
-    )
-    history = insert(email_history).from_select(
-        ["email_id", "status", "provider", "detail"],
-        select(claimed.c.id, literal(EmailStatus.PROCESSING.value), null(), detail),
-    )
-    return (
-        select(
-            target.c.status.label("previous_status"),
-            target.c.lease_remaining,
-            target.c.tenant_id,
-            claimed.c.attempts,
-            *(claimed.c[column.name] for column in _OUTGOING_COLUMNS),
-        )
-        .select_from(target.outerjoin(claimed, true()))
-        .add_cte(history.cte("history"))
-    )
+# Lock, claim and append PROCESSING to the history in one statement (one round trip). The row
+# lock of `target` serialises concurrent claims; the UPDATE re-checks its condition against
+# the row the lock returned, so exactly one of them moves it to PROCESSING.
+_CLAIM = f"""
+WITH target AS (
+    SELECT emails.id, emails.status, emails.tenant_id,
+        emails.lease_expires_at < now() AS lease_lapsed,
+        EXTRACT(epoch FROM emails.lease_expires_at - now()) AS lease_remaining
+    FROM emails
+    WHERE emails.id = %(email_id)s
+    FOR UPDATE
+), claimed AS (
+    UPDATE emails SET
+        status = %(processing)s,
+        attempts = emails.attempts + 1,
+        lease_expires_at = now() + make_interval(0, 0, 0, 0, 0, 0, %(lease_seconds)s),
+        updated_at = now()
+    FROM target
+    WHERE emails.id = target.id
+        AND (target.status = %(queued)s
+            OR target.status = %(processing)s AND target.lease_lapsed)
+    RETURNING emails.id, emails.attempts, target.status = %(processing)s AS reclaimed,
+        {", ".join(f"emails.{column}" for column in _OUTGOING_COLUMNS)}
+), history AS (
+    INSERT INTO email_history (email_id, status, provider, detail)
+    SELECT claimed.id, %(processing)s, NULL,
+        jsonb_build_object('attempt', claimed.attempts, 'receive_count', %(receive_count)s::integer)
+        || CASE WHEN claimed.reclaimed THEN %(reclaimed_detail)s ELSE %(no_detail)s END
+    FROM claimed
+)
+SELECT target.status AS previous_status, target.lease_remaining, target.tenant_id,
+    claimed.attempts, {", ".join(f"claimed.{column}" for column in _OUTGOING_COLUMNS)}
+FROM target LEFT OUTER JOIN claimed ON true
+"""
 
 
-def _build_change(status: EmailStatus, *columns: str) -> Any:
+def _change(status: EmailStatus, *columns: str) -> str:
     """Set the email's status and `columns`, and append its history row, in one statement.
 
-    Parameters: email_id, history_provider, history_detail, and set_<column> per column (none
-    named like a column of `emails`, which SQLAlchemy would add to the SET clause)."""
-    changed = (
-        update(emails)
-        .where(emails.c.id == bindparam("email_id"))
-        .values(
-            # A provider's event may have come first (its webhook can beat this write): the
-            # status it set stays, as the status only moves forward (see DELIVERY_ORDER).
-            status=case(
-                (emails.c.status.in_([s.value for s in DELIVERY_ORDER]), emails.c.status),
-                else_=literal(status.value),
-            ),
-            updated_at=func.now(),
-            lease_expires_at=None,
-            **{column: bindparam(f"set_{column}") for column in columns},
-        )
-        .returning(emails.c.id)
-        .cte("changed")
-    )
-    return insert(email_history).from_select(
-        ["email_id", "status", "provider", "detail"],
-        select(
-            changed.c.id,
-            literal(status.value),
-            bindparam("history_provider", type_=Text),
-            bindparam("history_detail", type_=JSONB),
-        ),
-    )
-
-
-_CLAIM = _build_claim()
-_MARK_SENT = _build_change(
-    EmailStatus.SENT,
-    "provider",
-    "provider_message_id",
-    "provider_transaction_id",
-    "last_error",
+    Parameters: email_id, history_provider, history_detail, and one per column."""
+    # A provider's event may have come first (its webhook can beat this write): the status it
+    # set stays, as the status only moves forward (see DELIVERY_ORDER).
+    forward = ", ".join(f"'{later.value}'" for later in DELIVERY_ORDER)
+    assignments = "".join(f"\n        {column} = %({column})s," for column in columns)
+    return f"""
+WITH changed AS (
+    UPDATE emails SET
+        status = CASE WHEN emails.status IN ({forward}) THEN emails.status
+            ELSE '{status.value}' END,{assignments}
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE emails.id = %(email_id)s
+    RETURNING emails.id
 )
-_MARK_FAILED = _build_change(EmailStatus.FAILED, "provider", "last_error")
-_RELEASE = _build_change(EmailStatus.QUEUED, "last_error")
-# Its VALUES come from the parameters' names.
-_APPEND = insert(email_history)
+INSERT INTO email_history (email_id, status, provider, detail)
+SELECT changed.id, '{status.value}', %(history_provider)s, %(history_detail)s
+FROM changed
+"""
+
+
+_MARK_SENT = _change(
+    EmailStatus.SENT, "provider", "provider_message_id", "provider_transaction_id", "last_error"
+)
+_MARK_FAILED = _change(EmailStatus.FAILED, "provider", "last_error")
+_RELEASE = _change(EmailStatus.QUEUED, "last_error")
+_APPEND = """
+INSERT INTO email_history (email_id, status, provider, detail)
+VALUES (%(email_id)s, %(status)s, %(provider)s, %(detail)s)
+"""
 # Which of an email's recipients its tenant suppressed (the primary key's index answers it).
-_SUPPRESSED = (
-    select(suppressions.c.email)
-    .join(emails, emails.c.tenant_id == suppressions.c.tenant_id)
-    .where(
-        emails.c.id == bindparam("email_id"),
-        suppressions.c.email == func.any(bindparam("addresses", type_=ARRAY(Text))),
+_SUPPRESSED = """
+SELECT suppressions.email
+FROM suppressions JOIN emails ON emails.tenant_id = suppressions.tenant_id
+WHERE emails.id = %(email_id)s AND suppressions.email = ANY(%(addresses)s::text[])
+"""
+
+Row = dict[str, Any]
+
+
+async def _unbroken(connection: AsyncConnection[Any]) -> None:
+    """The pool's check of a connection before it is handed out, without a round trip: an
+    idle connection has nothing to read, unless the server closed it (a restart, a
+    terminated backend: it sends its FATAL, then EOF). Closed here, the pool replaces it."""
+    if not connection.closed:
+        readable, _, _ = io_select.select([connection.fileno()], [], [], 0)
+        if not readable:
+            return
+        await connection.close()
+    raise psycopg.OperationalError("the server closed the connection")
+
+
+def delivery_pool(database_url: str, size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    """The hot statements' connections (autocommit: each statement is its own transaction),
+    to open with `async with`. A connection the server closed while it was idle (see
+    `_unbroken`) is replaced rather than failing a delivery; while the database is down, a
+    delivery waits at most `timeout` seconds for a connection."""
+    return AsyncConnectionPool(
+        libpq_conninfo(database_url),
+        min_size=size,
+        max_size=size,
+        kwargs={"autocommit": True, "connect_timeout": 3},
+        check=_unbroken,
+        timeout=3,
+        open=False,
+        name="delivery",
     )
-)
 
 
 class EmailDeliveryStore:
-    """Single-statement writes run without BEGIN/COMMIT: each statement is its own transaction."""
+    """Single-statement writes run without BEGIN/COMMIT: each statement is its own transaction.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    The hot statements (claim, suppression check, outcome) run on `pool`'s psycopg connections;
+    without a pool (tests, tools), on a psycopg connection borrowed from `engine`."""
+
+    def __init__(
+        self, engine: AsyncEngine, pool: "AsyncConnectionPool[AsyncConnection[Any]] | None" = None
+    ) -> None:
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._pool = pool
 
-    async def _run(self, statement: Any, parameters: dict[str, Any]) -> None:
-        async with self._autocommit.connect() as connection:
-            await connection.execute(statement, parameters)
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        if self._pool is not None:
+            async with self._pool.connection() as connection:
+                yield connection
+            return
+        async with self._autocommit.connect() as borrowed:
+            driver = (await borrowed.get_raw_connection()).driver_connection
+            assert isinstance(driver, AsyncConnection)
+            yield driver
+
+    async def _fetch(self, statement: str, parameters: dict[str, Any]) -> list[Row]:
+        async with self._connection() as connection:
+            cursor = connection.cursor(row_factory=dict_row)
+            await cursor.execute(statement, parameters, prepare=True)
+            return await cursor.fetchall() if cursor.description else []
 
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
         parameters = {
+            **_CONSTANTS,
             "email_id": email_id,
             "lease_seconds": lease_seconds,
             "receive_count": receive_count,
         }
-        async with self._autocommit.connect() as connection:
-            row = (await connection.execute(_CLAIM, parameters)).first()
-        if row is None:
+        rows = await self._fetch(_CLAIM, parameters)
+        if not rows:
             return Claim(ClaimState.MISSING)
-        if row.attempts is None:
-            previous = EmailStatus(row.previous_status)
+        row = rows[0]
+        if row["attempts"] is None:
+            previous = EmailStatus(row["previous_status"])
             if previous is EmailStatus.CANCELED:
                 return Claim(ClaimState.CANCELED)
             if previous is EmailStatus.SCHEDULED:
                 return Claim(ClaimState.NOT_DUE)
             if previous.is_terminal:
                 return Claim(ClaimState.FINAL)
-            return Claim(ClaimState.BUSY, lease_remaining_seconds=float(row.lease_remaining or 0))
+            remaining = float(row["lease_remaining"] or 0)
+            return Claim(ClaimState.BUSY, lease_remaining_seconds=remaining)
         email = OutgoingEmail(
             id=email_id,
-            sender=Mailbox(row.sender_email, row.sender_name),
-            to=tuple(_mailbox(m) for m in row.to_recipients),
-            cc=tuple(_mailbox(m) for m in row.cc_recipients),
-            bcc=tuple(_mailbox(m) for m in row.bcc_recipients),
-            reply_to=_mailbox(row.reply_to) if row.reply_to else None,
-            subject=row.subject,
-            text=row.text_body,
-            html=row.html_body,
-            headers=row.headers,
-            tags=tuple(row.tags),
-            metadata=row.metadata,
+            sender=Mailbox(row["sender_email"], row["sender_name"]),
+            to=tuple(_mailbox(m) for m in row["to_recipients"]),
+            cc=tuple(_mailbox(m) for m in row["cc_recipients"]),
+            bcc=tuple(_mailbox(m) for m in row["bcc_recipients"]),
+            reply_to=_mailbox(row["reply_to"]) if row["reply_to"] else None,
+            subject=row["subject"],
+            text=row["text_body"],
+            html=row["html_body"],
+            headers=row["headers"],
+            tags=tuple(row["tags"]),
+            metadata=row["metadata"],
         )
         return Claim(
             ClaimState.CLAIMED,
             email=email,
-            attempt=row.attempts,
-            attachments=tuple(_attachment(a) for a in row.attachments),
-            tenant_id=row.tenant_id,
+            attempt=row["attempts"],
+            attachments=tuple(_attachment(a) for a in row["attachments"]),
+            tenant_id=row["tenant_id"],
         )
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
     ) -> None:
-        await self._run(
+        await self._fetch(
             _APPEND,
             {
                 "email_id": email_id,
-                "status": EmailStatus.FAILED,
+                "status": EmailStatus.FAILED.value,
                 "provider": provider,
-                "detail": detail,
+                "detail": Jsonb(detail),
             },
         )
 
     async def suppressed_recipients(
         self, email_id: uuid.UUID, addresses: Sequence[str]
     ) -> frozenset[str]:
-        async with self._autocommit.connect() as connection:
-            rows = await connection.execute(
-                _SUPPRESSED, {"email_id": email_id, "addresses": list(addresses)}
-            )
-            return frozenset(row.email for row in rows)
+        rows = await self._fetch(_SUPPRESSED, {"email_id": email_id, "addresses": list(addresses)})
+        return frozenset(row["email"] for row in rows)
 
     async def mark_sent(
         self,
@@ -299,41 +319,41 @@ class EmailDeliveryStore:
         if receipt.test_mode:
             detail["test_mode"] = True
             detail["note"] = f"every recipient is at {SINK_DOMAIN}: no provider was called"
-        await self._run(
+        await self._fetch(
             _MARK_SENT,
             {
                 "email_id": email_id,
                 "history_provider": receipt.provider,
-                "history_detail": detail,
-                "set_provider": receipt.provider,
-                "set_provider_message_id": receipt.message_id,
-                "set_provider_transaction_id": receipt.transaction_id,
-                "set_last_error": None,
+                "history_detail": Jsonb(detail),
+                "provider": receipt.provider,
+                "provider_message_id": receipt.message_id,
+                "provider_transaction_id": receipt.transaction_id,
+                "last_error": None,
             },
         )
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]
     ) -> None:
-        await self._run(
+        await self._fetch(
             _MARK_FAILED,
             {
                 "email_id": email_id,
                 "history_provider": provider,
-                "history_detail": detail,
-                "set_provider": provider,
-                "set_last_error": str(detail.get("error") or detail.get("last_error"))[:2000],
+                "history_detail": Jsonb(detail),
+                "provider": provider,
+                "last_error": str(detail.get("error") or detail.get("last_error"))[:2000],
             },
         )
 
     async def release_for_retry(self, email_id: uuid.UUID, detail: dict[str, Any]) -> None:
-        await self._run(
+        await self._fetch(
             _RELEASE,
             {
                 "email_id": email_id,
                 "history_provider": None,
-                "history_detail": detail,
-                "set_last_error": str(detail.get("last_error"))[:2000],
+                "history_detail": Jsonb(detail),
+                "last_error": str(detail.get("last_error"))[:2000],
             },
         )
 
@@ -375,8 +395,9 @@ class EmailDeliveryStore:
             return DeadLetterOutcome.FAILED
 
     async def ping(self) -> None:
-        async with self._engine.connect() as connection:
-            await connection.execute(select(1))
+        """The consumer's check before it receives again after a failure: the connections
+        deliveries use answer (the pool has replaced the ones an outage broke)."""
+        await self._fetch("SELECT 1", {})
 
 
 class PostgresCircuitBreakers:

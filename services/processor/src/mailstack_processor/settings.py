@@ -41,11 +41,16 @@ class ProcessorSettings(BaseSettings, TelemetrySettings):
     breaker_cache_seconds: float = Field(default=1.0, ge=0, le=10)
 
     max_concurrency: int = Field(default=20, ge=1, le=500)
-    # Connections kept open (default: one per concurrent delivery), and how many more may be
-    # opened under load. A deployment sizes both so every task fits the database's limit.
+    # Connections kept open (default: one per concurrent delivery; one of them SQLAlchemy's, the
+    # rest the hot statements' psycopg pool), and how many more SQLAlchemy may open under load.
+    # A deployment sizes both so every task fits the database's limit.
     database_pool_size: int | None = Field(default=None, ge=1)
     database_max_overflow: int = Field(default=10, ge=0)
     receive_wait_seconds: int = Field(default=20, ge=0, le=20)
+    # How long a delete or visibility change waits for others to share its SQS batch call
+    # (10 entries at most; a full batch goes at once). A delete waits off its delivery's slot;
+    # a visibility change (a retry) holds the slot until its batch is sent.
+    sqs_batch_window_seconds: float = Field(default=0.05, ge=0, le=1)
     # Handling may take every provider's timeout plus database time; the claim outlives that.
     claim_lease_seconds: int = Field(default=30, ge=5)
     # Matches the queue's maxReceiveCount: the last receive marks the email FAILED.

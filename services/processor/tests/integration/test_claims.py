@@ -13,7 +13,8 @@ from mailstack_core.database import normalize_database_url
 from mailstack_core.tables import email_history, emails, tenants
 from mailstack_processor.delivery import ClaimState, DeadLetterOutcome
 from mailstack_processor.providers.base import SendReceipt
-from mailstack_processor.repository import EmailDeliveryStore
+from mailstack_processor.repository import EmailDeliveryStore, delivery_pool
+from mailstack_testing.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +195,31 @@ async def test_a_canceled_or_scheduled_email_is_neither_claimed_nor_failed_by_a_
         row = (await connection.execute(select(emails).where(emails.c.id == email_id))).one()
     assert (row.status, row.attempts, row.lease_expires_at) == (status, 0, None)
     assert await _history(engine, email_id) == []
+
+
+async def test_the_delivery_pool_replaces_a_connection_the_server_closed(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """A database restart or a terminated backend costs no delivery: the pool's check sees
+    the closed connection before handing it out."""
+    email_id = await _queued_email(engine)
+    async with delivery_pool(database_url, 1) as pool:
+        await pool.wait()
+        async with pool.connection() as connection:
+            backend = connection.info.backend_pid
+        async with engine.connect() as admin:
+            await admin.execute(select(func.pg_terminate_backend(backend)))
+
+            async def gone() -> bool:
+                running = (
+                    select(func.count())
+                    .where(text("pid = :pid"))
+                    .select_from(text("pg_stat_activity"))
+                )
+                return await admin.scalar(running, {"pid": backend}) == 0
+
+            await eventually_async(gone, 10, what="the terminated backend to exit")
+
+        claim = await EmailDeliveryStore(engine, pool).claim(email_id, 30, 1)
+
+    assert claim.state is ClaimState.CLAIMED

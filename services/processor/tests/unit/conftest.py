@@ -4,12 +4,14 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from mailstack_core.status import EmailStatus
 from mailstack_processor.delivery import (
@@ -27,6 +29,7 @@ from mailstack_processor.providers.base import (
     SendReceipt,
 )
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
+from mailstack_processor.providers.http import provider_session
 from mailstack_processor.providers.sendgrid import SendGridSender
 from mailstack_processor.queue import ReceivedMessage
 
@@ -197,6 +200,8 @@ class FakeQueue:
         # When set, a receive with nothing waiting blocks until this event, then returns these.
         self.hold_until: asyncio.Event | None = None
         self.after_hold: list[ReceivedMessage] = []
+        # When set, a delete waits for this event before it is done (a batch call in flight).
+        self.deletes_wait_for: asyncio.Event | None = None
 
     def put(self, *messages: ReceivedMessage) -> None:
         self.waiting.extend(messages)
@@ -215,6 +220,8 @@ class FakeQueue:
         return batch
 
     async def delete(self, message: ReceivedMessage) -> None:
+        if self.deletes_wait_for is not None:
+            await self.deletes_wait_for.wait()
         self.deleted.append(message.message_id)
 
     async def change_visibility(self, message: ReceivedMessage, seconds: int) -> None:
@@ -275,40 +282,68 @@ def policy() -> RetryPolicy:
     )
 
 
-class ProviderHttp:
-    """An httpx client over a MockTransport: records requests, answers with `respond`."""
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    content: bytes
 
-    EE_BASE = "https://api.elasticemail.test"
-    SG_BASE = "https://api.sendgrid.test/"
+
+class ProviderHttp:
+    """A local HTTP server standing in for both providers: records each request it gets and
+    answers with `respond`, whose httpx.Response says the status, headers and body (or DROP).
+    The senders reach it over real HTTP, through the processor's own aiohttp session."""
+
     EE_KEY = "ee-key-123"
     SG_KEY = "SG.key-456"
+    # What `respond` returns to have the server close the connection without an answer.
+    DROP = object()
 
     def __init__(self, timeout_seconds: float = 3.0) -> None:
-        self.requests: list[httpx.Request] = []
-        self.respond: Callable[[httpx.Request], Any] = lambda _: httpx.Response(500)
-        self.client = httpx.AsyncClient(transport=httpx.MockTransport(self._handle))
+        self.requests: list[RecordedRequest] = []
+        self.respond: Callable[[RecordedRequest], Any] = lambda _: httpx.Response(500)
+        app = web.Application(client_max_size=64 * 2**20, handler_args={"access_log": None})
+        self.server = TestServer(app)
+        self.server.app.router.add_route("*", "/{path:.*}", self._handle)
+        self.session = provider_session(max_connections=10)
         self.timeout_seconds = timeout_seconds
 
-    async def _handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.respond(request)
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        recorded = RecordedRequest(
+            request.method, request.path, request.headers, await request.read()
+        )
+        self.requests.append(recorded)
+        answer = self.respond(recorded)
         if inspect.isawaitable(answer):
             answer = await answer
+        if answer is self.DROP:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
         assert isinstance(answer, httpx.Response)
-        return answer
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+        return web.Response(status=answer.status_code, headers=headers, body=answer.content)
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("/"))
 
     def body(self, index: int = -1) -> Any:
         return json.loads(self.requests[index].content)
 
-    def sender(self, provider: str, timeout_seconds: float | None = None) -> Any:
+    def sender(
+        self, provider: str, timeout_seconds: float | None = None, base_url: str | None = None
+    ) -> Any:
         timeout = timeout_seconds if timeout_seconds is not None else self.timeout_seconds
+        base = base_url or self.base_url
         if provider == "elasticemail":
-            return ElasticEmailSender(self.client, self.EE_BASE, self.EE_KEY, timeout)
-        return SendGridSender(self.client, self.SG_BASE, self.SG_KEY, timeout)
+            return ElasticEmailSender(self.session, base.rstrip("/"), self.EE_KEY, timeout)
+        return SendGridSender(self.session, base, self.SG_KEY, timeout)
 
 
 @pytest.fixture
 async def provider_http() -> AsyncIterator[ProviderHttp]:
     http = ProviderHttp()
-    async with http.client:
+    async with http.server, http.session:
         yield http

@@ -305,3 +305,28 @@ async def test_a_stop_cancels_a_long_poll_in_progress_instead_of_waiting_it_out(
     assert not never.is_set()
     assert deliver.calls == []
     assert queue.visibility == []
+
+
+async def test_a_delete_waiting_for_its_batch_frees_the_slot_and_a_stop_waits_for_it(
+    make: Any, queue: Any
+) -> None:
+    first, second = (make.message(_body(uuid.uuid4())) for _ in range(2))
+    queue.put(first, second)
+    batch_sent = asyncio.Event()
+    queue.deletes_wait_for = batch_sent
+    deliver = _answering(Disposition(Action.DELETE))
+    harness = Harness(queue, deliver, max_concurrency=1)
+    harness.start()
+
+    # One slot: the second delivery runs while the first one's delete still waits.
+    await _until(lambda: len(deliver.calls) == 2)
+    assert queue.deleted == []
+
+    harness.stop.set()
+    await asyncio.sleep(0.05)
+    assert harness.task is not None
+    assert not harness.task.done()  # the stop waits for the deletes
+    batch_sent.set()
+    await harness.finish()
+
+    assert sorted(queue.deleted) == sorted([first.message_id, second.message_id])

@@ -279,7 +279,7 @@ async def test_a_plain_email_carries_none_of_the_optional_fields(
 async def test_a_big_upload_gets_more_time_than_the_provider_timeout(
     make: Any, provider_http: Any, provider: str
 ) -> None:
-    async def slow(_: httpx.Request) -> httpx.Response:
+    async def slow(_: Any) -> httpx.Response:
         await asyncio.sleep(0.4)
         return httpx.Response(200 if provider == EE else 202, json={"MessageID": "m"})
 

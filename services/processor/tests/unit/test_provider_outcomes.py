@@ -1,6 +1,7 @@
 """How both adapters classify what went wrong: the failover table of PROVIDERS.md."""
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -155,12 +156,13 @@ async def test_takes_the_hint_from_sendgrids_rate_limit_reset_header(
 async def test_a_connect_error_is_transient_and_certainly_not_sent(
     make: Any, provider_http: Any, provider: str
 ) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
 
-    provider_http.respond = refuse
-
-    error = await _failure(provider_http, make, provider)
+    with pytest.raises(ProviderError) as caught:
+        await provider_http.sender(provider, base_url=closed).send(make.email())
+    error = caught.value
 
     assert isinstance(error, ProviderUnavailableError)
     assert error.outcome_unknown is False
@@ -171,12 +173,15 @@ async def test_a_connect_error_is_transient_and_certainly_not_sent(
 async def test_a_read_timeout_is_transient_with_an_unknown_outcome(
     make: Any, provider_http: Any, provider: str
 ) -> None:
-    def time_out(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
+    async def answer_late(_: Any) -> httpx.Response:
+        await asyncio.sleep(1)
+        return httpx.Response(200)
 
-    provider_http.respond = time_out
+    provider_http.respond = answer_late
 
-    error = await _failure(provider_http, make, provider)
+    with pytest.raises(ProviderError) as caught:
+        await provider_http.sender(provider, timeout_seconds=0.2).send(make.email())
+    error = caught.value
 
     assert isinstance(error, ProviderUnavailableError)
     assert error.outcome_unknown is True
@@ -186,7 +191,7 @@ async def test_a_read_timeout_is_transient_with_an_unknown_outcome(
 async def test_a_hanging_provider_is_cut_off_at_the_timeout(
     make: Any, provider_http: Any, provider: str
 ) -> None:
-    async def hang(_: httpx.Request) -> httpx.Response:
+    async def hang(_: Any) -> httpx.Response:
         await asyncio.sleep(10)
         return httpx.Response(200)
 
@@ -203,15 +208,13 @@ async def test_a_hanging_provider_is_cut_off_at_the_timeout(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_no_httpx_exception_leaks_out_of_an_adapter(
+async def test_a_dropped_connection_is_transient_with_an_unknown_outcome(
     make: Any, provider_http: Any, provider: str
 ) -> None:
-    def drop(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("server disconnected", request=request)
-
-    provider_http.respond = drop
+    provider_http.respond = lambda _: provider_http.DROP
 
     error = await _failure(provider_http, make, provider)
 
     assert isinstance(error, ProviderUnavailableError)
-    assert not isinstance(error, httpx.HTTPError)
+    assert error.outcome_unknown is True
+    assert not isinstance(error.__cause__, ProviderError)  # the transport's own error, wrapped

@@ -4,7 +4,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from mailstack_processor.main import build_senders, database_engine
+from mailstack_processor.main import build_senders, database_engine, pool_sizes
 from mailstack_processor.settings import ProcessorSettings
 
 REQUIRED = {
@@ -82,10 +82,11 @@ async def test_builds_the_senders_in_the_configured_order(
     assert [sender.name for sender in senders] == ["sendgrid", "elasticemail"]
 
 
-async def test_the_pool_defaults_to_one_connection_per_concurrent_delivery() -> None:
+async def test_the_pools_default_to_one_connection_per_concurrent_delivery() -> None:
+    assert pool_sizes(ProcessorSettings()) == (19, 1)
     engine = database_engine(ProcessorSettings())
     try:
-        assert engine.pool.size() == 20  # type: ignore[attr-defined]  # QueuePool's
+        assert engine.pool.size() == 1  # type: ignore[attr-defined]  # QueuePool's
         assert engine.pool._max_overflow == 10  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
@@ -97,9 +98,10 @@ async def test_a_deployment_sizes_the_pool_to_fit_the_database(
     """What the Pulumi program sets: every task at full scale fits max_connections."""
     environment.setenv("DATABASE_POOL_SIZE", "7")
     environment.setenv("DATABASE_MAX_OVERFLOW", "0")
+    assert pool_sizes(ProcessorSettings()) == (6, 1)
     engine = database_engine(ProcessorSettings())
     try:
-        assert engine.pool.size() == 7  # type: ignore[attr-defined]
+        assert engine.pool.size() == 1  # type: ignore[attr-defined]
         assert engine.pool._max_overflow == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()

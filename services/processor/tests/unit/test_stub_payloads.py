@@ -1,20 +1,22 @@
 """Both adapters' requests, with every optional field, are what the provider stubs accept.
 
-The stubs validate like the real APIs (tools/stubs); here they run in-process behind an ASGI
-transport, so what they record is exactly what the adapter put on the wire."""
+The stubs validate like the real APIs (tools/stubs); here they run in-process under uvicorn on
+a loopback port, so what they record is exactly what the adapter put on the wire."""
 
+import asyncio
 import base64
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
+import uvicorn
 
 from mailstack_processor.providers.base import Attachment, Mailbox, OutgoingEmail, SendReceipt
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
-from mailstack_processor.providers.http import HttpSender
+from mailstack_processor.providers.http import HttpSender, provider_session
 from mailstack_processor.providers.sendgrid import SendGridSender
 from mailstack_stubs.app import create_app
 from mailstack_stubs.behaviour import StubState
@@ -29,11 +31,9 @@ SENDERS: dict[str, type[HttpSender]] = {
 
 
 class StubbedProvider:
-    def __init__(self, provider: str) -> None:
-        self.state = StubState()
-        transport = httpx.ASGITransport(app=create_app(provider, KEY, self.state))
-        self.client = httpx.AsyncClient(transport=transport)
-        self.sender = SENDERS[provider](self.client, "http://stub.test", KEY, 3.0)
+    def __init__(self, sender: HttpSender, state: StubState) -> None:
+        self.sender = sender
+        self.state = state
 
     def recorded(self) -> list[dict[str, Any]]:
         return [send.to_json() for send in self.state.sends()]
@@ -41,9 +41,20 @@ class StubbedProvider:
 
 @pytest.fixture(params=list(SENDERS))
 async def stubbed(request: pytest.FixtureRequest) -> AsyncIterator[StubbedProvider]:
-    provider = StubbedProvider(request.param)
-    async with provider.client:
-        yield provider
+    state = StubState()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(request.param, KEY, state), log_level="warning")
+    )
+    listening = socket.create_server(("127.0.0.1", 0))  # connections queue until it serves
+    port = listening.getsockname()[1]
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        async with provider_session(max_connections=2) as session:
+            stub = SENDERS[request.param](session, f"http://127.0.0.1:{port}", KEY, 3.0)
+            yield StubbedProvider(stub, state)
+    finally:
+        server.should_exit = True
+        await serving
 
 
 def _email(**overrides: Any) -> OutgoingEmail:

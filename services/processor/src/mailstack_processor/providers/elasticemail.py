@@ -11,10 +11,8 @@ import base64
 import json
 from typing import Any
 
-import httpx
-
 from mailstack_processor.providers.base import OutgoingEmail, SendReceipt
-from mailstack_processor.providers.http import HttpSender
+from mailstack_processor.providers.http import HttpSender, ProviderResponse
 
 NAME = "elasticemail"
 PATH = "/v4/emails/transactional"
@@ -67,7 +65,7 @@ def postback(email: OutgoingEmail) -> str:
     return json.dumps(carried, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_reason(response: httpx.Response) -> str:
+def error_reason(response: ProviderResponse) -> str:
     try:
         payload = response.json()
     except ValueError:
@@ -80,14 +78,14 @@ def error_reason(response: httpx.Response) -> str:
 class ElasticEmailSender(HttpSender):
     name = NAME
     path = PATH
-    success_status = httpx.codes.OK
+    success_status = 200
 
     def request(self, email: OutgoingEmail) -> tuple[dict[str, Any], dict[str, str]]:
         # The same key on every attempt: ElasticEmail replays instead of sending twice.
         headers = {"X-ElasticEmail-ApiKey": self._api_key, "Idempotency-Key": str(email.id)}
         return build_request(email), headers
 
-    def receipt(self, response: httpx.Response) -> SendReceipt:
+    def receipt(self, response: ProviderResponse) -> SendReceipt:
         try:
             payload = response.json()
             message_id = str(payload["MessageID"])
@@ -97,5 +95,5 @@ class ElasticEmailSender(HttpSender):
             return SendReceipt(NAME, message_id=response.text[:200], http_status=200)
         return SendReceipt(NAME, message_id, transaction_id, http_status=200)
 
-    def error_reason(self, response: httpx.Response) -> str:
+    def error_reason(self, response: ProviderResponse) -> str:
         return error_reason(response)

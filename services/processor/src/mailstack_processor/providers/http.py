@@ -1,10 +1,15 @@
-"""What both HTTP adapters share: one bounded POST, and the table that classifies its outcome."""
+"""What both HTTP adapters share: one bounded POST (aiohttp), and the table that classifies its
+outcome."""
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+from opentelemetry import propagate, trace
 
 from mailstack_processor.providers.base import (
     OutgoingEmail,
@@ -23,6 +28,8 @@ CONFIGURATION_STATUSES = frozenset({401, 403})
 PERMANENT_STATUSES = frozenset({400, 413, 422})
 MAX_REASON_CHARS = 500
 
+_tracer = trace.get_tracer(__name__)
+
 
 def classify_status(provider: str, status: int, reason: str) -> ProviderError:
     """The failover table of PROVIDERS.md, for a non-success HTTP answer."""
@@ -37,7 +44,25 @@ def classify_status(provider: str, status: int, reason: str) -> ProviderError:
     return ProviderMisconfiguredError(provider, reason, status)
 
 
-def retry_after(response: httpx.Response) -> float | None:
+@dataclass(frozen=True)
+class ProviderResponse:
+    """A provider's answer, read in full."""
+
+    status_code: int
+    # Case-insensitive, as HTTP header names are.
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.content)
+
+
+def retry_after(response: ProviderResponse) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -45,30 +70,67 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def provider_session(max_connections: int) -> aiohttp.ClientSession:
+    """The HTTP client of every provider call, to open with `async with` (it owns the
+    connection pool). No cookies kept, no redirects followed (see `post_json`)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    # Compact UTF-8 JSON, no NaN: the bytes the providers have always been sent.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 async def post_json(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     provider: str,
     url: str,
     *,
     body: dict[str, Any],
     headers: dict[str, str],
     timeout_seconds: float,
-) -> httpx.Response:
-    """POST with a hard deadline on the whole call; translate every httpx failure."""
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            return await client.post(url, json=body, headers=headers, timeout=timeout_seconds)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-        # Nothing reached the provider: the email was certainly not accepted.
-        raise ProviderUnavailableError(provider, f"connect failed: {error!r}") from error
-    except (TimeoutError, httpx.TimeoutException) as error:
-        raise ProviderUnavailableError(
-            provider, f"no answer within {timeout_seconds:g} s", outcome_unknown=True
-        ) from error
-    except httpx.HTTPError as error:
-        raise ProviderUnavailableError(
-            provider, f"transport error: {error!r}", outcome_unknown=True
-        ) from error
+) -> ProviderResponse:
+    """POST with a hard deadline on the whole call; translate every transport failure. The
+    call is a client span (`POST`) of the current trace, whose context the request carries."""
+    headers = {**headers, "Content-Type": "application/json"}
+    with _tracer.start_as_current_span(
+        "POST",
+        kind=trace.SpanKind.CLIENT,
+        attributes={"http.request.method": "POST", "url.full": url},
+    ) as span:
+        propagate.inject(headers)
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                async with session.post(
+                    url,
+                    data=_encode(body),
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=timeout_seconds, sock_read=timeout_seconds
+                    ),
+                ) as response:
+                    answer = ProviderResponse(
+                        response.status, response.headers, await response.read()
+                    )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            # Nothing reached the provider: the email was certainly not accepted.
+            raise ProviderUnavailableError(provider, f"connect failed: {error!r}") from error
+        except TimeoutError as error:  # aiohttp's read timeouts are TimeoutErrors too
+            raise ProviderUnavailableError(
+                provider, f"no answer within {timeout_seconds:g} s", outcome_unknown=True
+            ) from error
+        except aiohttp.ClientError as error:
+            raise ProviderUnavailableError(
+                provider, f"transport error: {error!r}", outcome_unknown=True
+            ) from error
+        span.set_attribute("http.response.status_code", answer.status_code)
+        if answer.status_code >= 400:
+            span.set_status(trace.StatusCode.ERROR, f"HTTP {answer.status_code}")
+        return answer
 
 
 class HttpSender(ABC):
@@ -80,9 +142,9 @@ class HttpSender(ABC):
     success_status: int
 
     def __init__(
-        self, client: httpx.AsyncClient, base_url: str, api_key: str, timeout_seconds: float
+        self, session: aiohttp.ClientSession, base_url: str, api_key: str, timeout_seconds: float
     ) -> None:
-        self._client = client
+        self._session = session
         self._url = base_url.rstrip("/") + self.path
         self._api_key = api_key
         self._timeout = timeout_seconds
@@ -92,14 +154,14 @@ class HttpSender(ABC):
         """The JSON body and the headers of the send request."""
 
     @abstractmethod
-    def receipt(self, response: httpx.Response) -> SendReceipt:
+    def receipt(self, response: ProviderResponse) -> SendReceipt:
         """What a successful answer says."""
 
     @abstractmethod
-    def error_reason(self, response: httpx.Response) -> str:
+    def error_reason(self, response: ProviderResponse) -> str:
         """The provider's own words for a failure."""
 
-    def retry_after(self, response: httpx.Response) -> float | None:
+    def retry_after(self, response: ProviderResponse) -> float | None:
         return retry_after(response)
 
     def deadline_seconds(self, email: OutgoingEmail) -> float:
@@ -108,7 +170,7 @@ class HttpSender(ABC):
     async def send(self, email: OutgoingEmail) -> SendReceipt:
         body, headers = self.request(email)
         response = await post_json(
-            self._client,
+            self._session,
             self.name,
             self._url,
             body=body,

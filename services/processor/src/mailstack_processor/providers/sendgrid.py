@@ -4,10 +4,8 @@ import base64
 import time
 from typing import Any
 
-import httpx
-
 from mailstack_processor.providers.base import Attachment, Mailbox, OutgoingEmail, SendReceipt
-from mailstack_processor.providers.http import HttpSender, retry_after
+from mailstack_processor.providers.http import HttpSender, ProviderResponse, retry_after
 
 NAME = "sendgrid"
 PATH = "/v3/mail/send"
@@ -65,7 +63,7 @@ def build_request(email: OutgoingEmail) -> dict[str, Any]:
     return body
 
 
-def rate_limit_reset(response: httpx.Response) -> float | None:
+def rate_limit_reset(response: ProviderResponse) -> float | None:
     """SendGrid's 429 says when the window resets (epoch seconds) instead of Retry-After."""
     try:
         reset = float(response.headers["x-ratelimit-reset"])
@@ -74,7 +72,7 @@ def rate_limit_reset(response: httpx.Response) -> float | None:
     return max(0.0, reset - time.time())
 
 
-def error_reason(response: httpx.Response) -> str:
+def error_reason(response: ProviderResponse) -> str:
     try:
         payload = response.json()
     except ValueError:
@@ -94,16 +92,16 @@ def error_reason(response: httpx.Response) -> str:
 class SendGridSender(HttpSender):
     name = NAME
     path = PATH
-    success_status = httpx.codes.ACCEPTED
+    success_status = 202
 
     def request(self, email: OutgoingEmail) -> tuple[dict[str, Any], dict[str, str]]:
         return build_request(email), {"Authorization": f"Bearer {self._api_key}"}
 
-    def receipt(self, response: httpx.Response) -> SendReceipt:
+    def receipt(self, response: ProviderResponse) -> SendReceipt:
         return SendReceipt(NAME, response.headers.get("x-message-id") or "", http_status=202)
 
-    def error_reason(self, response: httpx.Response) -> str:
+    def error_reason(self, response: ProviderResponse) -> str:
         return error_reason(response)
 
-    def retry_after(self, response: httpx.Response) -> float | None:
+    def retry_after(self, response: ProviderResponse) -> float | None:
         return retry_after(response) or rate_limit_reset(response)
