@@ -2,14 +2,12 @@
 Postgres."""
 
 import select
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
-
-if TYPE_CHECKING:  # the asyncio extension needs greenlet, which the jobs' Lambda bundle lacks
-    from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 DRIVER = "postgresql+psycopg"
 
@@ -39,7 +37,7 @@ def closed_by_server(fileno: int) -> bool:
     return bool(readable)
 
 
-def check_on_checkout(engine: "AsyncEngine") -> "AsyncEngine":
+def check_on_checkout(engine: AsyncEngine) -> AsyncEngine:
     """Have the engine's pool replace a connection the server closed while it was idle before
     handing it out (SQLAlchemy's pessimistic disconnect handling, by a `checkout` event raising
     DisconnectionError), instead of `pool_pre_ping`'s round trip on every checkout."""
