@@ -16,7 +16,7 @@ from sentry_sdk.integrations import Integration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core import migrate, telemetry
-from mailstack_core.database import check_on_checkout, normalize_database_url
+from mailstack_core.database import normalize_database_url
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, console, delivery_api, operations, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
@@ -53,16 +53,13 @@ UNTRACED_PATHS = "/healthz,/metrics"
 
 
 def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
-    """A pool whose connections are checked without a round trip as they are handed out (a
-    connection a database restart closed is replaced, not used)."""
-    return check_on_checkout(
-        create_async_engine(
-            normalize_database_url(url),
-            pool_size=settings.database_pool_size,
-            max_overflow=0,
-            pool_timeout=settings.database_timeout_seconds,
-            connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
-        )
+    return create_async_engine(
+        normalize_database_url(url),
+        pool_size=settings.database_pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=settings.database_timeout_seconds,
+        connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
     )
 
 
