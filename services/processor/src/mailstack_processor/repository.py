@@ -194,10 +194,13 @@ def delivery_pool(database_url: str, size: int) -> AsyncConnectionPool[AsyncConn
     """The hot statements' connections (autocommit: each statement is its own transaction),
     to open with `async with`. A connection the server closed while it was idle (see
     `_unbroken`) is replaced rather than failing a delivery; while the database is down, a
-    delivery waits at most `timeout` seconds for a connection."""
+    delivery waits at most `timeout` seconds for a connection. It opens one connection at start
+    and grows to `size` as deliveries wait: an idle processor holds no more than it needs of the
+    database's connection limit (all of them at once exhausted a shared server's 100 when
+    several stacks started together)."""
     return AsyncConnectionPool(
         libpq_conninfo(database_url),
-        min_size=size,
+        min_size=1,
         max_size=size,
         kwargs={"autocommit": True, "connect_timeout": 3},
         check=_unbroken,
