@@ -55,12 +55,11 @@ browser: ## Install Debian's chromium for the console's browser test, if /usr/bi
 	@bash tools/install-chromium.sh
 
 .PHONY: test
-test: sync ## Run every test: unit, integration, infra; then the e2e and contract tests (2 xdist workers each)
+test: sync ## Run every test in one pytest run on 2 xdist workers (an e2e file stays on one worker)
 	@status=0; \
 	bash tools/install-chromium.sh || status=$$?; \
-	$(UV) run --frozen pytest -m "not e2e" -n 2 --durations=15 $(PYTEST_ARGS) || status=$$?; \
-	$(UV) run --frozen pytest -m e2e -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) \
-		|| { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
+	$(UV) run --frozen pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 \
+		$(PYTEST_ARGS) || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
 	exit $$status
 
 .PHONY: test-unit

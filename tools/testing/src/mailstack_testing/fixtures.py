@@ -57,6 +57,26 @@ def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}-"
 
 
+def _start_order(item: pytest.Item) -> int:
+    """Tests that start stacks of their own first, then the black-box files, then the rest."""
+    if "stack_factory" in getattr(item, "fixturenames", ()):
+        return 0
+    return 1 if item.get_closest_marker("e2e") else 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One run holds the whole suite (`make test`: xdist's loadgroup, no reordering by size).
+
+    A black-box (e2e) file is one xdist group: its tests run on one worker, one after another,
+    against that worker's stack. The longest work starts first, so no long test or file ends
+    the run alone while the other worker is idle; unit tests fill the gaps."""
+    for item in items:
+        if item.get_closest_marker("e2e") and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=_start_order)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--stack",
