@@ -3,7 +3,7 @@
 import asyncio
 import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import boto3
@@ -37,7 +37,10 @@ def attachment_key(email_id: uuid.UUID, index: int) -> str:
 
 
 class S3AttachmentStore:
-    def __init__(self, client: "S3Client", bucket: str) -> None:
+    """`client` makes the S3 client when first called (an `OnFirstUse`: the client costs about
+    6 MB of resident memory, and most gateways see few attachments)."""
+
+    def __init__(self, client: Callable[[], "S3Client"], bucket: str) -> None:
         self._client = client
         self._bucket = bucket
 
@@ -56,7 +59,7 @@ class S3AttachmentStore:
 
     def _put(self, key: str, attachment: AttachmentCreate) -> None:
         # S3 checks the bytes against the checksum, so what it keeps is what the client sent.
-        self._client.put_object(
+        self._client().put_object(
             Bucket=self._bucket,
             Key=key,
             Body=attachment.content,

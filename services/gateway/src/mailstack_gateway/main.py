@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -16,7 +17,8 @@ from sentry_sdk.integrations import Integration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core import migrate, telemetry
-from mailstack_core.database import normalize_database_url
+from mailstack_core.database import check_on_checkout, normalize_database_url
+from mailstack_core.lazy import OnFirstUse
 from mailstack_core.logs import configure_logging
 from mailstack_gateway import api, console, delivery_api, operations, outbox, scheduler, webhooks
 from mailstack_gateway.attachments import S3AttachmentStore, s3_client
@@ -53,13 +55,16 @@ UNTRACED_PATHS = "/healthz,/metrics"
 
 
 def _engine(url: str, settings: GatewaySettings) -> AsyncEngine:
-    return create_async_engine(
-        normalize_database_url(url),
-        pool_size=settings.database_pool_size,
-        max_overflow=0,
-        pool_pre_ping=True,
-        pool_timeout=settings.database_timeout_seconds,
-        connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
+    """A pool whose connections are checked without a round trip as they are handed out (a
+    connection a database restart closed is replaced, not used)."""
+    return check_on_checkout(
+        create_async_engine(
+            normalize_database_url(url),
+            pool_size=settings.database_pool_size,
+            max_overflow=0,
+            pool_timeout=settings.database_timeout_seconds,
+            connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
+        )
     )
 
 
@@ -153,7 +158,8 @@ def create_app(
         replica_reader=EmailReader(replica) if replica is not None else None,
         publisher=publisher,
         attachments=S3AttachmentStore(
-            s3_client(settings.aws_endpoint_url, settings.aws_region), settings.attachments_bucket
+            OnFirstUse(partial(s3_client, settings.aws_endpoint_url, settings.aws_region)),
+            settings.attachments_bucket,
         ),
         max_request_bytes=settings.max_request_bytes,
         # Keys are looked up on the primary: a key created a moment ago works at once.

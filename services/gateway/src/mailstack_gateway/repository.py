@@ -512,10 +512,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 class EmailReader:
-    """Read-side queries, each confined to one tenant's emails; the engine may be a replica."""
+    """Read-side queries, each confined to one tenant's emails; the engine may be a replica.
+    Each statement runs on its own (autocommit): no BEGIN and ROLLBACK round trips around it."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def get(self, tenant_id: str, email_id: uuid.UUID) -> AnyRow | None:
         async with self._engine.connect() as connection:

@@ -1,6 +1,7 @@
 """Attachment bytes from S3, read with plain boto3 off the event loop, just before a send."""
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import boto3
@@ -29,7 +30,10 @@ def s3_client(endpoint_url: str | None, region: str, max_connections: int) -> "S
 
 
 class S3AttachmentSource:
-    def __init__(self, client: "S3Client", bucket: str) -> None:
+    """`client` makes the S3 client when first called (an `OnFirstUse`: the client costs about
+    6 MB of resident memory, and many emails carry no attachment)."""
+
+    def __init__(self, client: Callable[[], "S3Client"], bucket: str) -> None:
         self._client = client
         self._bucket = bucket
 
@@ -47,4 +51,4 @@ class S3AttachmentSource:
             raise AttachmentStoreUnavailableError(f"S3 get {key}: {error}") from error
 
     def _get(self, key: str) -> bytes:
-        return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return self._client().get_object(Bucket=self._bucket, Key=key)["Body"].read()

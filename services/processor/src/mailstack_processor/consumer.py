@@ -1,8 +1,13 @@
 """The SQS consumer: long-polls, hands messages to delivery with bounded concurrency, settles them.
 
 A message is deleted only after its outcome is committed. While the database is unreachable the
-consumer stops receiving, so messages do not burn their receive count towards the DLQ. A stop
-cancels the long poll in progress rather than waiting it out.
+consumer stops receiving, so messages do not burn their receive count towards the DLQ.
+
+A stop lets the long poll in progress end (polls are short: RECEIVE_WAIT_SECONDS, 4 s by
+default) and releases what it returns. A poll the client walks away from is not withdrawn at
+SQS: SQS still hands it the next messages, which then stay invisible for the visibility timeout
+(30 s; every restart or deploy would delay up to ten emails by that much). Only a poll that
+outlasts the stop's grace (`poll_grace`) is abandoned.
 """
 
 import asyncio
@@ -35,6 +40,15 @@ from mailstack_processor.queue import ReceivedMessage
 
 log = structlog.get_logger(__name__)
 
+# The longest a stop waits for the poll in progress: a processor asked to stop exits within 5 s.
+MAX_POLL_GRACE_SECONDS = 4.5
+
+
+def poll_grace(receive_wait_seconds: float) -> float:
+    """How long a stop waits for a poll of `receive_wait_seconds` to end by itself."""
+    return min(receive_wait_seconds + 0.5, MAX_POLL_GRACE_SECONDS)
+
+
 Deliver = Callable[[uuid.UUID, int], Awaitable[Disposition]]
 
 
@@ -54,9 +68,11 @@ class Consumer:
         max_concurrency: int,
         poison_backoff_seconds: int,
         error_backoff_seconds: int = 10,
+        poll_grace_seconds: float = 0.0,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._queue = queue
+        self._poll_grace = poll_grace_seconds
         self._deliver = deliver
         self._health_check = health_check
         self._max_concurrency = max_concurrency
@@ -83,7 +99,9 @@ class Consumer:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                messages = await receive_unless(stop, self._queue, min(free, SQS_BATCH_LIMIT))
+                messages = await receive_unless(
+                    stop, self._queue, min(free, SQS_BATCH_LIMIT), self._poll_grace
+                )
             except Exception as error:
                 log.warning("consumer.receive_failed", error=str(error))
                 await sleep_unless(stop, 2.0)
@@ -221,24 +239,28 @@ def queue_lag(messages: Sequence[ReceivedMessage], now: float) -> float:
 
 
 async def receive_unless(
-    stop: asyncio.Event, queue: EmailQueue, max_messages: int
+    stop: asyncio.Event, queue: EmailQueue, max_messages: int, grace_seconds: float = 0.0
 ) -> list[ReceivedMessage] | None:
-    """One receive, or None when `stop` is set first: the long poll is cancelled, not awaited.
+    """One receive; when `stop` is set first, what the receive returns within `grace_seconds`
+    after it (the caller releases it), else None: the poll is then abandoned.
 
-    SQS may have handed messages to a poll cancelled mid-flight; they are not lost, they become
-    visible again when their visibility timeout ends."""
+    SQS may hand messages to an abandoned poll; they are not lost, they become visible again
+    when their visibility timeout ends."""
     if stop.is_set():
         return None
     receive = asyncio.ensure_future(queue.receive(max_messages))
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({receive, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not receive.done() and grace_seconds > 0:
+            await asyncio.wait({receive}, timeout=grace_seconds)
     finally:
         stopping.cancel()
-        # Not done: the stop came first (or this coroutine itself was cancelled).
+        # Not done: the stop came first and the poll outlasted the grace (or this coroutine
+        # itself was cancelled).
         receive.cancel()
     try:
-        # Done despite the stop (both at once): the caller gets, and releases, what it received.
+        # Done despite the stop: the caller gets, and releases, what it received.
         return await receive
     except asyncio.CancelledError:
         return None

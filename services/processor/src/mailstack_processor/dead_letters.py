@@ -22,8 +22,16 @@ BUSY_RECHECK_SECONDS = 60
 
 
 class DeadLetterWatcher:
-    def __init__(self, queue: EmailQueue, settle: Settle, *, recheck_seconds: int) -> None:
+    def __init__(
+        self,
+        queue: EmailQueue,
+        settle: Settle,
+        *,
+        recheck_seconds: int,
+        poll_grace_seconds: float = 0.0,
+    ) -> None:
         self._queue = queue
+        self._poll_grace = poll_grace_seconds
         self._settle = settle
         self._recheck = recheck_seconds
 
@@ -31,7 +39,7 @@ class DeadLetterWatcher:
         log.info("dead_letters.watching")
         while not stop.is_set():
             try:
-                messages = await receive_unless(stop, self._queue, 10)
+                messages = await receive_unless(stop, self._queue, 10, self._poll_grace)
             except Exception as error:  # the DLQ unreachable: try again shortly
                 log.warning("dead_letters.receive_failed", error=str(error))
                 await sleep_unless(stop, 2.0)

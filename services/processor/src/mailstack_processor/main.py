@@ -11,10 +11,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
+from mailstack_core.lazy import OnFirstUse
 from mailstack_processor import delivery, instrumentation, lifecycle
 from mailstack_processor.attachments import S3AttachmentSource, s3_client
 from mailstack_processor.breakers import CachedCircuitBreakers
-from mailstack_processor.consumer import Consumer
+from mailstack_processor.consumer import Consumer, poll_grace
 from mailstack_processor.dead_letters import DeadLetterWatcher
 from mailstack_processor.providers.base import EmailSender
 from mailstack_processor.providers.elasticemail import ElasticEmailSender
@@ -111,7 +112,14 @@ async def serve(
         session = await clients.enter_async_context(provider_session(settings.max_concurrency * 2))
         senders = build_senders(settings, session)
         attachments = S3AttachmentSource(
-            s3_client(settings.aws_endpoint_url, settings.aws_region, settings.max_concurrency),
+            OnFirstUse(
+                functools.partial(
+                    s3_client,
+                    settings.aws_endpoint_url,
+                    settings.aws_region,
+                    settings.max_concurrency,
+                )
+            ),
             settings.attachments_bucket,
         )
         policy = delivery.RetryPolicy(
@@ -142,6 +150,7 @@ async def serve(
                 dead_letter_queue,
                 functools.partial(delivery.settle_dead_letter, store=store),
                 recheck_seconds=settings.dead_letter_recheck_seconds,
+                poll_grace_seconds=poll_grace(settings.receive_wait_seconds),
             )
             tasks.append(asyncio.create_task(watcher.run(stop), name="dead-letters"))
         consumer = Consumer(
@@ -150,6 +159,7 @@ async def serve(
             health_check=database.ping,
             max_concurrency=settings.max_concurrency,
             poison_backoff_seconds=settings.poison_backoff_seconds,
+            poll_grace_seconds=poll_grace(settings.receive_wait_seconds),
         )
         log.info("processor.started", providers=settings.providers)
         try:

@@ -1,7 +1,6 @@
 """All of the processor's SQL: claiming an email and recording every change of its state."""
 
 import contextlib
-import select as io_select
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection as EngineConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailstack_core.database import libpq_conninfo
+from mailstack_core.database import closed_by_server, libpq_conninfo
 from mailstack_core.outcomes import Outcome
 from mailstack_core.sink import SINK_DOMAIN
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
@@ -183,8 +182,7 @@ async def _unbroken(connection: AsyncConnection[Any]) -> None:
     idle connection has nothing to read, unless the server closed it (a restart, a
     terminated backend: it sends its FATAL, then EOF). Closed here, the pool replaces it."""
     if not connection.closed:
-        readable, _, _ = io_select.select([connection.fileno()], [], [], 0)
-        if not readable:
+        if not closed_by_server(connection.fileno()):
             return
         await connection.close()
     raise psycopg.OperationalError("the server closed the connection")

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
+from mailstack_core.lazy import OnFirstUse
 from mailstack_core.tables import email_history, emails, tenants
 from mailstack_processor.attachments import S3AttachmentSource, s3_client
 from mailstack_processor.delivery import (
@@ -164,7 +165,8 @@ async def test_reads_an_attachment_from_the_bucket(
     _, s3 = localstack_clients(localstack_endpoint)
     s3.put_object(Bucket=sqs_queues.attachments_bucket, Key="e-1/0", Body=PDF)
     source = S3AttachmentSource(
-        s3_client(localstack_endpoint, "us-east-1", 4), sqs_queues.attachments_bucket
+        OnFirstUse(lambda: s3_client(localstack_endpoint, "us-east-1", 4)),
+        sqs_queues.attachments_bucket,
     )
 
     assert await source.fetch("e-1/0") == PDF
@@ -174,7 +176,8 @@ async def test_a_key_that_is_not_in_the_bucket_is_missing(
     localstack_endpoint: str, sqs_queues: Any
 ) -> None:
     source = S3AttachmentSource(
-        s3_client(localstack_endpoint, "us-east-1", 4), sqs_queues.attachments_bucket
+        OnFirstUse(lambda: s3_client(localstack_endpoint, "us-east-1", 4)),
+        sqs_queues.attachments_bucket,
     )
 
     with pytest.raises(AttachmentMissingError, match="expired, or never stored"):
@@ -193,4 +196,4 @@ async def test_a_store_that_cannot_answer_is_unavailable_not_missing(
         bucket = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
 
     with pytest.raises(AttachmentStoreUnavailableError):
-        await S3AttachmentSource(client, bucket).fetch("e-1/0")
+        await S3AttachmentSource(lambda: client, bucket).fetch("e-1/0")

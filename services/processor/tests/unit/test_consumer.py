@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_core.status import EmailStatus
-from mailstack_processor.consumer import Consumer
+from mailstack_processor.consumer import MAX_POLL_GRACE_SECONDS, Consumer, poll_grace
 from mailstack_processor.delivery import Action, Disposition
 from mailstack_processor.observability import MESSAGES_DROPPED
 from mailstack_testing.waiting import eventually_async
@@ -39,6 +39,7 @@ class Harness:
         *,
         max_concurrency: int = 4,
         health_check: Callable[[], Awaitable[None]] = _healthy,
+        poll_grace_seconds: float = 0.0,
     ) -> None:
         self.stop = asyncio.Event()
         self.consumer = Consumer(
@@ -48,6 +49,7 @@ class Harness:
             max_concurrency=max_concurrency,
             poison_backoff_seconds=POISON_BACKOFF,
             error_backoff_seconds=ERROR_BACKOFF,
+            poll_grace_seconds=poll_grace_seconds,
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -305,6 +307,47 @@ async def test_a_stop_cancels_a_long_poll_in_progress_instead_of_waiting_it_out(
     assert not never.is_set()
     assert deliver.calls == []
     assert queue.visibility == []
+
+
+async def test_a_stop_lets_the_poll_in_progress_end_and_releases_what_it_returns(
+    make: Any, queue: Any
+) -> None:
+    # SQS would still hand an abandoned poll these messages, hidden for the visibility timeout.
+    late = [make.message(_body(uuid.uuid4())) for _ in range(3)]
+    answered = asyncio.Event()  # the poll ends only after the stop was requested
+    queue.hold_until, queue.after_hold = answered, late
+    deliver = _answering(Disposition(Action.DELETE))
+    harness = Harness(queue, deliver, poll_grace_seconds=1.5)
+    harness.start()
+    await _until(lambda: len(queue.receive_calls) == 1)
+
+    # The poll answers a while after the stop: a consumer abandoning it at the stop (no grace)
+    # would never see these messages.
+    asyncio.get_running_loop().call_later(0.2, answered.set)
+    await harness.finish()
+
+    assert sorted(queue.visibility) == sorted((m.message_id, 0) for m in late)
+    assert deliver.calls == []
+    assert queue.deleted == []
+
+
+async def test_a_poll_outlasting_the_stops_grace_is_abandoned(queue: Any) -> None:
+    never = asyncio.Event()
+    queue.hold_until = never
+    harness = Harness(queue, _answering(Disposition(Action.DELETE)), poll_grace_seconds=0.2)
+    harness.start()
+    await _until(lambda: len(queue.receive_calls) == 1)
+
+    await harness.finish()  # fails if the consumer is still in the poll after 2 s
+
+    assert not never.is_set()
+    assert queue.visibility == []
+
+
+def test_the_grace_covers_a_short_poll_and_stays_within_the_stop_budget() -> None:
+    assert poll_grace(4) == 4.5
+    assert poll_grace(1) == 1.5
+    assert poll_grace(20) == MAX_POLL_GRACE_SECONDS < 5
 
 
 async def test_a_delete_waiting_for_its_batch_frees_the_slot_and_a_stop_waits_for_it(
