@@ -18,8 +18,8 @@ from mailstack_core.migrate import (
     downgrade,
     ensure_app_user,
     main,
-    schema_is_current,
 )
+from mailstack_core.schema import schema_is_current
 
 pytestmark = pytest.mark.integration
 

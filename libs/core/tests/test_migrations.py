@@ -4,7 +4,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from mailstack_core.database import normalize_database_url
-from mailstack_core.migrate import downgrade, upgrade
+from mailstack_core.migrate import alembic_revisions, downgrade, upgrade
+from mailstack_core.schema import known_revisions
 from mailstack_core.tables import metadata
 
 pytestmark = pytest.mark.integration
@@ -101,3 +102,9 @@ def test_a_downgrade_below_0008_drops_the_claims_in_flight_and_keeps_finished_ke
         upgrade(database_url)
     finally:
         engine.dispose()
+
+
+def test_the_revisions_read_from_file_names_are_alembics() -> None:
+    """The gateway's readiness check reads the revisions without Alembic (schema.py): the
+    migration files must be named after the revision they hold."""
+    assert known_revisions() == alembic_revisions()

@@ -8,7 +8,6 @@ deployed services never connect as the master user that owns the schema.
 import argparse
 import os
 import sys
-from collections.abc import Iterable
 from functools import cache
 from importlib.resources import files
 
@@ -20,9 +19,7 @@ from psycopg import sql
 from sqlalchemy import Connection, create_engine, text
 
 from mailstack_core.database import normalize_database_url
-
-# Alembic's own bookkeeping: the app user reads it (readiness checks), never writes it.
-VERSION_TABLE = "alembic_version"
+from mailstack_core.schema import VERSION_TABLE, is_ahead
 
 
 def _scripts_config() -> Config:
@@ -48,7 +45,9 @@ def downgrade(database_url: str, revision: str) -> None:
 
 
 @cache
-def _revisions() -> tuple[str, frozenset[str]]:
+def alembic_revisions() -> tuple[str, frozenset[str]]:
+    """(the head, every revision) as Alembic reads the scripts; `schema.known_revisions` reads
+    the same from the file names without importing Alembic (a test holds them equal)."""
     scripts = ScriptDirectory.from_config(_scripts_config())
     head = scripts.get_current_head()
     assert head is not None, "the migrations have one head"
@@ -60,12 +59,6 @@ def current_revisions(connection: Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
-def is_ahead(revisions: Iterable[str]) -> bool:
-    """Whether a database at `revisions` was migrated by a newer release than this code."""
-    found = set(revisions)
-    return bool(found) and not found <= _revisions()[1]
-
-
 def database_revisions(database_url: str) -> tuple[str, ...]:
     engine = create_engine(normalize_database_url(database_url))
     try:
@@ -73,13 +66,6 @@ def database_revisions(database_url: str) -> tuple[str, ...]:
             return current_revisions(connection)
     finally:
         engine.dispose()
-
-
-def schema_is_current(revisions: Iterable[str]) -> bool:
-    """Whether a database at `revisions` serves this code: at its head, or at a revision this
-    code does not know (a newer one, migrated for the next release; its migrations only add)."""
-    found = set(revisions)
-    return _revisions()[0] in found or is_ahead(found)
 
 
 def ensure_app_user(database_url: str, app_database_url: str) -> None:

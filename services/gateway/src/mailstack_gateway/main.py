@@ -14,9 +14,10 @@ from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
 from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations import Integration
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from mailstack_core import migrate, telemetry
+from mailstack_core import schema, telemetry
 from mailstack_core.database import check_on_checkout, normalize_database_url
 from mailstack_core.lazy import OnFirstUse
 from mailstack_core.logs import configure_logging
@@ -96,8 +97,10 @@ def schema_check(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
 
     async def check() -> bool:
         async with engine.connect() as connection:
-            revisions = await connection.run_sync(migrate.current_revisions)
-        return migrate.schema_is_current(revisions)
+            if not (await connection.execute(text(schema.HAS_VERSION_TABLE))).scalar_one():
+                return False  # never migrated
+            revisions = (await connection.execute(text(schema.CURRENT_REVISIONS))).scalars()
+            return schema.schema_is_current(revisions)
 
     return check
 

@@ -2,10 +2,13 @@
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from mailstack_core.database import normalize_database_url
 from mailstack_core.migrate import downgrade
-from mailstack_gateway.main import create_app
+from mailstack_gateway.main import create_app, schema_check
 from mailstack_gateway.settings import GatewaySettings
+from mailstack_testing.fixtures import cloned_database
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +40,16 @@ async def test_not_ready_while_the_schema_is_behind_the_code(database_url: str) 
     assert (await deep_health(database_url)).status_code == 503
     downgrade(database_url, "base")
     assert (await deep_health(database_url)).status_code == 503
+
+
+async def test_a_database_never_migrated_is_behind_not_broken(postgres_admin_url: str) -> None:
+    """No alembic_version table at all: the check answers "not current" instead of failing."""
+    with cloned_database(postgres_admin_url, "template0") as url:
+        engine = create_async_engine(normalize_database_url(url))
+        try:
+            assert await schema_check(engine)() is False
+        finally:
+            await engine.dispose()
 
 
 async def test_not_ready_without_a_database() -> None:
