@@ -17,7 +17,8 @@ from botocore.stub import Stubber
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
-from mailstack_core.migrate import alembic_config, current_revisions
+from mailstack_core.migrate import alembic_config
+from mailstack_core.schema import current_revisions
 from mailstack_infra.migration import APP_URL_VARIABLE, MASTER_URL_VARIABLE, MIGRATE_COMMAND
 from mailstack_infra.migration_runner import MigrationFailedError, run_migration
 from mailstack_infra.mocks import IMAGE_DIGEST, StackRecord

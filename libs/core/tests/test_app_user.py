@@ -14,12 +14,11 @@ from sqlalchemy.exc import ProgrammingError
 
 from mailstack_core.database import normalize_database_url
 from mailstack_core.migrate import (
-    current_revisions,
     downgrade,
     ensure_app_user,
     main,
 )
-from mailstack_core.schema import schema_is_current
+from mailstack_core.schema import current_revisions, schema_is_current
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,9 @@ def test_nothing_is_made_until_the_first_call() -> None:
     calls: list[int] = []
     value = OnFirstUse(lambda: calls.append(1) or "client")
 
-    assert not value.made
     assert calls == []
     assert value() == "client"
-    assert value.made
+    assert calls == [1]
     assert value() == "client"
     assert calls == [1]
 

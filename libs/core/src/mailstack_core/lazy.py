@@ -24,7 +24,3 @@ class OnFirstUse(Generic[T]):
                 if not self._made:
                     self._made.append(self._make())
         return self._made[0]
-
-    @property
-    def made(self) -> bool:
-        return bool(self._made)

@@ -13,13 +13,12 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import create_engine, text
 
 from mailstack_core.database import normalize_database_url
-from mailstack_core.schema import VERSION_TABLE, is_ahead
+from mailstack_core.schema import VERSION_TABLE, current_revisions, is_ahead
 
 
 def _scripts_config() -> Config:
@@ -52,11 +51,6 @@ def alembic_revisions() -> tuple[str, frozenset[str]]:
     head = scripts.get_current_head()
     assert head is not None, "the migrations have one head"
     return head, frozenset(revision.revision for revision in scripts.walk_revisions())
-
-
-def current_revisions(connection: Connection) -> tuple[str, ...]:
-    """The revisions the database is at (none before the first migration)."""
-    return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
 def database_revisions(database_url: str) -> tuple[str, ...]:

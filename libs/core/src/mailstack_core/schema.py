@@ -11,11 +11,19 @@ from collections.abc import Iterable
 from functools import cache
 from importlib.resources import files
 
+from sqlalchemy import Connection, text
+
 # Alembic's own bookkeeping: the app user reads it (readiness checks), never writes it.
 VERSION_TABLE = "alembic_version"
-# The database's revisions; none before the first migration (the table does not exist yet).
-CURRENT_REVISIONS = f"SELECT version_num FROM {VERSION_TABLE}"
-HAS_VERSION_TABLE = f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL"
+_HAS_VERSION_TABLE = text(f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL")
+_CURRENT_REVISIONS = text(f"SELECT version_num FROM {VERSION_TABLE}")
+
+
+def current_revisions(connection: Connection) -> tuple[str, ...]:
+    """The revisions the database is at (none before the first migration: no table yet)."""
+    if not connection.execute(_HAS_VERSION_TABLE).scalar_one():
+        return ()
+    return tuple(connection.execute(_CURRENT_REVISIONS).scalars())
 
 
 @cache

@@ -14,7 +14,6 @@ from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
 from opentelemetry.sdk.trace import TracerProvider
 from sentry_sdk.integrations import Integration
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core import schema, telemetry
@@ -97,10 +96,8 @@ def schema_check(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
 
     async def check() -> bool:
         async with engine.connect() as connection:
-            if not (await connection.execute(text(schema.HAS_VERSION_TABLE))).scalar_one():
-                return False  # never migrated
-            revisions = (await connection.execute(text(schema.CURRENT_REVISIONS))).scalars()
-            return schema.schema_is_current(revisions)
+            revisions = await connection.run_sync(schema.current_revisions)
+        return schema.schema_is_current(revisions)
 
     return check
 

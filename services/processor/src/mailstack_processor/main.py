@@ -141,6 +141,8 @@ async def serve(
                 attachments=attachments,
             )
 
+        # How long a stop waits for a poll in progress to end (consumer.poll_grace).
+        grace = poll_grace(settings.receive_wait_seconds)
         tasks = []
         if settings.email_dlq_url:
             dead_letter_queue = SqsEmailQueue(
@@ -150,7 +152,7 @@ async def serve(
                 dead_letter_queue,
                 functools.partial(delivery.settle_dead_letter, store=store),
                 recheck_seconds=settings.dead_letter_recheck_seconds,
-                poll_grace_seconds=poll_grace(settings.receive_wait_seconds),
+                poll_grace_seconds=grace,
             )
             tasks.append(asyncio.create_task(watcher.run(stop), name="dead-letters"))
         consumer = Consumer(
@@ -159,7 +161,7 @@ async def serve(
             health_check=database.ping,
             max_concurrency=settings.max_concurrency,
             poison_backoff_seconds=settings.poison_backoff_seconds,
-            poll_grace_seconds=poll_grace(settings.receive_wait_seconds),
+            poll_grace_seconds=grace,
         )
         log.info("processor.started", providers=settings.providers)
         try:
