@@ -11,6 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from mailstack_core.migrate import database_revisions
+from mailstack_core.schema import schema_is_current
 from mailstack_stack import postgres
 from mailstack_stack.config import Ports, StackConfig, free_port
 from mailstack_stack.stack import Stack
@@ -106,3 +108,20 @@ def test_database_url_fixture_is_migrated_and_private(
     with psycopg.connect(postgres.libpq_url(database_url)) as conn:
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables")}
     assert {"alembic_version", "emails", "email_history"} <= tables
+
+
+def test_a_new_database_is_migrated_and_one_at_head_starts_no_migration(
+    postgres_admin_url: str, dbname: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres.ensure_database(postgres_admin_url, dbname)
+    log_file = tmp_path / "migrate.log"
+    with postgres.migrating(url, log_file):
+        pass
+    assert schema_is_current(database_revisions(url)), log_file.read_text()
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a migration process started: {args}")
+
+    monkeypatch.setattr(postgres.subprocess, "Popen", no_process)
+    with postgres.migrating(url, log_file):
+        pass

@@ -15,8 +15,15 @@ import pytest
 
 from mailstack_stack.config import Ports, StackConfig, read_env_file, write_env_file
 from mailstack_stack.passthrough import telemetry_env
-from mailstack_stack.stack import COMPONENTS, ELASTICEMAIL_STUB, PROCESSOR, PortTakenError, Stack
-from mailstack_testing.fixtures import StackFactory
+from mailstack_stack.stack import (
+    COMPONENTS,
+    ELASTICEMAIL_STUB,
+    PROCESSOR,
+    PortTakenError,
+    RunningStack,
+    Stack,
+)
+from mailstack_testing.fixtures import StackFactory, private_stack
 from mailstack_testing.waiting import eventually
 
 EMAIL = {
@@ -25,6 +32,15 @@ EMAIL = {
     "subject": "Hello",
     "text": "Hi there",
 }
+# Not the session's running_stack: the contract suite starts that one with its own env.
+STACK_ENV = {"processor": {"RECEIVE_WAIT_SECONDS": "1"}}
+
+
+@pytest.fixture(scope="module")
+def module_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
+    """One private stack for the tests that leave it up (each passes in either order)."""
+    with private_stack(request, STACK_ENV) as running:
+        yield running
 
 
 def test_env_file_holds_key_value_lines(tmp_path: Path) -> None:
@@ -93,11 +109,8 @@ def test_a_stale_pid_file_is_neither_running_nor_stopped(repo_root: Path, tmp_pa
 
 
 @pytest.mark.e2e
-def test_a_private_stack_delivers_an_email_through_the_stub(
-    stack_factory: StackFactory,
-) -> None:
-    # Not the session's running_stack: the contract suite starts that one with its own env.
-    running = stack_factory(extra_env={"processor": {"RECEIVE_WAIT_SECONDS": "1"}})
+def test_a_private_stack_delivers_an_email_through_the_stub(module_stack: RunningStack) -> None:
+    running = module_stack
     auth = {"Authorization": f"Bearer {running.api_key}"}
     response = httpx.post(f"{running.gateway_url}/v1/emails", json=EMAIL, headers=auth, timeout=10)
     assert response.status_code == 202, response.text
@@ -154,9 +167,9 @@ def test_a_private_stack_delivers_an_email_through_the_stub(
 
 @pytest.mark.e2e
 def test_a_killed_processor_is_restarted_by_the_supervisor_and_up_again_changes_nothing(
-    stack_factory: StackFactory,
+    module_stack: RunningStack,
 ) -> None:
-    running = stack_factory(extra_env={"processor": {"RECEIVE_WAIT_SECONDS": "1"}})
+    running = module_stack
     pids = {name: running.pid(name) for name in COMPONENTS}
     own_localstack = pids.pop("localstack")
     assert own_localstack is None  # it uses the session's LocalStack
@@ -188,7 +201,7 @@ def test_a_killed_processor_is_restarted_by_the_supervisor_and_up_again_changes_
 
 @pytest.mark.e2e
 def test_down_stops_exactly_what_up_started(stack_factory: StackFactory) -> None:
-    running = stack_factory(extra_env={"processor": {"RECEIVE_WAIT_SECONDS": "1"}})
+    running = stack_factory(extra_env=STACK_ENV)
     started = {name: running.pid(name) for name in COMPONENTS if running.pid(name)}
     pid_files = running.stack.config.state_dir / "pids"
     for name, pid in started.items():
