@@ -2,6 +2,8 @@
 an error logged with its exception reaches Sentry (a real HTTP server standing in for it)."""
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -155,3 +157,27 @@ def test_an_error_logged_with_its_exception_reaches_sentry_tagged_and_scrubbed(
     assert error["value"] == f"database gone, key ms_{REDACTED}"
     assert API_KEY not in json.dumps(event)
     assert [line["event"] for line in logged()] == ["message.handling_failed", "not an error"]
+
+
+@pytest.mark.parametrize(
+    "entry_module",
+    ["mailstack_gateway.main", "mailstack_processor.main", "mailstack_processor.webhooks.main"],
+)
+def test_a_service_with_telemetry_off_does_not_load_the_sentry_or_tracing_sdks(
+    entry_module: str,
+) -> None:
+    # They are a tenth of a service's start-up CPU; the suite starts about a hundred services.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, {entry_module}; "
+            "sdks = ('sentry_sdk', 'opentelemetry.sdk.trace'); "
+            "print(sorted(name for name in sdks if name in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

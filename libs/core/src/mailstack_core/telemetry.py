@@ -5,23 +5,28 @@ that is unset no tracer provider is installed: spans are the API's no-ops and no
 exported. The SDK reads the other standard OTEL_* variables itself (headers, sampler, batching).
 
 Errors: Sentry, when SENTRY_DSN is set, with every event scrubbed like the logs are.
+
+Sentry's SDK and OpenTelemetry's are imported only when they are on: together they are about a
+tenth of a service's start-up CPU. Sentry cannot report before something imported it, so a
+process that never did has no active client (`_active_sentry`).
 """
+
+from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import sentry_sdk
 import structlog
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pydantic import BaseModel, SecretStr
-from sentry_sdk.integrations import Integration
-from sentry_sdk.integrations.asyncio import enable_asyncio_integration
 from structlog.typing import EventDict
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from sentry_sdk.integrations import Integration
 
 from mailstack_core.scrubbing import scrub
 
@@ -52,7 +57,7 @@ class Telemetry:
         """Export what is still buffered; at the end of the process."""
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        if self.reports_errors:
+        if self.reports_errors and (sentry_sdk := _active_sentry()):
             sentry_sdk.flush(timeout=2)
 
 
@@ -62,8 +67,11 @@ def traces_endpoint(base: str) -> str:
 
 def tracer_provider(endpoint: str, service_name: str) -> TracerProvider:
     """Spans of this process, batched to the OTLP/HTTP collector at `endpoint`."""
-    # Imported only when tracing is on: the exporter brings protobuf and requests.
+    # Imported only when tracing is on (the exporter brings protobuf and requests).
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(traces_endpoint(endpoint))))
@@ -91,6 +99,8 @@ def configure_telemetry(
     )
     if reports_errors:
         assert settings.sentry_dsn is not None
+        import sentry_sdk
+
         sentry_sdk.init(
             dsn=settings.sentry_dsn.get_secret_value(),
             environment=settings.sentry_environment,
@@ -106,7 +116,16 @@ def configure_telemetry(
 def report_errors_of_tasks() -> None:
     """Sentry's asyncio integration, on the running loop: call it from the loop's first
     coroutine (errors of tasks nobody awaits are reported, each task has its own scope)."""
-    enable_asyncio_integration(task_spans=False)
+    if _active_sentry():
+        from sentry_sdk.integrations.asyncio import enable_asyncio_integration
+
+        enable_asyncio_integration(task_spans=False)
+
+
+def _active_sentry() -> ModuleType | None:
+    """Sentry's SDK if a client is active: never when nothing has imported it."""
+    sentry_sdk = sys.modules.get("sentry_sdk")
+    return sentry_sdk if sentry_sdk is not None and sentry_sdk.get_client().is_active() else None
 
 
 def report_logged_errors(_: Any, __: str, event: EventDict) -> EventDict:
@@ -115,8 +134,7 @@ def report_logged_errors(_: Any, __: str, event: EventDict) -> EventDict:
     exc_info = event.get("exc_info")
     if not exc_info or event.get("level") not in ("error", "critical"):
         return event
-    client = sentry_sdk.get_client()
-    if not client.is_active():
+    if (sentry_sdk := _active_sentry()) is None:
         return event
     if exc_info is True:
         error: Any = sys.exc_info()[1]
@@ -143,7 +161,7 @@ def annotate(*, email_id: object = None, tenant: str | None = None) -> None:
             span.set_attribute(EMAIL_ID_ATTRIBUTE, str(email_id))
         if tenant is not None:
             span.set_attribute(TENANT_ATTRIBUTE, tenant)
-    if sentry_sdk.get_client().is_active():
+    if sentry_sdk := _active_sentry():
         if email_id is not None:
             sentry_sdk.set_tag("email_id", str(email_id))
         if tenant is not None:

@@ -5,15 +5,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
-from opentelemetry.sdk.trace import TracerProvider
-from sentry_sdk.integrations import Integration
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core import schema, telemetry
@@ -44,6 +42,10 @@ from mailstack_gateway.redrive import SqsRedrive
 from mailstack_gateway.repository import EmailReader, EmailWriter
 from mailstack_gateway.schemas import EmailBatchCreate, EmailCreate
 from mailstack_gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from sentry_sdk.integrations import Integration
 
 log = structlog.get_logger(__name__)
 
@@ -137,7 +139,7 @@ def create_app(
     settings: GatewaySettings,
     *,
     run_relay: bool = True,
-    tracer_provider: TracerProvider | None = None,
+    tracer_provider: "TracerProvider | None" = None,
 ) -> FastAPI:
     """Build the app; nothing connects until the first request or the lifespan starts. With a
     `tracer_provider` every request gets a span (none without: no tracing cost at all)."""
@@ -311,7 +313,7 @@ def create_app(
     return app
 
 
-def sentry_integrations() -> list[Integration]:
+def sentry_integrations() -> "list[Integration]":
     """Unhandled request errors are reported with their request (never its credentials)."""
     from sentry_sdk.integrations.fastapi import FastApiIntegration
     from sentry_sdk.integrations.starlette import StarletteIntegration

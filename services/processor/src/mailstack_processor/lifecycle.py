@@ -6,19 +6,22 @@ import asyncio
 import functools
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 import uvloop
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 
 from mailstack_core import telemetry
 from mailstack_core.logs import configure_logging
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 log = structlog.get_logger(__name__)
 
 # The work: runs until the event is set, with the tracer provider when tracing is on.
-Serve = Callable[[asyncio.Event, TracerProvider | None], Awaitable[None]]
+Serve = Callable[[asyncio.Event, "TracerProvider | None"], Awaitable[None]]
 
 
 def _request_stop(stop: asyncio.Event, name: str, signum: int) -> None:
@@ -26,7 +29,7 @@ def _request_stop(stop: asyncio.Event, name: str, signum: int) -> None:
     stop.set()
 
 
-async def _main(name: str, serve: Serve, tracer_provider: TracerProvider | None) -> None:
+async def _main(name: str, serve: Serve, tracer_provider: "TracerProvider | None") -> None:
     telemetry.report_errors_of_tasks()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

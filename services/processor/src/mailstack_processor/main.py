@@ -4,10 +4,10 @@ import asyncio
 import contextlib
 import functools
 import uuid
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailstack_core.database import normalize_database_url
@@ -28,6 +28,9 @@ from mailstack_processor.repository import (
     delivery_pool,
 )
 from mailstack_processor.settings import ProcessorSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +80,7 @@ def database_engine(settings: ProcessorSettings) -> AsyncEngine:
 async def serve(
     settings: ProcessorSettings,
     stop: asyncio.Event,
-    tracer_provider: TracerProvider | None = None,
+    tracer_provider: "TracerProvider | None" = None,
 ) -> None:
     """Consume until `stop`. Spans (each provider call's HTTP request among them) go to the
     global tracer provider, which is `tracer_provider` when tracing is on."""
