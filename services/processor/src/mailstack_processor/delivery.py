@@ -5,12 +5,12 @@ provider; a permanent rejection fails the email at once. A timeout is an *unknow
 provider may have accepted the email, so falling over can deliver it twice. That window is
 accepted (it is the only one), and recorded in the history as outcome "unknown".
 
-Before any provider, every recipient is looked up in the tenant's suppression list (one query):
-an email whose recipients are all suppressed fails ("suppressed", never retried) and a partly
-suppressed one goes to the others, its SENT row naming who was dropped. The email's attachments
-are then read from their store: one that is gone fails the email; a store that does not answer
-is retried like a provider outage. A test-mode email (every recipient at the sink domain) is
-then marked SENT by the sink, and no provider is called.
+Before any provider, every recipient is looked up in the tenant's suppression list (by the
+claim's own statement): an email whose recipients are all suppressed fails ("suppressed", never
+retried) and a partly suppressed one goes to the others, its SENT row naming who was dropped.
+The email's attachments are then read from their store: one that is gone fails the email; a
+store that does not answer is retried like a provider outage. A test-mode email (every
+recipient at the sink domain) is then marked SENT by the sink, and no provider is called.
 """
 
 import asyncio
@@ -71,6 +71,8 @@ class Claim:
     tenant_id: str | None = None
     # The claimed email's attachments, still to be read from their store.
     attachments: tuple[AttachmentRef, ...] = ()
+    # Which of its recipients (lower-case) its tenant suppressed, read as it was claimed.
+    suppressed: frozenset[str] = frozenset()
 
 
 class AttachmentMissingError(Exception):
@@ -97,17 +99,13 @@ class DeadLetterOutcome(enum.Enum):
 class DeliveryStore(Protocol):
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
         """Atomically move QUEUED (or PROCESSING with a lapsed lease) to PROCESSING; never a
-        SCHEDULED or CANCELED email."""
+        SCHEDULED or CANCELED email. A claimed email comes with which of its recipients its
+        tenant suppressed, in the same round trip."""
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]
     ) -> None:
         """Append FAILED(provider) for one provider's failed attempt; the email stays PROCESSING."""
-
-    async def suppressed_recipients(
-        self, email_id: uuid.UUID, addresses: Sequence[str]
-    ) -> frozenset[str]:
-        """Which of `addresses` (lower-case) the email's tenant suppressed, in one query."""
 
     async def mark_sent(
         self,
@@ -236,8 +234,7 @@ async def deliver(
         return Disposition(Action.RETRY, int(claim.lease_remaining_seconds + 1))
     assert claim.email is not None
     email = claim.email
-    suppressed = await store.suppressed_recipients(email_id, email.recipient_addresses)
-    if suppressed:
+    if suppressed := claim.suppressed:
         remaining = email.without_recipients(suppressed)
         if remaining is None:
             detail = {

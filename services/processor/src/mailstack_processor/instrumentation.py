@@ -21,6 +21,7 @@ from mailstack_processor.delivery import (
     BreakerState,
     CircuitBreakers,
     Claim,
+    ClaimState,
     DeadLetterOutcome,
     DeliveryStore,
 )
@@ -86,6 +87,8 @@ class TracedDeliveryStore:
         with self._span("email.claim") as span:
             claim = await self._store.claim(email_id, lease_seconds, receive_count)
             span.set_attribute("mailstack.claim", claim.state.value)
+            if claim.state is ClaimState.CLAIMED:
+                span.set_attribute("mailstack.suppressed_recipients", len(claim.suppressed))
             if claim.tenant_id is not None:
                 span.set_attribute(TENANT_ATTRIBUTE, claim.tenant_id)
         if claim.tenant_id is not None:
@@ -98,14 +101,6 @@ class TracedDeliveryStore:
     ) -> None:
         with self._span("email.record_attempt", **{PROVIDER_ATTRIBUTE: provider}):
             await self._store.record_failed_attempt(email_id, provider, detail)
-
-    async def suppressed_recipients(
-        self, email_id: uuid.UUID, addresses: Sequence[str]
-    ) -> frozenset[str]:
-        with self._span("email.suppression_check") as span:
-            suppressed = await self._store.suppressed_recipients(email_id, addresses)
-            span.set_attribute("mailstack.suppressed_recipients", len(suppressed))
-            return suppressed
 
     async def mark_sent(
         self,

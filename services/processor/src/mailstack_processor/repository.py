@@ -100,7 +100,9 @@ _CONSTANTS: dict[str, Any] = {
 
 # Lock, claim and append PROCESSING to the history in one statement (one round trip). The row
 # lock of `target` serialises concurrent claims; the UPDATE re-checks its condition against
-# the row the lock returned, so exactly one of them moves it to PROCESSING.
+# the row the lock returned, so exactly one of them moves it to PROCESSING. The same statement
+# reads which of the claimed email's recipients its tenant suppressed (the primary key's index
+# answers it; the list keeps addresses lower-case).
 _CLAIM = f"""
 WITH target AS (
     SELECT emails.id, emails.status, emails.tenant_id,
@@ -129,7 +131,17 @@ WITH target AS (
     FROM claimed
 )
 SELECT target.status AS previous_status, target.lease_remaining, target.tenant_id,
-    claimed.attempts, {", ".join(f"claimed.{column}" for column in _OUTGOING_COLUMNS)}
+    claimed.attempts, {", ".join(f"claimed.{column}" for column in _OUTGOING_COLUMNS)},
+    ARRAY(
+        SELECT suppressions.email FROM suppressions
+        WHERE suppressions.tenant_id = target.tenant_id
+            AND suppressions.email = ANY(ARRAY(
+                SELECT lower(recipient->>'email')
+                FROM jsonb_array_elements(
+                    claimed.to_recipients || claimed.cc_recipients || claimed.bcc_recipients
+                ) AS recipient
+            ))
+    ) AS suppressed
 FROM target LEFT OUTER JOIN claimed ON true
 """
 
@@ -166,12 +178,6 @@ _RELEASE = _change(EmailStatus.QUEUED, "last_error")
 _APPEND = """
 INSERT INTO email_history (email_id, status, provider, detail)
 VALUES (%(email_id)s, %(status)s, %(provider)s, %(detail)s)
-"""
-# Which of an email's recipients its tenant suppressed (the primary key's index answers it).
-_SUPPRESSED = """
-SELECT suppressions.email
-FROM suppressions JOIN emails ON emails.tenant_id = suppressions.tenant_id
-WHERE emails.id = %(email_id)s AND suppressions.email = ANY(%(addresses)s::text[])
 """
 
 Row = dict[str, Any]
@@ -279,6 +285,7 @@ class EmailDeliveryStore:
             attempt=row["attempts"],
             attachments=tuple(_attachment(a) for a in row["attachments"]),
             tenant_id=row["tenant_id"],
+            suppressed=frozenset(row["suppressed"]),
         )
 
     async def record_failed_attempt(
@@ -293,12 +300,6 @@ class EmailDeliveryStore:
                 "detail": Jsonb(detail),
             },
         )
-
-    async def suppressed_recipients(
-        self, email_id: uuid.UUID, addresses: Sequence[str]
-    ) -> frozenset[str]:
-        rows = await self._fetch(_SUPPRESSED, {"email_id": email_id, "addresses": list(addresses)})
-        return frozenset(row["email"] for row in rows)
 
     async def mark_sent(
         self,

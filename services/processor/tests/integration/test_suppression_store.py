@@ -1,5 +1,5 @@
-"""The processor's store and delivery truth, on the real Postgres: the suppression lookup, and a
-provider event that beat the processor's own SENT write."""
+"""The processor's store and delivery truth, on the real Postgres: the claim's suppression
+lookup, and a provider event that beat the processor's own SENT write."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mailstack_core.database import normalize_database_url
 from mailstack_core.status import EmailStatus
 from mailstack_core.tables import email_history, emails, suppressions, tenants
+from mailstack_processor.delivery import ClaimState
 from mailstack_processor.providers.base import SendReceipt
 from mailstack_processor.repository import EmailDeliveryStore
 
@@ -52,21 +53,34 @@ async def _suppress(engine: AsyncEngine, tenant: str, *addresses: str) -> None:
             )
 
 
-async def test_suppressed_recipients_are_those_of_the_emails_own_tenant(
+async def test_the_claim_reads_which_recipients_the_emails_own_tenant_suppressed(
     engine: AsyncEngine,
 ) -> None:
     store = EmailDeliveryStore(engine)
     mine = await _email(engine, "acme")
     await _email(engine, "globex")
-    await _suppress(engine, "acme", "bounce@example.org")
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(emails)
+            .where(emails.c.id == mine)
+            .values(
+                to_recipients=[{"email": "User@Example.com"}, {"email": "Bounce@Example.org"}],
+                cc_recipients=[{"email": "other@example.org"}],
+                bcc_recipients=[{"email": "complaint@example.net", "name": "C"}],
+            )
+        )
+    await _suppress(engine, "acme", "bounce@example.org", "complaint@example.net")
+    await _suppress(engine, "acme", "nobody-here@example.org")
     await _suppress(engine, "globex", "user@example.com")
+    unsuppressed = await _email(engine, "initech")
 
-    found = await store.suppressed_recipients(
-        mine, ["user@example.com", "bounce@example.org", "other@example.org"]
-    )
+    claim = await store.claim(mine, lease_seconds=30, receive_count=1)
+    clean = await store.claim(unsuppressed, lease_seconds=30, receive_count=1)
 
-    assert found == {"bounce@example.org"}
-    assert await store.suppressed_recipients(mine, []) == frozenset()
+    assert claim.state is ClaimState.CLAIMED
+    assert claim.suppressed == {"bounce@example.org", "complaint@example.net"}
+    assert clean.state is ClaimState.CLAIMED
+    assert clean.suppressed == frozenset()
 
 
 async def test_a_delivered_event_that_came_before_the_sent_write_keeps_its_status(

@@ -58,9 +58,8 @@ class InMemoryDeliveryStore:
         self.history: dict[uuid.UUID, list[HistoryRow]] = {}
         self.claims: list[tuple[uuid.UUID, int, int]] = []
         self.receipts: dict[uuid.UUID, SendReceipt] = {}
-        # The tenant's suppression list (one tenant in these tests), and each lookup of it.
+        # The tenant's suppression list (one tenant in these tests), read by each claim.
         self.suppressed: set[str] = set()
-        self.suppression_lookups: list[uuid.UUID] = []
 
     def add(
         self,
@@ -105,8 +104,13 @@ class InMemoryDeliveryStore:
         stored.attempts += 1
         stored.lease_remaining_seconds = lease_seconds
         self._append(email_id, EmailStatus.PROCESSING, None, {"attempt": stored.attempts})
+        addresses = stored.email.recipient_addresses
         return Claim(
-            ClaimState.CLAIMED, stored.email, stored.attempts, attachments=stored.attachments
+            ClaimState.CLAIMED,
+            stored.email,
+            stored.attempts,
+            attachments=stored.attachments,
+            suppressed=frozenset(address for address in addresses if address in self.suppressed),
         )
 
     async def record_failed_attempt(
@@ -114,12 +118,6 @@ class InMemoryDeliveryStore:
     ) -> None:
         assert self.emails[email_id].status is EmailStatus.PROCESSING
         self._append(email_id, EmailStatus.FAILED, provider, detail)
-
-    async def suppressed_recipients(
-        self, email_id: uuid.UUID, addresses: Sequence[str]
-    ) -> frozenset[str]:
-        self.suppression_lookups.append(email_id)
-        return frozenset(address for address in addresses if address in self.suppressed)
 
     async def mark_sent(
         self,
