@@ -48,8 +48,8 @@ class ProcessorSettings(BaseSettings, TelemetrySettings):
     database_max_overflow: int = Field(default=10, ge=0)
     # Each long poll's wait. Short, so a stop lets the poll in progress end instead of
     # abandoning it (SQS would still hand an abandoned poll messages, hidden for the visibility
-    # timeout): a stop waits for it up to 4.5 s. Empty receives cost one request per 4 s.
-    receive_wait_seconds: int = Field(default=4, ge=0, le=20)
+    # timeout): a stop waits for it up to 3.5 s. Empty receives cost one request per 3 s.
+    receive_wait_seconds: int = Field(default=3, ge=0, le=20)
     # How long a delete or visibility change waits for others to share its SQS batch call
     # (10 entries at most; a full batch goes at once). A delete waits off its delivery's slot;
     # a visibility change (a retry) holds the slot until its batch is sent.

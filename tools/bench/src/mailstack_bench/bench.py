@@ -7,7 +7,7 @@ measured in the same run on the same machine (load from wrk, over loopback).
 - delivery: the processor draining the backlog that intake left (processor stopped during
   intake) against a baseline consumer doing only LocalStack receive + delete-batch;
   processor CPU per delivered email;
-- stop: seconds from SIGTERM to exit for an idle processor in its long poll (4 s);
+- stop: seconds from SIGTERM to exit for an idle processor in its long poll (3 s);
 - failover: delivery p95 with the primary hanging, once its breaker is open, against a run with
   the secondary alone (`failover.py`);
 - memory: each service's resident set after the load.
