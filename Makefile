@@ -55,10 +55,10 @@ browser: ## Install Debian's chromium for the console's browser test, if /usr/bi
 	@bash tools/install-chromium.sh
 
 .PHONY: test
-test: sync ## Run every test in one pytest run on 2 xdist workers (an e2e file stays on one worker)
+test: sync ## Run every test in one pytest run on 2 xdist workers (a test file stays on one worker)
 	@status=0; \
 	bash tools/install-chromium.sh || status=$$?; \
-	$(UV) run --frozen pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 \
+	$(UV) run --frozen pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15 \
 		$(PYTEST_ARGS) || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
 	exit $$status
 

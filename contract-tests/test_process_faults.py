@@ -3,13 +3,16 @@
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from email_flows import SENT_OR_LATER, gateway_client, history, submit, wait_for_final
+from mailstack_stack.stack import RunningStack
 from mailstack_stubs.control import StubControl
+from mailstack_testing.fixtures import private_stack
 from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +32,14 @@ STACK_ENV = {
     # be DELIVERED by its event (and so never reclaimed), which is not the path tested here.
     "elasticemail-stub": {"STUB_EVENTS_URL": ""},
 }
+
+
+@pytest.fixture(scope="module")
+def module_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
+    """One private stack for both tests: each leaves its processor running again, and each
+    looks only at its own emails and their sends."""
+    with private_stack(request, STACK_ENV) as running:
+        yield running
 
 
 @pytest.fixture
@@ -85,9 +96,9 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 
 
 def test_every_email_is_sent_once_after_the_processor_is_killed_mid_batch(
-    stack_factory: Any, request_cleanup: Any
+    module_stack: RunningStack, request_cleanup: Any
 ) -> None:
-    stack = stack_factory(STACK_ENV)
+    stack = module_stack
     gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     elasticemail, ids = _run_batch(stack, gateway)
@@ -111,9 +122,9 @@ def test_every_email_is_sent_once_after_the_processor_is_killed_mid_batch(
 
 
 def test_a_terminated_processor_drains_its_batch_and_nothing_is_sent_twice(
-    stack_factory: Any, request_cleanup: Any
+    module_stack: RunningStack, request_cleanup: Any
 ) -> None:
-    stack = stack_factory(STACK_ENV)
+    stack = module_stack
     gateway = gateway_client(stack)
     request_cleanup(gateway.close)
     elasticemail, ids = _run_batch(stack, gateway)

@@ -265,6 +265,8 @@ async def receive_unless(
         # Done despite the stop: the caller gets, and releases, what it received.
         return await receive
     except asyncio.CancelledError:
+        if (task := asyncio.current_task()) is not None and task.cancelling():
+            raise  # this coroutine itself was cancelled while the poll wound down
         return None
 
 

@@ -11,7 +11,12 @@ from sqlalchemy.exc import OperationalError
 
 from mailstack_core.messages import EmailQueuedMessage
 from mailstack_core.status import EmailStatus
-from mailstack_processor.consumer import MAX_POLL_GRACE_SECONDS, Consumer, poll_grace
+from mailstack_processor.consumer import (
+    MAX_POLL_GRACE_SECONDS,
+    Consumer,
+    poll_grace,
+    receive_unless,
+)
 from mailstack_processor.delivery import Action, Disposition
 from mailstack_processor.observability import MESSAGES_DROPPED
 from mailstack_testing.waiting import eventually_async
@@ -373,3 +378,34 @@ async def test_a_delete_waiting_for_its_batch_frees_the_slot_and_a_stop_waits_fo
     await harness.finish()
 
     assert sorted(queue.deleted) == sorted([first.message_id, second.message_id])
+
+
+class _SlowToCancelQueue:
+    """A receive that, once cancelled, takes a while to wind down (an HTTP call closing)."""
+
+    def __init__(self) -> None:
+        self.polling = asyncio.Event()
+        self.winding_down = asyncio.Event()
+
+    async def receive(self, max_messages: int) -> list[Any]:
+        self.polling.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.winding_down.set()
+            await asyncio.sleep(0.2)
+            raise
+        return []
+
+
+async def test_a_receive_cancelled_while_its_abandoned_poll_winds_down_stays_cancelled() -> None:
+    queue, stop = _SlowToCancelQueue(), asyncio.Event()
+    receiving = asyncio.create_task(receive_unless(stop, queue, 10))  # type: ignore[arg-type]
+    await queue.polling.wait()
+    stop.set()  # no grace: the poll is abandoned, and winds down for 0.2 s
+    await queue.winding_down.wait()
+
+    receiving.cancel()  # e.g. the service's shutdown cancelling the consumer
+
+    with pytest.raises(asyncio.CancelledError):
+        await receiving

@@ -57,23 +57,25 @@ def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}-"
 
 
+# Fixtures that start a private stack for one test (stack_factory) or for one test module's
+# tests (`module_stack`, defined by such a module with `private_stack`).
+_OWN_STACK_FIXTURES = frozenset({"stack_factory", "module_stack"})
+
+
 def _start_order(item: pytest.Item) -> int:
     """Tests that start stacks of their own first, then the black-box files, then the rest."""
-    if "stack_factory" in getattr(item, "fixturenames", ()):
+    if _OWN_STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
         return 0
     return 1 if item.get_closest_marker("e2e") else 2
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One run holds the whole suite (`make test`: xdist's loadgroup, no reordering by size).
+    """One run holds the whole suite (`make test`: xdist's loadfile, no reordering by size).
 
-    A black-box (e2e) file is one xdist group: its tests run on one worker, one after another,
-    against that worker's stack. The longest work starts first, so no long test or file ends
-    the run alone while the other worker is idle; unit tests fill the gaps."""
-    for item in items:
-        if item.get_closest_marker("e2e") and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    A test file runs on one worker, one test after another (a black-box file against that
+    worker's stack, a module's shared stack started once). The longest work starts first, so
+    no long test or file ends the run alone while the other worker is idle; unit tests fill
+    the gaps. (Not loadgroup: with pytest 9.2 it silently stops grouping, pytest-xdist#1386.)"""
     items.sort(key=_start_order)
 
 
