@@ -3,7 +3,6 @@
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 from email_flows import SENT_OR_LATER, gateway_client, history, submit, wait_for_final
 from mailstack_stack.stack import RunningStack
 from mailstack_stubs.control import StubControl
-from mailstack_testing.fixtures import private_stack
+from mailstack_testing.fixtures import ExtraEnv
 from mailstack_testing.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -35,11 +34,10 @@ STACK_ENV = {
 
 
 @pytest.fixture(scope="module")
-def module_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
-    """One private stack for both tests: each leaves its processor running again, and each
-    looks only at its own emails and their sends."""
-    with private_stack(request, STACK_ENV) as running:
-        yield running
+def module_stack_env() -> ExtraEnv:
+    """One stack for both tests: each leaves its processor running again, and each looks only
+    at its own emails and their sends."""
+    return STACK_ENV
 
 
 @pytest.fixture

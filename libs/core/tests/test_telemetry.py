@@ -166,7 +166,7 @@ def test_an_error_logged_with_its_exception_reaches_sentry_tagged_and_scrubbed(
 def test_a_service_with_telemetry_off_does_not_load_the_sentry_or_tracing_sdks(
     entry_module: str,
 ) -> None:
-    # They are a tenth of a service's start-up CPU; the suite starts about a hundred services.
+    # They are a sixth of a service's import CPU; the suite starts about a hundred services.
     loaded = subprocess.run(
         [
             sys.executable,

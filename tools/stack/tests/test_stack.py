@@ -23,7 +23,7 @@ from mailstack_stack.stack import (
     RunningStack,
     Stack,
 )
-from mailstack_testing.fixtures import StackFactory, private_stack
+from mailstack_testing.fixtures import ExtraEnv, StackFactory
 from mailstack_testing.waiting import eventually
 
 EMAIL = {
@@ -37,10 +37,9 @@ STACK_ENV = {"processor": {"RECEIVE_WAIT_SECONDS": "1"}}
 
 
 @pytest.fixture(scope="module")
-def module_stack(request: pytest.FixtureRequest) -> Iterator[RunningStack]:
-    """One private stack for the tests that leave it up (each passes in either order)."""
-    with private_stack(request, STACK_ENV) as running:
-        yield running
+def module_stack_env() -> ExtraEnv:
+    """For the tests that leave the stack up (each passes in either order)."""
+    return STACK_ENV
 
 
 def test_env_file_holds_key_value_lines(tmp_path: Path) -> None:

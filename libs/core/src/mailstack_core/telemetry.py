@@ -7,7 +7,7 @@ exported. The SDK reads the other standard OTEL_* variables itself (headers, sam
 Errors: Sentry, when SENTRY_DSN is set, with every event scrubbed like the logs are.
 
 Sentry's SDK and OpenTelemetry's are imported only when they are on: together they are about a
-tenth of a service's start-up CPU. Sentry cannot report before something imported it, so a
+sixth of a service's import CPU. Sentry cannot report before something imported it, so a
 process that never did has no active client (`_active_sentry`).
 """
 
@@ -24,11 +24,11 @@ from opentelemetry import context, propagate, trace
 from pydantic import BaseModel, SecretStr
 from structlog.typing import EventDict
 
+from mailstack_core.scrubbing import scrub
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from sentry_sdk.integrations import Integration
-
-from mailstack_core.scrubbing import scrub
 
 # Span attributes naming what a span is about.
 EMAIL_ID_ATTRIBUTE = "mailstack.email_id"

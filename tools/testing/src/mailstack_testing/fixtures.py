@@ -57,8 +57,7 @@ def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}-"
 
 
-# Fixtures that start a private stack for one test (stack_factory) or for one test module's
-# tests (`module_stack`, defined by such a module with `private_stack`).
+# Fixtures that start a private stack for one test or for one test module's tests.
 _OWN_STACK_FIXTURES = frozenset({"stack_factory", "module_stack"})
 
 
@@ -321,6 +320,22 @@ def running_stack(
     request.config.stash[_RUNNING_STACK_ENV] = {k: dict(v) for k, v in running_stack_env.items()}
     with private_stack(request, running_stack_env) as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+def module_stack_env() -> ExtraEnv:
+    """Extra environment per component for `module_stack`; a test module overrides it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def module_stack(
+    request: pytest.FixtureRequest, module_stack_env: ExtraEnv
+) -> Iterator[RunningStack]:
+    """A private stack shared by one module's tests (its settings: `module_stack_env`), for
+    tests that each leave it running as they found it; taken down after the module."""
+    with private_stack(request, module_stack_env) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
