@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from limits.aio.storage import MemoryStorage, Storage
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from mailstack_core import schema, telemetry
+from mailstack_core import heap, schema, telemetry
 from mailstack_core.database import check_on_checkout, normalize_database_url
 from mailstack_core.lazy import OnFirstUse
 from mailstack_core.logs import configure_logging
@@ -335,8 +335,10 @@ def run() -> None:
         processors=telemetry.log_processors(),
     )
     try:
+        app = create_app(settings, tracer_provider=observed.tracer_provider)
+        heap.freeze_startup_heap()
         uvicorn.run(
-            create_app(settings, tracer_provider=observed.tracer_provider),
+            app,
             host=settings.gateway_host,
             port=settings.gateway_port,
             log_config=None,

@@ -1,6 +1,7 @@
 """/healthz: alive always; with deep=1, what the load balancer asks (database and schema)."""
 
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -64,18 +65,42 @@ async def test_deep_healthz_is_503_and_says_nothing_more(answer: bool | Exceptio
     assert (response.status_code, response.json()) == (503, {"status": "unavailable"})
 
 
-def test_keep_alive_outlasts_a_load_balancers_idle_timeout(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """uvicorn's default (5 s) is shorter than the ALB's 60 s idle timeout: sporadic 502s."""
-    ran: dict[str, Any] = {}
-    monkeypatch.setattr(main.uvicorn, "run", lambda app, **options: ran.update(options))
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """`main.run()` with uvicorn's run replaced: what it was given (and the frozen heap's size
+    then) appended to the list; the heap unfrozen afterwards."""
+    runs: list[dict[str, Any]] = []
+
+    def record(app: Any, **options: Any) -> None:
+        runs.append(options | {"frozen": gc.get_freeze_count()})
+
+    monkeypatch.setattr(main.uvicorn, "run", record)
     monkeypatch.setattr(main, "configure_logging", lambda *args, **kwargs: None)
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:9/db")
     monkeypatch.setenv("EMAIL_QUEUE_URL", "http://127.0.0.1:9/queue")
     monkeypatch.setenv("ATTACHMENTS_BUCKET", "mailstack-attachments")
+    gc.unfreeze()
+    try:
+        yield runs
+    finally:
+        gc.unfreeze()
+
+
+def test_keep_alive_outlasts_a_load_balancers_idle_timeout(
+    served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's default (5 s) is shorter than the ALB's 60 s idle timeout: sporadic 502s."""
     main.run()
-    assert ran["timeout_keep_alive"] == 75
+    assert served[-1]["timeout_keep_alive"] == 75
     monkeypatch.setenv("GATEWAY_KEEP_ALIVE_SECONDS", "120")
     main.run()
-    assert ran["timeout_keep_alive"] == 120
+    assert served[-1]["timeout_keep_alive"] == 120
+
+
+def test_the_heap_built_at_start_up_is_frozen_before_serving(
+    served: list[dict[str, Any]],
+) -> None:
+    """Full collections then skip the start-up objects (mailstack_core.heap): no ~75 ms pauses."""
+    assert gc.get_freeze_count() == 0
+    main.run()
+    assert served[-1]["frozen"] > 10_000

@@ -12,7 +12,7 @@ import structlog
 import uvloop
 from prometheus_client import start_http_server
 
-from mailstack_core import telemetry
+from mailstack_core import heap, telemetry
 from mailstack_core.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def run_service(
     if port:
         # /healthz and /metrics (any path answers with the metrics while the process lives).
         start_http_server(port, addr=host)
+    heap.freeze_startup_heap()
     try:
         uvloop.run(_main(service_name.removeprefix("mailstack-"), serve, observed.tracer_provider))
     finally:

@@ -1,0 +1,24 @@
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from mailstack_core.heap import freeze_startup_heap
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_start_up_objects_move_where_full_collections_do_not_scan() -> None:
+    assert gc.get_freeze_count() == 0
+    frozen = freeze_startup_heap()
+    assert frozen == gc.get_freeze_count() > 1000  # at least the modules pytest loaded
+    # A full collection now scans only what was allocated since (nothing is in generation 2).
+    assert len(gc.get_objects(generation=2)) < frozen / 10
