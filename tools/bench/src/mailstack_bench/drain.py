@@ -29,7 +29,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from mailstack_bench.bench import BODY, SENT_OR_LATER, _baseline_consumer, _count, top_frames
+from mailstack_bench.bench import (
+    BODY,
+    NO_STUB_EVENTS,
+    SENT_OR_LATER,
+    _baseline_consumer,
+    _count,
+    top_frames,
+)
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
 from mailstack_stack.stack import GATEWAY, LOCALSTACK, PROCESSOR, RunningStack, run_stack
 from mailstack_testing.aws import localstack_clients
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     "RATE_LIMIT_READ_PER_MINUTE": "100000000",
                 },
                 "processor": processor_env,
+                **NO_STUB_EVENTS,
             },
         )
         try:
