@@ -89,10 +89,14 @@ dashboards: sync ## Regenerate the Grafana dashboard and the metrics table of do
 
 BENCH_ARGS ?=
 
+# py-spy profiles of the gateway's intake and the processor's drain (BENCH_PROFILE= for none).
+BENCH_PROFILE ?= .stack/profile
+
 .PHONY: bench
 bench: sync ## Measure a private stack with wrk: intake, delivery, stop time, memory, against same-run baselines
 	@mkdir -p .stack
-	$(UV) run --frozen python -m mailstack_bench.bench --output .stack/bench.json $(BENCH_ARGS)
+	$(UV) run --frozen python -m mailstack_bench.bench --output .stack/bench.json \
+		$(if $(BENCH_PROFILE),--profile $(BENCH_PROFILE)) $(BENCH_ARGS)
 
 .PHONY: jobs-package
 jobs-package: sync ## Build build/jobs.zip, the Lambda bundle of the cleanup and retry jobs

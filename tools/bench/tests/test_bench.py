@@ -28,4 +28,16 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
     # Both failover runs delivered their emails (measure_failover waits for every SENT row).
     assert absolute["secondary_alone_p95_ms"] > 0
     assert absolute["primary_hanging_p95_ms"] > 0
-    assert "intake throughput / bare FastAPI POST" in render(result)
+    # The CPU of each phase, by process: the services' own, and the servers they use.
+    cpu = result["cpu_ms"]
+    assert cpu["intake"]["gateway"] > 0
+    assert cpu["intake"]["postgres"] > 0
+    assert cpu["drain"]["processor"] > 0
+    assert cpu["drain"]["postgres"] > 0
+    assert cpu["drain"]["total"] > cpu["drain"]["processor"]
+    # (LocalStack is the test session's here, not one of this stack's processes.)
+    assert cpu["baseline_consumer"]["total"] > 0
+    assert absolute["bare_app_cpu_ms_per_post"] > 0
+    rendered = render(result)
+    assert "intake throughput / bare FastAPI POST" in rendered
+    assert "per email sent (drain):" in rendered

@@ -10,7 +10,10 @@ measured in the same run on the same machine (load from wrk, over loopback).
 - stop: seconds from SIGTERM to exit for an idle processor in its long poll (3 s);
 - failover: delivery p95 with the primary hanging, once its breaker is open, against a run with
   the secondary alone (`failover.py`);
-- memory: each service's resident set after the load.
+- memory: each service's resident set after the load;
+- CPU by process (`accounting`): what every process of the stack spent per accepted email, per
+  email sent and per baseline message, since they share the machine's cores; with `--profile`,
+  whose code the gateway (intake) and the processor (drain) ran, from py-spy.
 
 Ratios travel between machines; absolute numbers are printed for context. Targets come from
 the speed issue; each row says whether it is met.
@@ -38,11 +41,13 @@ import psutil
 import psycopg
 
 from mailstack_bench import wrk
+from mailstack_bench.accounting import CpuLedger, per_item_ms, self_time_by_package, spent
 from mailstack_bench.failover import measure_failover
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
 from mailstack_stack import postgres
 from mailstack_stack.config import LOCALHOST, Ports, StackConfig, find_repo_root, free_port
 from mailstack_stack.stack import (
+    COMPONENTS,
     ELASTICEMAIL_STUB,
     GATEWAY,
     PROCESSOR,
@@ -91,13 +96,19 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def _ledger(stack: RunningStack) -> CpuLedger:
+    """The stack's processes as they run now (a restarted component is another process)."""
+    pids = {name: stack.pid(name) for name in COMPONENTS}
+    return CpuLedger({name: pid for name, pid in pids.items() if pid is not None})
+
+
 def _rss_mb(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 @contextmanager
-def bare_app(python: str) -> Iterator[str]:
-    """The baseline FastAPI app in a uvicorn process of its own; yields its URL."""
+def bare_app(python: str) -> Iterator[tuple[str, int]]:
+    """The baseline FastAPI app in a uvicorn process of its own; yields its URL and pid."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -123,7 +134,7 @@ def bare_app(python: str) -> Iterator[str]:
             ignoring=(httpx.HTTPError,),
             what="the bare FastAPI app to answer",
         )
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -178,7 +189,7 @@ def _timed(action: Callable[[], Any]) -> float:
 @contextmanager
 def profiled(pid: int, output: Path | None, seconds: float) -> Iterator[None]:
     """py-spy samples `pid` for `seconds` while the block runs (when `output` is given):
-    collapsed stacks (`--format raw`), for flame graphs or `top_frames`."""
+    collapsed stacks (`--format raw`), for flame graphs or `self_time_by_package`."""
     if output is None:
         yield
         return
@@ -205,19 +216,6 @@ def profiled(pid: int, output: Path | None, seconds: float) -> Iterator[None]:
         recorder.wait(timeout=seconds + 30)
 
 
-def top_frames(collapsed: Path, count: int = 15) -> list[tuple[str, float]]:
-    """The functions most often on the stack (inclusive), as shares of all samples."""
-    totals: dict[str, int] = {}
-    samples = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, weight = line.rpartition(" ")
-        samples += int(weight)
-        for frame in set(stack.split(";")):
-            totals[frame] = totals.get(frame, 0) + int(weight)
-    ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
-    return [(frame, hits / max(1, samples)) for frame, hits in ranked]
-
-
 def measure(
     stack: RunningStack,
     python: str,
@@ -238,9 +236,11 @@ def measure(
             pace_ms=pace_ms,
         )
 
-    with bare_app(python) as bare:
+    with bare_app(python) as (bare, bare_pid):
         bare_get = load(f"{bare}/hello")
+        bare_cpu = _cpu_seconds(bare_pid)
         bare_post = load(f"{bare}/emails", post=True)
+        bare_cpu_ms = (_cpu_seconds(bare_pid) - bare_cpu) * 1000 / max(1, bare_post.requests)
 
     gateway = stack.pid(GATEWAY)
     assert gateway is not None
@@ -248,11 +248,12 @@ def measure(
 
     # Intake with the processor stopped: the gateway alone, and a backlog for the drain.
     stack.stop_component(PROCESSOR)
-    cpu_before = _cpu_seconds(gateway)
+    ledger = _ledger(stack)
+    before = ledger.snapshot()
     gateway_profile = profile_dir / "gateway-intake.txt" if profile_dir else None
     with profiled(gateway, gateway_profile, seconds):
         intake = load(f"{stack.gateway_url}/v1/emails", post=True)
-    gateway_cpu_ms = (_cpu_seconds(gateway) - cpu_before) * 1000 / max(1, intake.requests)
+    intake_cpu = per_item_ms(spent(before, ledger.snapshot()), intake.requests)
     # Half the maximum rate: each connection waits so that together they send rate/2.
     pace_ms = 1000 * connections / max(1.0, intake.per_second / 2)
     half = load(f"{stack.gateway_url}/v1/emails", post=True, pace_ms=pace_ms)
@@ -262,7 +263,8 @@ def measure(
     stack.start_component(PROCESSOR)
     processor = stack.pid(PROCESSOR)
     assert processor is not None
-    processor_cpu_before = _cpu_seconds(processor)
+    ledger = _ledger(stack)
+    before = ledger.snapshot()
     processor_profile = profile_dir / "processor-drain.txt" if profile_dir else None
     with profiled(processor, processor_profile, seconds):
         drain_seconds = _timed(
@@ -275,9 +277,12 @@ def measure(
                 what=f"all {backlog} queued emails SENT",
             )
         )
-    processor_cpu_ms = (_cpu_seconds(processor) - processor_cpu_before) * 1000 / max(1, backlog)
+    drain_cpu = per_item_ms(spent(before, ledger.snapshot()), backlog)
     processor_rss = _rss_mb(processor)
-    baseline_rate = _baseline_consumer(stack.aws_endpoint_url, min(backlog, 2000))
+    before = ledger.snapshot()
+    baseline_messages = min(backlog, 2000)
+    baseline_rate = _baseline_consumer(stack.aws_endpoint_url, baseline_messages)
+    baseline_cpu = per_item_ms(spent(before, ledger.snapshot()), baseline_messages)
 
     # Stop mid long-poll: the queue is empty now, so the processor sits in its receive call.
     stop_seconds = _stop_seconds(processor)
@@ -287,7 +292,7 @@ def measure(
         "intake_vs_bare_post": intake.per_second / bare_post.per_second,
         "intake_p99_ms_at_half_rate": half.p99_ms,
         "drain_vs_baseline_consumer": (backlog / drain_seconds) / baseline_rate,
-        "processor_cpu_ms_per_email": processor_cpu_ms,
+        "processor_cpu_ms_per_email": drain_cpu.get(PROCESSOR, 0.0),
         "processor_stop_seconds": stop_seconds,
         "failover_p95_vs_secondary_alone": failover["failover_p95_vs_secondary_alone"],
         "gateway_rss_mb": gateway_rss,
@@ -310,13 +315,18 @@ def measure(
             "gateway_healthz": asdict(healthz) | {"per_second": healthz.per_second},
             "gateway_post": asdict(intake) | {"per_second": intake.per_second},
             "gateway_post_half_rate": asdict(half) | {"per_second": half.per_second},
-            "gateway_cpu_ms_per_accept": gateway_cpu_ms,
+            "gateway_cpu_ms_per_accept": intake_cpu.get(GATEWAY, 0.0),
+            "bare_app_cpu_ms_per_post": bare_cpu_ms,
             "backlog": backlog,
             "drain_per_second": backlog / drain_seconds,
             "baseline_consumer_per_second": baseline_rate,
             "secondary_alone_p95_ms": failover["secondary_alone_p95_ms"],
             "primary_hanging_p95_ms": failover["primary_hanging_p95_ms"],
         },
+        # CPU milliseconds each process of the machine's stack spent per item, during the
+        # intake (per accepted email), the drain (per email sent) and the baseline consumer
+        # (per message): on shared cores, what bounds each rate.
+        "cpu_ms": {"intake": intake_cpu, "drain": drain_cpu, "baseline_consumer": baseline_cpu},
     }
 
 
@@ -330,6 +340,14 @@ def _stop_seconds(pid: int) -> float:
         process.kill()
         return 60.0
     return time.perf_counter() - started
+
+
+# The phases whose CPU the table breaks down by process, and how each is named there.
+CPU_PHASES = {
+    "intake": "per accepted email (intake)",
+    "drain": "per email sent (drain)",
+    "baseline_consumer": "per message (baseline consumer)",
+}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -346,7 +364,6 @@ def render(result: dict[str, Any]) -> str:
             f"p99 {row['p99_ms']:.1f} ms  statuses {row['statuses']}"
         )
     lines.append(
-        f"gateway CPU per accept {absolute['gateway_cpu_ms_per_accept']:.2f} ms; "
         f"drain {absolute['drain_per_second']:.0f}/s of a {absolute['backlog']} backlog; "
         f"baseline consumer {absolute['baseline_consumer_per_second']:.0f}/s"
     )
@@ -354,6 +371,14 @@ def render(result: dict[str, Any]) -> str:
         f"delivery p95: secondary alone {absolute['secondary_alone_p95_ms']:.0f} ms, "
         f"primary hanging {absolute['primary_hanging_p95_ms']:.0f} ms"
     )
+    lines.append("")
+    lines.append(f"bare FastAPI app: {absolute['bare_app_cpu_ms_per_post']:.2f} ms CPU per POST")
+    for phase, what in CPU_PHASES.items():
+        shares = result["cpu_ms"][phase]
+        parts = ", ".join(
+            f"{role} {ms:.2f}" for role, ms in shares.items() if role != "total" and ms >= 0.005
+        )
+        lines.append(f"{what}: {shares['total']:.2f} ms CPU ({parts})")
     return "\n".join(lines)
 
 
@@ -398,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("gateway-intake", "processor-drain"):
         path = args.profile / f"{name}.txt" if args.profile else None
         if path is not None and path.is_file():
-            sys.stdout.write(f"\nwhere {name} spends its time (share of samples):\n")
-            for frame, share in top_frames(path):
-                sys.stdout.write(f"  {share:6.1%}  {frame[:110]}\n")
+            sys.stdout.write(f"\nwhose code {name} runs (share of its working samples):\n")
+            for package, share in self_time_by_package(path):
+                sys.stdout.write(f"  {share:6.1%}  {package}\n")
     if args.output:
         args.output.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -29,13 +29,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from mailstack_bench.accounting import self_time_by_package
 from mailstack_bench.bench import (
     BODY,
     NO_STUB_EVENTS,
     SENT_OR_LATER,
     _baseline_consumer,
     _count,
-    top_frames,
 )
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
 from mailstack_stack.stack import GATEWAY, LOCALSTACK, PROCESSOR, RunningStack, run_stack
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             drop_database(config.postgres_probe_url, database)
     sys.stdout.write(json.dumps(asdict(result)) + "\n")
     if args.profile is not None and args.profile.is_file():
-        for frame, share in top_frames(args.profile, 25):
-            sys.stdout.write(f"  {share:6.1%}  {frame[:120]}\n")
+        for package, share in self_time_by_package(args.profile, 25):
+            sys.stdout.write(f"  {share:6.1%}  {package}\n")
     if args.output:
         args.output.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return 0
