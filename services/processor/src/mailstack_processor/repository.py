@@ -3,6 +3,7 @@
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -23,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailstack_core.database import closed_by_server, libpq_conninfo
 from mailstack_core.outcomes import Outcome
+from mailstack_core.queueing import SQS_BATCH_LIMIT
 from mailstack_core.sink import SINK_DOMAIN
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
 from mailstack_core.tables import email_history, emails, provider_breakers
+from mailstack_processor.batching import StatementBatcher
 from mailstack_processor.delivery import (
     AttachmentRef,
     BreakerState,
@@ -98,18 +101,25 @@ _CONSTANTS: dict[str, Any] = {
     "no_detail": Jsonb({}),
 }
 
-# Lock, claim and append PROCESSING to the history in one statement (one round trip). The row
-# lock of `target` serialises concurrent claims; the UPDATE re-checks its condition against
-# the row the lock returned, so exactly one of them moves it to PROCESSING. The same statement
-# reads which of the claimed email's recipients its tenant suppressed (the primary key's index
-# answers it; the list keeps addresses lower-case).
+# Lock, claim and append PROCESSING to the history in one statement (one round trip), for a
+# batch of emails (mailstack_processor.batching; never the same email twice). The row locks of
+# `target`, taken in id order so that two batches cannot deadlock, serialise concurrent claims;
+# the UPDATE re-checks its condition against the rows the locks returned, so exactly one claim
+# moves an email to PROCESSING. The same statement reads which of each claimed email's
+# recipients its tenant suppressed (the primary key's index answers it; the list keeps
+# addresses lower-case). One row per email found; none for an email that does not exist.
 _CLAIM = f"""
-WITH target AS (
+WITH input AS (
+    SELECT input.email_id, input.receive_count
+    FROM unnest(%(email_ids)s::uuid[], %(receive_counts)s::integer[])
+        AS input(email_id, receive_count)
+), target AS (
     SELECT emails.id, emails.status, emails.tenant_id,
         emails.lease_expires_at < now() AS lease_lapsed,
         EXTRACT(epoch FROM emails.lease_expires_at - now()) AS lease_remaining
     FROM emails
-    WHERE emails.id = %(email_id)s
+    WHERE emails.id = ANY(%(email_ids)s::uuid[])
+    ORDER BY emails.id
     FOR UPDATE
 ), claimed AS (
     UPDATE emails SET
@@ -126,12 +136,13 @@ WITH target AS (
 ), history AS (
     INSERT INTO email_history (email_id, status, provider, detail)
     SELECT claimed.id, %(processing)s, NULL,
-        jsonb_build_object('attempt', claimed.attempts, 'receive_count', %(receive_count)s::integer)
+        jsonb_build_object('attempt', claimed.attempts, 'receive_count', input.receive_count)
         || CASE WHEN claimed.reclaimed THEN %(reclaimed_detail)s ELSE %(no_detail)s END
-    FROM claimed
+    FROM claimed JOIN input ON input.email_id = claimed.id
 )
-SELECT target.status AS previous_status, target.lease_remaining, target.tenant_id,
-    claimed.attempts, {", ".join(f"claimed.{column}" for column in _OUTGOING_COLUMNS)},
+SELECT target.id AS email_id, target.status AS previous_status, target.lease_remaining,
+    target.tenant_id, claimed.attempts,
+    {", ".join(f"claimed.{column}" for column in _OUTGOING_COLUMNS)},
     ARRAY(
         SELECT suppressions.email FROM suppressions
         WHERE suppressions.tenant_id = target.tenant_id
@@ -142,7 +153,7 @@ SELECT target.status AS previous_status, target.lease_remaining, target.tenant_i
                 ) AS recipient
             ))
     ) AS suppressed
-FROM target LEFT OUTER JOIN claimed ON true
+FROM target LEFT OUTER JOIN claimed ON claimed.id = target.id
 """
 
 
@@ -214,6 +225,51 @@ def delivery_pool(database_url: str, size: int) -> AsyncConnectionPool[AsyncConn
     )
 
 
+@dataclass(frozen=True)
+class _ClaimRequest:
+    email_id: uuid.UUID
+    lease_seconds: int
+    receive_count: int
+
+
+def _claim_of(email_id: uuid.UUID, row: Row | None) -> Claim:
+    """What the claim statement's row for `email_id` says (None: no such email)."""
+    if row is None:
+        return Claim(ClaimState.MISSING)
+    if row["attempts"] is None:
+        previous = EmailStatus(row["previous_status"])
+        if previous is EmailStatus.CANCELED:
+            return Claim(ClaimState.CANCELED)
+        if previous is EmailStatus.SCHEDULED:
+            return Claim(ClaimState.NOT_DUE)
+        if previous.is_terminal:
+            return Claim(ClaimState.FINAL)
+        remaining = float(row["lease_remaining"] or 0)
+        return Claim(ClaimState.BUSY, lease_remaining_seconds=remaining)
+    email = OutgoingEmail(
+        id=email_id,
+        sender=Mailbox(row["sender_email"], row["sender_name"]),
+        to=tuple(_mailbox(m) for m in row["to_recipients"]),
+        cc=tuple(_mailbox(m) for m in row["cc_recipients"]),
+        bcc=tuple(_mailbox(m) for m in row["bcc_recipients"]),
+        reply_to=_mailbox(row["reply_to"]) if row["reply_to"] else None,
+        subject=row["subject"],
+        text=row["text_body"],
+        html=row["html_body"],
+        headers=row["headers"],
+        tags=tuple(row["tags"]),
+        metadata=row["metadata"],
+    )
+    return Claim(
+        ClaimState.CLAIMED,
+        email=email,
+        attempt=row["attempts"],
+        attachments=tuple(_attachment(a) for a in row["attachments"]),
+        tenant_id=row["tenant_id"],
+        suppressed=frozenset(row["suppressed"]),
+    )
+
+
 class EmailDeliveryStore:
     """Single-statement writes run without BEGIN/COMMIT: each statement is its own transaction.
 
@@ -226,6 +282,9 @@ class EmailDeliveryStore:
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._pool = pool
+        self._claims: StatementBatcher[_ClaimRequest, Claim] = StatementBatcher(
+            self._claim_batch, key=lambda request: request.email_id, max_items=SQS_BATCH_LIMIT
+        )
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -245,48 +304,27 @@ class EmailDeliveryStore:
             return await cursor.fetchall() if cursor.description else []
 
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
-        parameters = {
-            **_CONSTANTS,
-            "email_id": email_id,
-            "lease_seconds": lease_seconds,
-            "receive_count": receive_count,
-        }
-        rows = await self._fetch(_CLAIM, parameters)
-        if not rows:
-            return Claim(ClaimState.MISSING)
-        row = rows[0]
-        if row["attempts"] is None:
-            previous = EmailStatus(row["previous_status"])
-            if previous is EmailStatus.CANCELED:
-                return Claim(ClaimState.CANCELED)
-            if previous is EmailStatus.SCHEDULED:
-                return Claim(ClaimState.NOT_DUE)
-            if previous.is_terminal:
-                return Claim(ClaimState.FINAL)
-            remaining = float(row["lease_remaining"] or 0)
-            return Claim(ClaimState.BUSY, lease_remaining_seconds=remaining)
-        email = OutgoingEmail(
-            id=email_id,
-            sender=Mailbox(row["sender_email"], row["sender_name"]),
-            to=tuple(_mailbox(m) for m in row["to_recipients"]),
-            cc=tuple(_mailbox(m) for m in row["cc_recipients"]),
-            bcc=tuple(_mailbox(m) for m in row["bcc_recipients"]),
-            reply_to=_mailbox(row["reply_to"]) if row["reply_to"] else None,
-            subject=row["subject"],
-            text=row["text_body"],
-            html=row["html_body"],
-            headers=row["headers"],
-            tags=tuple(row["tags"]),
-            metadata=row["metadata"],
-        )
-        return Claim(
-            ClaimState.CLAIMED,
-            email=email,
-            attempt=row["attempts"],
-            attachments=tuple(_attachment(a) for a in row["attachments"]),
-            tenant_id=row["tenant_id"],
-            suppressed=frozenset(row["suppressed"]),
-        )
+        """Claim the email, in one statement with the claims that other deliveries make at the
+        same time (see mailstack_processor.batching)."""
+        return await self._claims.submit(_ClaimRequest(email_id, lease_seconds, receive_count))
+
+    async def _claim_batch(self, requests: Sequence["_ClaimRequest"]) -> list[Claim]:
+        # One lease for the statement: a batch with another (not in practice: it is a setting)
+        # is claimed a lease at a time.
+        by_lease: dict[int, list[_ClaimRequest]] = {}
+        for request in requests:
+            by_lease.setdefault(request.lease_seconds, []).append(request)
+        rows: dict[uuid.UUID, Row] = {}
+        for lease_seconds, same_lease in by_lease.items():
+            parameters = {
+                **_CONSTANTS,
+                "email_ids": [request.email_id for request in same_lease],
+                "receive_counts": [request.receive_count for request in same_lease],
+                "lease_seconds": lease_seconds,
+            }
+            for row in await self._fetch(_CLAIM, parameters):
+                rows[row["email_id"]] = row
+        return [_claim_of(request.email_id, rows.get(request.email_id)) for request in requests]
 
     async def record_failed_attempt(
         self, email_id: uuid.UUID, provider: str, detail: dict[str, Any]

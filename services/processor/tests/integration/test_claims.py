@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text, update
@@ -119,6 +120,63 @@ async def test_a_lapsed_claim_is_reclaimed_and_marked_as_unknown_outcome(
         )
     assert detail["reclaimed"] is True
     assert detail["previous_attempt_outcome"] == "unknown"
+
+
+async def test_claims_made_together_share_a_statement_and_each_gets_its_own_answer(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmailDeliveryStore(engine)
+    queued = [await _queued_email(engine) for _ in range(8)]
+    sent = await _queued_email(engine, status="SENT")
+    unknown = uuid.uuid4()
+    statements: list[list[uuid.UUID]] = []
+    fetch = store._fetch
+
+    async def counted(statement: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        statements.append(list(parameters.get("email_ids", [])))
+        return await fetch(statement, parameters)
+
+    monkeypatch.setattr(store, "_fetch", counted)
+    ids = [*queued, sent, unknown]
+    claims = await asyncio.gather(
+        *(store.claim(email_id, 30, receive_count) for receive_count, email_id in enumerate(ids))
+    )
+
+    # Asked for in the same turn of the event loop (as a received batch's deliveries start):
+    # one statement for all ten.
+    assert statements == [ids]
+    assert [claim.state for claim in claims] == [ClaimState.CLAIMED] * 8 + [
+        ClaimState.FINAL,
+        ClaimState.MISSING,
+    ]
+    for receive_count, (email_id, claim) in enumerate(zip(queued, claims, strict=False)):
+        assert claim.email is not None
+        assert claim.email.id == email_id
+        assert claim.attempt == 1
+        async with engine.connect() as connection:
+            detail = await connection.scalar(
+                select(email_history.c.detail).where(email_history.c.email_id == email_id)
+            )
+        assert detail == {"attempt": 1, "receive_count": receive_count}
+    assert await _history(engine, sent) == []
+
+
+async def test_two_processors_claiming_the_same_emails_claim_each_once_without_deadlock(
+    engine: AsyncEngine,
+) -> None:
+    first, second = EmailDeliveryStore(engine), EmailDeliveryStore(engine)
+    ids = [await _queued_email(engine) for _ in range(10)]
+    claims = await asyncio.gather(
+        *(first.claim(email_id, 30, 1) for email_id in ids),
+        *(second.claim(email_id, 30, 1) for email_id in reversed(ids)),
+    )
+    claimed = [
+        claim.email.id for claim in claims if claim.state is ClaimState.CLAIMED and claim.email
+    ]
+    assert sorted(claimed) == sorted(ids)
+    assert [claim.state for claim in claims].count(ClaimState.BUSY) == len(ids)
+    for email_id in ids:
+        assert await _history(engine, email_id) == [("PROCESSING", None)]
 
 
 async def test_an_unknown_email_is_missing(engine: AsyncEngine) -> None:

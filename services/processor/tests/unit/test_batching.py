@@ -1,0 +1,100 @@
+"""StatementBatcher: calls made while statements run are answered by one statement together."""
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from mailstack_processor.batching import StatementBatcher
+
+
+class Statements:
+    """A statement runner that records each batch and answers once released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.fail_next: Exception | None = None  # the next statement's error, once
+
+    async def run(self, items: Sequence[str]) -> list[str]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if (error := self.fail_next) is not None:
+            self.fail_next = None
+            raise error
+        return [f"{item}!" for item in items]
+
+
+def batcher(
+    statements: Statements, writers: int = 1, max_items: int = 3
+) -> StatementBatcher[str, str]:
+    return StatementBatcher(
+        statements.run, key=lambda item: item.split("#")[0], writers=writers, max_items=max_items
+    )
+
+
+async def test_a_lone_call_runs_at_once_and_later_calls_wait_for_the_next_statement() -> None:
+    statements = Statements()
+    batches = batcher(statements)
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert statements.batches == [["a"]]  # started without waiting for company
+    later = [asyncio.create_task(batches.submit(item)) for item in ("b", "c", "d", "e")]
+    await asyncio.sleep(0)
+    assert statements.batches == [["a"]]  # one writer: the others wait for it
+    statements.release.set()
+    assert await asyncio.gather(first, *later) == ["a!", "b!", "c!", "d!", "e!"]
+    # At most max_items per statement, in the order asked.
+    assert statements.batches == [["a"], ["b", "c", "d"], ["e"]]
+
+
+async def test_the_same_key_never_shares_a_statement() -> None:
+    statements = Statements()
+    statements.release.set()
+    batches = batcher(statements)
+    answers = await asyncio.gather(*(batches.submit(item) for item in ("a#1", "b", "a#2", "a#3")))
+    assert answers == ["a#1!", "b!", "a#2!", "a#3!"]
+    assert statements.batches == [["a#1", "b"], ["a#2"], ["a#3"]]
+
+
+async def test_a_failed_statement_fails_its_callers_only() -> None:
+    statements = Statements()
+    batches = batcher(statements)
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    second = asyncio.create_task(batches.submit("b"))
+    await asyncio.sleep(0)
+    statements.fail_next = RuntimeError("database down")
+    statements.release.set()
+    with pytest.raises(RuntimeError, match="database down"):
+        await first
+    assert await second == "b!"  # the next statement, which succeeded
+    assert statements.batches == [["a"], ["b"]]
+
+
+async def test_a_caller_cancelled_while_waiting_is_left_out_and_others_are_answered() -> None:
+    statements = Statements()
+    batches = batcher(statements)
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(batches.submit("b"))
+    kept = asyncio.create_task(batches.submit("c"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    statements.release.set()
+    assert await asyncio.gather(first, kept) == ["a!", "c!"]
+    assert statements.batches == [["a"], ["c"]]
+
+
+async def test_cancelling_a_running_statement_leaves_no_caller_waiting() -> None:
+    statements = Statements()
+    batches = batcher(statements)
+    callers = [asyncio.create_task(batches.submit(item)) for item in ("a", "b", "c", "d")]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    for task in list(batches._running):
+        task.cancel()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(result, asyncio.CancelledError) for result in results)
