@@ -157,18 +157,20 @@ FROM target LEFT OUTER JOIN claimed ON claimed.id = target.id
 """
 
 
+# A provider's event may have come before an outcome (its webhook can beat the processor's
+# write): the status it set stays, as the status only moves forward (see DELIVERY_ORDER).
+_FORWARD = ", ".join(f"'{later.value}'" for later in DELIVERY_ORDER)
+
+
 def _change(status: EmailStatus, *columns: str) -> str:
     """Set the email's status and `columns`, and append its history row, in one statement.
 
     Parameters: email_id, history_provider, history_detail, and one per column."""
-    # A provider's event may have come first (its webhook can beat this write): the status it
-    # set stays, as the status only moves forward (see DELIVERY_ORDER).
-    forward = ", ".join(f"'{later.value}'" for later in DELIVERY_ORDER)
     assignments = "".join(f"\n        {column} = %({column})s," for column in columns)
     return f"""
 WITH changed AS (
     UPDATE emails SET
-        status = CASE WHEN emails.status IN ({forward}) THEN emails.status
+        status = CASE WHEN emails.status IN ({_FORWARD}) THEN emails.status
             ELSE '{status.value}' END,{assignments}
         lease_expires_at = NULL,
         updated_at = now()
@@ -181,9 +183,40 @@ FROM changed
 """
 
 
-_MARK_SENT = _change(
-    EmailStatus.SENT, "provider", "provider_message_id", "provider_transaction_id", "last_error"
+# SENT for a batch of emails (mailstack_processor.batching), with each one's provider, ids and
+# history detail: rows locked in id order first, as the claim does, so that a batch of outcomes
+# and a batch of claims holding some of the same emails (a duplicate message) cannot deadlock.
+# The status only moves forward, as in `_change`.
+_MARK_SENT = f"""
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        %(email_ids)s::uuid[], %(providers)s::text[], %(message_ids)s::text[],
+        %(transaction_ids)s::text[], %(details)s::jsonb[]
+    ) AS input(email_id, provider, message_id, transaction_id, detail)
+), locked AS (
+    SELECT emails.id FROM emails
+    WHERE emails.id = ANY(%(email_ids)s::uuid[])
+    ORDER BY emails.id
+    FOR UPDATE
+), changed AS (
+    UPDATE emails SET
+        status = CASE WHEN emails.status IN ({_FORWARD}) THEN emails.status
+            ELSE '{EmailStatus.SENT.value}' END,
+        provider = input.provider,
+        provider_message_id = input.message_id,
+        provider_transaction_id = input.transaction_id,
+        last_error = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM locked JOIN input ON input.email_id = locked.id
+    WHERE emails.id = locked.id
+    RETURNING emails.id
 )
+INSERT INTO email_history (email_id, status, provider, detail)
+SELECT changed.id, '{EmailStatus.SENT.value}', input.provider, input.detail
+FROM changed JOIN input ON input.email_id = changed.id
+"""
 _MARK_FAILED = _change(EmailStatus.FAILED, "provider", "last_error")
 _RELEASE = _change(EmailStatus.QUEUED, "last_error")
 _APPEND = """
@@ -230,6 +263,13 @@ class _ClaimRequest:
     email_id: uuid.UUID
     lease_seconds: int
     receive_count: int
+
+
+@dataclass(frozen=True)
+class _Sent:
+    email_id: uuid.UUID
+    receipt: SendReceipt
+    detail: Jsonb
 
 
 def _claim_of(email_id: uuid.UUID, row: Row | None) -> Claim:
@@ -284,6 +324,11 @@ class EmailDeliveryStore:
         self._pool = pool
         self._claims: StatementBatcher[_ClaimRequest, Claim] = StatementBatcher(
             self._claim_batch, key=lambda request: request.email_id, max_items=SQS_BATCH_LIMIT
+        )
+        # Emails SENT at about the same time: committed together, each caller answered once
+        # its row is durable (before its message is deleted).
+        self._outcomes: StatementBatcher[_Sent, None] = StatementBatcher(
+            self._mark_sent_batch, key=lambda sent: sent.email_id, max_items=SQS_BATCH_LIMIT
         )
 
     @contextlib.asynccontextmanager
@@ -359,18 +404,20 @@ class EmailDeliveryStore:
         if receipt.test_mode:
             detail["test_mode"] = True
             detail["note"] = f"every recipient is at {SINK_DOMAIN}: no provider was called"
+        await self._outcomes.submit(_Sent(email_id, receipt, Jsonb(detail)))
+
+    async def _mark_sent_batch(self, sent: Sequence["_Sent"]) -> list[None]:
         await self._fetch(
             _MARK_SENT,
             {
-                "email_id": email_id,
-                "history_provider": receipt.provider,
-                "history_detail": Jsonb(detail),
-                "provider": receipt.provider,
-                "provider_message_id": receipt.message_id,
-                "provider_transaction_id": receipt.transaction_id,
-                "last_error": None,
+                "email_ids": [each.email_id for each in sent],
+                "providers": [each.receipt.provider for each in sent],
+                "message_ids": [each.receipt.message_id for each in sent],
+                "transaction_ids": [each.receipt.transaction_id for each in sent],
+                "details": [each.detail for each in sent],
             },
         )
+        return [None for _ in sent]
 
     async def mark_failed(
         self, email_id: uuid.UUID, provider: str | None, detail: dict[str, Any]

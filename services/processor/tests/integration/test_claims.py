@@ -179,6 +179,53 @@ async def test_two_processors_claiming_the_same_emails_claim_each_once_without_d
         assert await _history(engine, email_id) == [("PROCESSING", None)]
 
 
+async def test_emails_sent_together_are_recorded_by_one_statement_each_with_its_receipt(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EmailDeliveryStore(engine)
+    ids = [await _queued_email(engine) for _ in range(4)]
+    for email_id in ids:
+        await store.claim(email_id, 30, 1)
+    statements: list[str] = []
+    fetch = store._fetch
+
+    async def counted(statement: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        statements.append(statement)
+        return await fetch(statement, parameters)
+
+    monkeypatch.setattr(store, "_fetch", counted)
+    providers = ["sendgrid", "elasticemail", "sendgrid", "elasticemail"]
+    await asyncio.gather(
+        *(
+            store.mark_sent(email_id, SendReceipt(provider, f"msg-{n}", f"tx-{n}", 202))
+            for n, (email_id, provider) in enumerate(zip(ids, providers, strict=True))
+        )
+    )
+
+    assert len(statements) == 1
+    async with engine.connect() as connection:
+        rows = {
+            row.id: row
+            for row in await connection.execute(select(emails).where(emails.c.id.in_(ids)))
+        }
+        for n, (email_id, provider) in enumerate(zip(ids, providers, strict=True)):
+            row = rows[email_id]
+            assert (row.status, row.provider, row.provider_message_id) == (
+                "SENT",
+                provider,
+                f"msg-{n}",
+            )
+            assert (row.provider_transaction_id, row.lease_expires_at) == (f"tx-{n}", None)
+            detail = await connection.scalar(
+                select(email_history.c.detail).where(
+                    email_history.c.email_id == email_id, email_history.c.status == "SENT"
+                )
+            )
+            assert (detail["message_id"], detail["transaction_id"]) == (f"msg-{n}", f"tx-{n}")
+    for email_id, provider in zip(ids, providers, strict=True):
+        assert await _history(engine, email_id) == [("PROCESSING", None), ("SENT", provider)]
+
+
 async def test_an_unknown_email_is_missing(engine: AsyncEngine) -> None:
     store = EmailDeliveryStore(engine)
     assert (await store.claim(uuid.uuid4(), 30, 1)).state is ClaimState.MISSING
