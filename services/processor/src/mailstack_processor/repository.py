@@ -326,9 +326,14 @@ class EmailDeliveryStore:
             self._claim_batch, key=lambda request: request.email_id, max_items=SQS_BATCH_LIMIT
         )
         # Emails SENT at about the same time: committed together, each caller answered once
-        # its row is durable (before its message is deleted).
+        # its row is durable (before its message is deleted). Deliveries end one by one, so
+        # one statement at a time lets the next gather what ended meanwhile (measured: 2.6
+        # emails a statement with two writers, 3.4 with one; drain 562 -> 684 emails/s).
         self._outcomes: StatementBatcher[_Sent, None] = StatementBatcher(
-            self._mark_sent_batch, key=lambda sent: sent.email_id, max_items=SQS_BATCH_LIMIT
+            self._mark_sent_batch,
+            key=lambda sent: sent.email_id,
+            writers=1,
+            max_items=SQS_BATCH_LIMIT,
         )
 
     @contextlib.asynccontextmanager
