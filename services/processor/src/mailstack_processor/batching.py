@@ -36,15 +36,20 @@ class StatementBatcher(Generic[Item, Result]):
         self._writers = writers
         self._max_items = max_items
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._running: set[asyncio.Task[None]] = set()
+        # Statements running or about to: counted down by the statement itself as it finds
+        # nothing left, in the same step (a task's done callback would run a turn later, and a
+        # call made in between would wait for a statement that never comes).
+        self._writing = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._running) < self._writers:
+        if self._writing < self._writers:
+            self._writing += 1
             task = asyncio.create_task(self._drain())
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
@@ -65,19 +70,25 @@ class StatementBatcher(Generic[Item, Result]):
         return batch
 
     async def _drain(self) -> None:
-        while batch := self._take():
-            try:
-                results = await self._run([item for item, _ in batch])
-            except Exception as error:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            except BaseException:
-                # Cancelled (the loop is shutting down): no caller may wait for ever.
-                for _, future in [*batch, *self._pending]:
-                    future.cancel()
-                raise
-            for (_, future), result in zip(batch, results, strict=True):
+        try:
+            while batch := self._take():
+                await self._answer(batch)
+        finally:
+            self._writing -= 1
+
+    async def _answer(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+        except Exception as error:
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(error)
+            return
+        except BaseException:
+            # Cancelled (the loop is shutting down): no caller may wait for ever.
+            for _, future in [*batch, *self._pending]:
+                future.cancel()
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)

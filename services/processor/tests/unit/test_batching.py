@@ -94,7 +94,26 @@ async def test_cancelling_a_running_statement_leaves_no_caller_waiting() -> None
     callers = [asyncio.create_task(batches.submit(item)) for item in ("a", "b", "c", "d")]
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    for task in list(batches._running):
+    for task in list(batches._tasks):
         task.cancel()
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert all(isinstance(result, asyncio.CancelledError) for result in results)
+
+
+async def test_a_call_made_as_the_last_statement_ends_starts_the_next_one() -> None:
+    """A caller whose turn comes right after the running statement found nothing more to take,
+    but before the loop ran that statement's cleanup, must not be left waiting for a statement
+    that never comes (with one writer, nothing else would start one)."""
+
+    async def run(items: Sequence[str]) -> list[str]:
+        await asyncio.sleep(0)
+        return [f"{item}!" for item in items]
+
+    batches: StatementBatcher[str, str] = StatementBatcher(run, key=str, writers=1)
+    first = asyncio.create_task(batches.submit("a"))
+    await asyncio.sleep(0)  # first asks: the statement's task is created
+    await asyncio.sleep(0)  # the statement starts and yields once inside run
+    # Queued behind the statement's last step: it asks once the statement found nothing left.
+    late = asyncio.create_task(batches.submit("b"))
+    async with asyncio.timeout(5):
+        assert await asyncio.gather(first, late) == ["a!", "b!"]
