@@ -1,21 +1,11 @@
 import gc
-from collections.abc import Iterator
 
 import pytest
 
 from mailstack_core.heap import freeze_startup_heap
 
 
-@pytest.fixture
-def unfrozen() -> Iterator[None]:
-    gc.unfreeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@pytest.mark.usefixtures("unfrozen")
+@pytest.mark.usefixtures("unfrozen_heap")
 def test_start_up_objects_move_where_full_collections_do_not_scan() -> None:
     assert gc.get_freeze_count() == 0
     frozen = freeze_startup_heap()

@@ -1,7 +1,7 @@
 """/healthz: alive always; with deep=1, what the load balancer asks (database and schema)."""
 
 import gc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -66,9 +66,9 @@ async def test_deep_healthz_is_503_and_says_nothing_more(answer: bool | Exceptio
 
 
 @pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+def served(monkeypatch: pytest.MonkeyPatch, unfrozen_heap: None) -> list[dict[str, Any]]:
     """`main.run()` with uvicorn's run replaced: what it was given (and the frozen heap's size
-    then) appended to the list; the heap unfrozen afterwards."""
+    then) appended to the list; the heap unfrozen afterwards (`unfrozen_heap`)."""
     runs: list[dict[str, Any]] = []
 
     def record(app: Any, **options: Any) -> None:
@@ -79,11 +79,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:9/db")
     monkeypatch.setenv("EMAIL_QUEUE_URL", "http://127.0.0.1:9/queue")
     monkeypatch.setenv("ATTACHMENTS_BUCKET", "mailstack-attachments")
-    gc.unfreeze()
-    try:
-        yield runs
-    finally:
-        gc.unfreeze()
+    return runs
 
 
 def test_keep_alive_outlasts_a_load_balancers_idle_timeout(

@@ -22,13 +22,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection as EngineConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailstack_core.batching import StatementBatcher, distinct_keys
 from mailstack_core.database import closed_by_server, libpq_conninfo
 from mailstack_core.outcomes import Outcome
 from mailstack_core.queueing import SQS_BATCH_LIMIT
 from mailstack_core.sink import SINK_DOMAIN
 from mailstack_core.status import DELIVERY_ORDER, EmailStatus
 from mailstack_core.tables import email_history, emails, provider_breakers
-from mailstack_processor.batching import StatementBatcher
 from mailstack_processor.delivery import (
     AttachmentRef,
     BreakerState,
@@ -102,7 +102,7 @@ _CONSTANTS: dict[str, Any] = {
 }
 
 # Lock, claim and append PROCESSING to the history in one statement (one round trip), for a
-# batch of emails (mailstack_processor.batching; never the same email twice). The row locks of
+# batch of emails (mailstack_core.batching; never the same email twice). The row locks of
 # `target`, taken in id order so that two batches cannot deadlock, serialise concurrent claims;
 # the UPDATE re-checks its condition against the rows the locks returned, so exactly one claim
 # moves an email to PROCESSING. The same statement reads which of each claimed email's
@@ -110,9 +110,9 @@ _CONSTANTS: dict[str, Any] = {
 # addresses lower-case). One row per email found; none for an email that does not exist.
 _CLAIM = f"""
 WITH input AS (
-    SELECT input.email_id, input.receive_count
-    FROM unnest(%(email_ids)s::uuid[], %(receive_counts)s::integer[])
-        AS input(email_id, receive_count)
+    SELECT *
+    FROM unnest(%(email_ids)s::uuid[], %(receive_counts)s::integer[], %(lease_seconds)s::integer[])
+        AS input(email_id, receive_count, lease_seconds)
 ), target AS (
     SELECT emails.id, emails.status, emails.tenant_id,
         emails.lease_expires_at < now() AS lease_lapsed,
@@ -125,9 +125,9 @@ WITH input AS (
     UPDATE emails SET
         status = %(processing)s,
         attempts = emails.attempts + 1,
-        lease_expires_at = now() + make_interval(0, 0, 0, 0, 0, 0, %(lease_seconds)s),
+        lease_expires_at = now() + make_interval(0, 0, 0, 0, 0, 0, input.lease_seconds),
         updated_at = now()
-    FROM target
+    FROM target JOIN input ON input.email_id = target.id
     WHERE emails.id = target.id
         AND (target.status = %(queued)s
             OR target.status = %(processing)s AND target.lease_lapsed)
@@ -183,7 +183,7 @@ FROM changed
 """
 
 
-# SENT for a batch of emails (mailstack_processor.batching), with each one's provider, ids and
+# SENT for a batch of emails (mailstack_core.batching), with each one's provider, ids and
 # history detail: rows locked in id order first, as the claim does, so that a batch of outcomes
 # and a batch of claims holding some of the same emails (a duplicate message) cannot deadlock.
 # The status only moves forward, as in `_change`.
@@ -323,7 +323,7 @@ class EmailDeliveryStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._pool = pool
         self._claims: StatementBatcher[_ClaimRequest, Claim] = StatementBatcher(
-            self._claim_batch, key=lambda request: request.email_id, max_items=SQS_BATCH_LIMIT
+            self._claim_batch, distinct_keys(lambda request: request.email_id, SQS_BATCH_LIMIT)
         )
         # Emails SENT at about the same time: committed together, each caller answered once
         # its row is durable (before its message is deleted). Deliveries end one by one, so
@@ -331,9 +331,8 @@ class EmailDeliveryStore:
         # emails a statement with two writers, 3.4 with one; drain 562 -> 684 emails/s).
         self._outcomes: StatementBatcher[_Sent, None] = StatementBatcher(
             self._mark_sent_batch,
-            key=lambda sent: sent.email_id,
+            distinct_keys(lambda sent: sent.email_id, SQS_BATCH_LIMIT),
             writers=1,
-            max_items=SQS_BATCH_LIMIT,
         )
 
     @contextlib.asynccontextmanager
@@ -355,25 +354,17 @@ class EmailDeliveryStore:
 
     async def claim(self, email_id: uuid.UUID, lease_seconds: int, receive_count: int) -> Claim:
         """Claim the email, in one statement with the claims that other deliveries make at the
-        same time (see mailstack_processor.batching)."""
+        same time (see mailstack_core.batching)."""
         return await self._claims.submit(_ClaimRequest(email_id, lease_seconds, receive_count))
 
     async def _claim_batch(self, requests: Sequence["_ClaimRequest"]) -> list[Claim]:
-        # One lease for the statement: a batch with another (not in practice: it is a setting)
-        # is claimed a lease at a time.
-        by_lease: dict[int, list[_ClaimRequest]] = {}
-        for request in requests:
-            by_lease.setdefault(request.lease_seconds, []).append(request)
-        rows: dict[uuid.UUID, Row] = {}
-        for lease_seconds, same_lease in by_lease.items():
-            parameters = {
-                **_CONSTANTS,
-                "email_ids": [request.email_id for request in same_lease],
-                "receive_counts": [request.receive_count for request in same_lease],
-                "lease_seconds": lease_seconds,
-            }
-            for row in await self._fetch(_CLAIM, parameters):
-                rows[row["email_id"]] = row
+        parameters = {
+            **_CONSTANTS,
+            "email_ids": [request.email_id for request in requests],
+            "receive_counts": [request.receive_count for request in requests],
+            "lease_seconds": [request.lease_seconds for request in requests],
+        }
+        rows = {row["email_id"]: row for row in await self._fetch(_CLAIM, parameters)}
         return [_claim_of(request.email_id, rows.get(request.email_id)) for request in requests]
 
     async def record_failed_attempt(

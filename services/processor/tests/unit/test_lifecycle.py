@@ -2,7 +2,7 @@
 
 import asyncio
 import gc
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -11,16 +11,7 @@ from mailstack_core.telemetry import TelemetrySettings
 from mailstack_processor import lifecycle
 
 
-@pytest.fixture
-def unfrozen() -> Iterator[None]:
-    gc.unfreeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@pytest.mark.usefixtures("unfrozen")
+@pytest.mark.usefixtures("unfrozen_heap")
 def test_the_heap_built_at_start_up_is_frozen_before_the_work_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

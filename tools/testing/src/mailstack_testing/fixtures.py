@@ -9,6 +9,7 @@ or `.stack/stack.env` (`$MAILSTACK_STACK_ENV_FILE`). `$MAILSTACK_TEST_POSTGRES_U
 """
 
 import contextlib
+import gc
 import os
 import shutil
 import tempfile
@@ -120,6 +121,17 @@ def host_stack(repo_root: Path, **settings: Any) -> Iterator[Stack]:
             stack.down()
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def unfrozen_heap() -> Iterator[None]:
+    """No frozen objects before the test (mailstack_core.heap freezes them), none after it:
+    a test that starts a service in-process would otherwise freeze the whole test process."""
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
