@@ -3,7 +3,7 @@
 `uv run python -m mailstack_bench.drain` starts a private stack (as `make bench` does), stops
 the processor, posts a backlog through the gateway, stops the gateway (its relay is done), then
 starts the processor and samples every 100 ms the count of SENT emails and the processor's
-CPU time (utime + stime from /proc). Rate and CPU per email are taken between 10% and 90% of
+CPU time (user + system, psutil). Rate and CPU per email are taken between 10% and 90% of
 the backlog SENT, so start-up does not count. Then the baseline consumer (receive(10) +
 delete_message_batch, no database, no provider) runs on the same LocalStack; the ratio is the
 processor's rate over its rate. `--profile FILE` records the processor with py-spy during the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,21 +28,20 @@ from pathlib import Path
 import httpx
 import psutil
 
-from mailstack_bench.accounting import self_time_by_package
+from mailstack_bench.accounting import CpuLedger, self_time_by_package, spent
 from mailstack_bench.bench import (
     BODY,
     NO_STUB_EVENTS,
     SENT_OR_LATER,
     _baseline_consumer,
     _count,
+    _cpu_seconds,
 )
 from mailstack_stack.config import Ports, StackConfig, find_repo_root
 from mailstack_stack.stack import GATEWAY, LOCALSTACK, PROCESSOR, RunningStack, run_stack
 from mailstack_testing.aws import localstack_clients
 from mailstack_testing.databases import drop_database
 from mailstack_testing.waiting import eventually
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -54,18 +52,6 @@ class DrainResult:
     baseline_per_second: float
     ratio: float
     localstack_cpu_ms_per_email: float
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of `pid` and its descendants alive now (LocalStack runs under a wrapper)."""
-    children = psutil.Process(pid).children(recursive=True)
-    return sum(cpu_seconds(process) for process in (pid, *(child.pid for child in children)))
 
 
 async def _post_backlog(gateway_url: str, api_key: str, emails: int, clients: int) -> None:
@@ -116,7 +102,8 @@ def measure(stack: RunningStack, emails: int, profile: Path | None) -> DrainResu
     stack.stop_component(GATEWAY)
     localstack = stack.pid(LOCALSTACK)
     assert localstack is not None
-    localstack_before = tree_cpu_seconds(localstack)
+    ledger = CpuLedger({LOCALSTACK: localstack})
+    localstack_before = ledger.snapshot()
 
     stack.start_component(PROCESSOR)
     processor = stack.pid(PROCESSOR)
@@ -126,14 +113,14 @@ def measure(stack: RunningStack, emails: int, profile: Path | None) -> DrainResu
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         samples.append(
-            (time.monotonic(), _count(stack.database_url, *SENT_OR_LATER), cpu_seconds(processor))
+            (time.monotonic(), _count(stack.database_url, *SENT_OR_LATER), _cpu_seconds(processor))
         )
         if samples[-1][1] >= emails:
             break
         time.sleep(0.1)
     else:
         raise TimeoutError(f"{samples[-1][1]} of {emails} emails SENT within 600 s")
-    localstack_cpu = tree_cpu_seconds(localstack) - localstack_before
+    localstack_cpu = spent(localstack_before, ledger.snapshot()).get(LOCALSTACK, 0.0)
     if recorder is not None:
         recorder.send_signal(2)  # SIGINT: py-spy writes what it recorded
         recorder.wait(timeout=60)
