@@ -165,6 +165,37 @@ def test_a_private_stack_delivers_an_email_through_the_stub(module_stack: Runnin
 
 
 @pytest.mark.e2e
+def test_each_component_writes_its_own_log_file_and_a_stub_logs_one_line_per_send(
+    module_stack: RunningStack,
+) -> None:
+    running = module_stack
+    for name in COMPONENTS:
+        if (pid := running.pid(name)) is None:
+            continue  # the session's LocalStack, not this stack's
+        log_file = running.log_file(name)
+        # Not a pipe to supervisord: the process appends to the file itself.
+        outputs = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (1, 2)}
+        assert outputs == {str(log_file)}, name
+
+    stub_log = running.log_file(ELASTICEMAIL_STUB)
+    auth = {"Authorization": f"Bearer {running.api_key}"}
+    response = httpx.post(f"{running.gateway_url}/v1/emails", json=EMAIL, headers=auth, timeout=10)
+    assert response.status_code == 202, response.text
+    email_id = response.json()["id"]
+    status_url = f"{running.gateway_url}/v1/emails/{email_id}"
+    eventually(
+        lambda: httpx.get(status_url, headers=auth, timeout=10).json()["status"],
+        30,
+        until=lambda status: status in ("SENT", "DELIVERED"),
+        what="the email SENT",
+    )
+    lines = stub_log.read_text().splitlines()
+    assert any("stub.send provider=elasticemail status=200" in line for line in lines), lines
+    # uvicorn's access line per request is off: `stub.send` says more.
+    assert not [line for line in lines if "POST /v4/emails/transactional" in line], lines
+
+
+@pytest.mark.e2e
 def test_a_killed_processor_is_restarted_by_the_supervisor_and_up_again_changes_nothing(
     module_stack: RunningStack,
 ) -> None:

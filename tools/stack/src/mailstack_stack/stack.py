@@ -57,8 +57,9 @@ ACTIVE = frozenset({"RUNNING", "STARTING", "BACKOFF"})
 # LocalStack's first start on a machine installs its runtime (uv caches it).
 TIMEOUTS = {LOCALSTACK: 300.0}
 # The component writes its own pid (`$$` is the shell's, which `exec` hands on), so the file
-# stays true across the restarts supervisord makes by itself.
-_WRITE_PID = 'echo $$ > "$0" && exec "$@"'
+# stays true across the restarts supervisord makes by itself, and appends its output to its log
+# file itself: relayed through supervisord, every log line cost a share of a core under load.
+_WRITE_PID = 'echo $$ > "$0" && log="$1" && shift && exec "$@" >> "$log" 2>&1'
 RPC_FACTORY = "supervisor.rpcinterface:make_main_rpcinterface"
 
 
@@ -356,7 +357,8 @@ class Stack:
             # dispatcher's its deliveries under way.
             settings["stopwaitsecs"] = {PROCESSOR: 30, DISPATCHER: 25}.get(name, 10)
         if name != POSTGRES:
-            argv = ["/bin/sh", "-c", _WRITE_PID, str(self.pid_file(name)), *argv]
+            files = (str(self.pid_file(name)), str(self.log_file(name)))
+            argv = ["/bin/sh", "-c", _WRITE_PID, *files, *argv]
         env |= config.extra_env.get(name, {})
         return {
             "command": shlex.join(argv),

@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port or DEFAULT_PORTS[args.provider],
         log_config=log_config(args.log_level),
+        # Each send already logs one `stub.send` line with more in it; a second, uvicorn's,
+        # per request cost the stack's harness a share of every email's CPU under load.
+        access_log=args.log_level == "debug",
         # A backstop only: held requests are released at shutdown, so this rarely bites.
         timeout_graceful_shutdown=10,
     )
