@@ -23,6 +23,7 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
     assert set(absolute["bare_post"]["statuses"]) == {"202"}
     assert set(absolute["gateway_post"]["statuses"]) == {"202"}
     assert set(absolute["gateway_healthz"]["statuses"]) == {"200"}
+    assert set(absolute["gateway_post_half_rate"]["statuses"]) == {"202"}
     # measure() returns only after every accepted email was SENT.
     assert absolute["backlog"] >= absolute["gateway_post"]["requests"]
     # Both failover runs delivered their emails (measure_failover waits for every SENT row).
@@ -41,3 +42,8 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
     rendered = render(result)
     assert "intake throughput / bare FastAPI POST" in rendered
     assert "per email sent (drain):" in rendered
+    # The half-rate load begins once the maximum-rate load's emails are all published.
+    assert (
+        f"outbox after the maximum-rate load: {absolute['outbox_after_intake']} emails, "
+        f"published within {absolute['outbox_catch_up_seconds']:.1f} s"
+    ) in rendered
