@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from mailstack_bench.bench import TARGETS, measure, render
+from mailstack_bench.bench import TARGETS, _counted_over, measure, render
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,11 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
     assert set(absolute["gateway_post"]["statuses"]) == {"202"}
     assert set(absolute["gateway_healthz"]["statuses"]) == {"200"}
     assert set(absolute["gateway_post_half_rate"]["statuses"]) == {"202"}
+    # The gateway's histogram, scraped around the half-rate load, counted every accept of it.
+    half_accepts = absolute["gateway_post_half_rate"]["statuses"]["202"]
+    assert absolute["half_rate_accepts_in_gateway"] >= half_accepts > 0
+    over = absolute["half_rate_accepts_over_50ms_in_gateway"]
+    assert 0 <= over <= absolute["half_rate_accepts_in_gateway"]
     # measure() returns only after every accepted email was SENT.
     assert absolute["backlog"] >= absolute["gateway_post"]["requests"]
     # Both failover runs delivered their emails (measure_failover waits for every SENT row).
@@ -47,3 +52,11 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
         f"outbox after the maximum-rate load: {absolute['outbox_after_intake']} emails, "
         f"published within {absolute['outbox_catch_up_seconds']:.1f} s"
     ) in rendered
+
+
+def test_counts_what_a_histogram_saw_between_two_scrapes_and_over_a_bound() -> None:
+    before = {0.025: 5.0, 0.05: 10.0, float("inf"): 12.0}
+    after = {0.025: 30.0, 0.05: 50.0, float("inf"): 60.0}
+    assert _counted_over(before, after, 0.05) == (48, 8)
+    assert _counted_over(before, after, 0.025) == (48, 23)
+    assert _counted_over(after, after, 0.05) == (0, 0)

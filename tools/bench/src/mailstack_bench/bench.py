@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from mailstack_bench import wrk
 from mailstack_bench.accounting import CpuLedger, per_item_ms, self_time_by_package, spent
@@ -145,6 +146,43 @@ def _count(database_url: str, *statuses: str) -> int:
     with psycopg.connect(postgres.libpq_url(database_url)) as connection:
         row = connection.execute(query, (list(statuses),) if statuses else ()).fetchone()
     return int(row[0]) if row else 0
+
+
+# The gateway's own latency histogram (its middleware times each request from the moment
+# the app is called until the response is sent): what a request spent inside the gateway's
+# code, as against what wrk measures (that, plus waiting for the event loop or for a core).
+_REQUEST_SECONDS = "mailstack_gateway_request_seconds"
+
+
+def _accepts_by_bucket(gateway_url: str, api_key: str) -> dict[float, float]:
+    """Cumulative count of answered `POST /v1/emails` (202) per histogram bucket bound."""
+    scraped = httpx.get(
+        f"{gateway_url}/metrics", headers={"Authorization": f"Bearer {api_key}"}, timeout=10
+    )
+    scraped.raise_for_status()
+    counts: dict[float, float] = {}
+    for family in text_string_to_metric_families(scraped.text):
+        if family.name != _REQUEST_SECONDS:
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == f"{_REQUEST_SECONDS}_bucket" and (
+                labels["method"],
+                labels["route"],
+                labels["status"],
+            ) == ("POST", "/v1/emails", "202"):
+                counts[float(labels["le"])] = sample.value
+    return counts
+
+
+def _counted_over(
+    before: dict[float, float], after: dict[float, float], bound: float
+) -> tuple[int, int]:
+    """Of the requests counted between two scrapes: how many, and how many took longer than
+    `bound` (a bucket's bound)."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    within = after.get(bound, 0.0) - before.get(bound, 0.0)
+    return round(total), round(total - within)
 
 
 def _outbox_rows(database_url: str) -> int:
@@ -277,7 +315,11 @@ def measure(
     )
     # Half the maximum rate: each connection waits so that together they send rate/2.
     pace_ms = 1000 * connections / max(1.0, intake.per_second / 2)
+    histogram_before = _accepts_by_bucket(stack.gateway_url, stack.api_key)
     half = load(f"{stack.gateway_url}/v1/emails", post=True, pace_ms=pace_ms)
+    handled, handled_over_50ms = _counted_over(
+        histogram_before, _accepts_by_bucket(stack.gateway_url, stack.api_key), 0.05
+    )
     gateway_rss = _rss_mb(gateway)
 
     backlog = _count(stack.database_url, "QUEUED")
@@ -338,6 +380,9 @@ def measure(
             "gateway_post_half_rate": asdict(half) | {"per_second": half.per_second},
             "outbox_after_intake": outbox_after_intake,
             "outbox_catch_up_seconds": outbox_catch_up,
+            # What the gateway's own histogram counted during the half-rate load.
+            "half_rate_accepts_in_gateway": handled,
+            "half_rate_accepts_over_50ms_in_gateway": handled_over_50ms,
             "gateway_cpu_ms_per_accept": intake_cpu.get(GATEWAY, 0.0),
             "bare_app_cpu_ms_per_post": bare_cpu_ms,
             "backlog": backlog,
@@ -394,6 +439,13 @@ def render(result: dict[str, Any]) -> str:
     lines.append(
         f"{'gateway_post_half_rate':<24} {row['per_second']:>9.0f} req/s  p50 {row['p50_ms']:.1f} "
         f"ms  p99 {row['p99_ms']:.1f} ms  statuses {row['statuses']}"
+    )
+    handled = absolute["half_rate_accepts_in_gateway"]
+    over = absolute["half_rate_accepts_over_50ms_in_gateway"]
+    lines.append(
+        f"  the gateway's own latency histogram: {over} of {handled} accepts "
+        f"({over / max(1, handled):.2%}) took over 50 ms inside the app; wrk's time beyond it "
+        "is spent waiting for the event loop or a core"
     )
     lines.append(
         f"drain {absolute['drain_per_second']:.0f}/s of a {absolute['backlog']} backlog; "
