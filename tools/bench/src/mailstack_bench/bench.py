@@ -149,8 +149,9 @@ def _count(database_url: str, *statuses: str) -> int:
 
 
 # The gateway's own latency histogram (its middleware times each request from the moment
-# the app is called until the response is sent): what a request spent inside the gateway's
-# code, as against what wrk measures (that, plus waiting for the event loop or for a core).
+# the app is called until the response is sent, the database and Redis included): what a
+# request spent inside the app, as against what wrk measures (that, plus uvicorn's parsing,
+# the event loop's queue and waiting for a core).
 _REQUEST_SECONDS = "mailstack_gateway_request_seconds"
 
 
@@ -444,8 +445,8 @@ def render(result: dict[str, Any]) -> str:
     over = absolute["half_rate_accepts_over_50ms_in_gateway"]
     lines.append(
         f"  the gateway's own latency histogram: {over} of {handled} accepts "
-        f"({over / max(1, handled):.2%}) took over 50 ms inside the app; wrk's time beyond it "
-        "is spent waiting for the event loop or a core"
+        f"({over / max(1, handled):.2%}) took over 50 ms inside the app (the rest of wrk's "
+        "time is uvicorn's, the event loop's queue and waiting for a core)"
     )
     lines.append(
         f"drain {absolute['drain_per_second']:.0f}/s of a {absolute['backlog']} backlog; "
