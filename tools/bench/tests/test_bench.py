@@ -47,6 +47,7 @@ def test_measures_every_target_against_its_baseline(stack_factory: Any) -> None:
     rendered = render(result)
     assert "intake throughput / bare FastAPI POST" in rendered
     assert "per email sent (drain):" in rendered
+    assert "gateway_post_half_rate" in rendered
     # The half-rate load begins once the maximum-rate load's emails are all published.
     assert (
         f"outbox after the maximum-rate load: {absolute['outbox_after_intake']} emails, "

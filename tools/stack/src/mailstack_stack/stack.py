@@ -56,10 +56,11 @@ HEALTH_PATHS |= {DISPATCHER: "/healthz"}
 ACTIVE = frozenset({"RUNNING", "STARTING", "BACKOFF"})
 # LocalStack's first start on a machine installs its runtime (uv caches it).
 TIMEOUTS = {LOCALSTACK: 300.0}
-# The component writes its own pid (`$$` is the shell's, which `exec` hands on), so the file
-# stays true across the restarts supervisord makes by itself, and appends its output to its log
-# file itself: relayed through supervisord, every log line cost a share of a core under load.
-_WRITE_PID = 'echo $$ > "$0" && log="$1" && shift && exec "$@" >> "$log" 2>&1'
+# How a component starts: it writes its own pid (`$$` is the shell's, which `exec` hands on), so
+# the file stays true across the restarts supervisord makes by itself, and appends its output to
+# its log file itself (relayed through supervisord, every log line cost a share of a core under
+# load; supervisord's stdout_logfile, the same file, gets only what the shell says before exec).
+_LAUNCH = 'echo $$ > "$0" && log="$1" && shift && exec "$@" >> "$log" 2>&1'
 RPC_FACTORY = "supervisor.rpcinterface:make_main_rpcinterface"
 
 
@@ -358,7 +359,7 @@ class Stack:
             settings["stopwaitsecs"] = {PROCESSOR: 30, DISPATCHER: 25}.get(name, 10)
         if name != POSTGRES:
             files = (str(self.pid_file(name)), str(self.log_file(name)))
-            argv = ["/bin/sh", "-c", _WRITE_PID, *files, *argv]
+            argv = ["/bin/sh", "-c", _LAUNCH, *files, *argv]
         env |= config.extra_env.get(name, {})
         return {
             "command": shlex.join(argv),
