@@ -13,7 +13,6 @@ DELIVERY_STATUSES = frozenset(
     {"DEFERRED", "DELIVERED", "OPENED", "CLICKED", "UNSUBSCRIBED", "BOUNCED", "COMPLAINED"}
 )
 SENT_OR_LATER = frozenset({"SENT"}) | DELIVERY_STATUSES
-FINAL_STATUSES = SENT_OR_LATER | {"FAILED"}
 PROVIDER_EVENT = "provider_event"
 
 
@@ -42,9 +41,18 @@ def submit(gateway: httpx.Client, email: dict[str, Any] | None = None) -> str:
     return email_id
 
 
+def _outcome_committed(email: dict[str, Any]) -> bool:
+    status = email["status"]
+    return status == "FAILED" or (status in SENT_OR_LATER and email["provider"] is not None)
+
+
 def wait_for_final(gateway: httpx.Client, email_id: str, timeout: float = 60) -> dict[str, Any]:
-    """Poll until the email is SENT (or a provider's event moved it on) or FAILED; fail the
-    test with its last state otherwise."""
+    """Poll until the processor's outcome is committed: SENT (the status perhaps moved on by a
+    provider's event) or FAILED; fail the test with its last state otherwise.
+
+    A provider's delivery event can arrive before the processor commits SENT: the status is then
+    DELIVERED while the provider is not yet recorded. Only the processor sets the provider (with
+    SENT, or with FAILED), so an email past SENT counts as final once its provider is known."""
 
     def email() -> dict[str, Any]:
         response = gateway.get(f"/v1/emails/{email_id}")
@@ -56,7 +64,7 @@ def wait_for_final(gateway: httpx.Client, email_id: str, timeout: float = 60) ->
         email,
         timeout,
         interval=0.2,
-        until=lambda body: body["status"] in FINAL_STATUSES,
+        until=_outcome_committed,
         what=f"email {email_id} SENT (or later) or FAILED",
     )
 
