@@ -41,7 +41,8 @@ def submit(gateway: httpx.Client, email: dict[str, Any] | None = None) -> str:
     return email_id
 
 
-def _outcome_committed(email: dict[str, Any]) -> bool:
+def outcome_committed(email: dict[str, Any]) -> bool:
+    """Whether the processor's outcome for the email is committed (see `wait_for_final`)."""
     status = email["status"]
     return status == "FAILED" or (status in SENT_OR_LATER and email["provider"] is not None)
 
@@ -64,7 +65,7 @@ def wait_for_final(gateway: httpx.Client, email_id: str, timeout: float = 60) ->
         email,
         timeout,
         interval=0.2,
-        until=_outcome_committed,
+        until=outcome_committed,
         what=f"email {email_id} SENT (or later) or FAILED",
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from email_flows import an_email, history, sends_for, submit
+from email_flows import an_email, history, outcome_committed, sends_for, submit
 from mailstack_stubs.control import StubControl
 from mailstack_testing.waiting import eventually
 
@@ -19,11 +19,13 @@ SIGNATURE = "x-twilio-email-event-webhook-signature"
 
 
 def _status_is(gateway: httpx.Client, email_id: str, wanted: str) -> dict[str, Any]:
+    """The email once its status is `wanted` and the processor's outcome is committed: a
+    provider's event can move the status on before the processor records SENT."""
     return eventually(
         lambda: gateway.get(f"/v1/emails/{email_id}").json(),
         60,
         interval=0.2,
-        until=lambda email: email["status"] == wanted,
+        until=lambda email: email["status"] == wanted and outcome_committed(email),
         what=f"email {email_id} {wanted}",
     )
 
