@@ -38,6 +38,18 @@ def _event_rows(gateway: httpx.Client, email_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def _answered_events(stub: StubControl, message_id: str) -> list[dict[str, Any]]:
+    """The stub's posts of events for `message_id`, once there are any: the stub lists a post
+    only after reading the gateway's answer, a moment after the gateway committed the event."""
+    return eventually(
+        lambda: [p for p in stub.events() if p["message_id"] == message_id],
+        30,
+        interval=0.1,
+        until=bool,
+        what=f"the stub's answered events of {message_id}",
+    )
+
+
 def _sent_through_sendgrid(gateway: httpx.Client, elasticemail: StubControl) -> dict[str, Any]:
     """An email ElasticEmail refused (503), sent by SendGrid, whose signed `delivered` event
     the gateway verified and recorded."""
@@ -62,7 +74,7 @@ def test_sendgrids_signed_delivery_event_moves_sent_to_delivered(
     raw = delivered["detail"]["raw"]
     assert raw["sg_message_id"].startswith(email["provider_message_id"])
     assert raw["mailstack_email_id"] == email["id"]
-    posted = [p for p in sendgrid.events() if p["message_id"] == email["provider_message_id"]]
+    posted = _answered_events(sendgrid, email["provider_message_id"])
     assert [(p["event"], p["status"]) for p in posted] == [("delivered", 200)]
     assert SIGNATURE in {name.lower() for name in posted[0]["headers"]}
 
@@ -71,7 +83,7 @@ def test_a_tampered_event_is_refused_and_nothing_is_stored(
     stack: Any, gateway: httpx.Client, elasticemail: StubControl, sendgrid: StubControl
 ) -> None:
     email = _sent_through_sendgrid(gateway, elasticemail)
-    (posted,) = [p for p in sendgrid.events() if p["message_id"] == email["provider_message_id"]]
+    (posted,) = _answered_events(sendgrid, email["provider_message_id"])
     tampered = posted["body"].replace('"delivered"', '"spamreport"')
     assert tampered != posted["body"]
     url = f"{stack.gateway_url}/v1/provider-events/sendgrid"

@@ -139,6 +139,18 @@ def test_no_credential_or_provider_key_appears_in_any_log(stack: Any, api_key: s
         email_id = submit(client)
         wait_for_final(client, email_id)
         client.get(f"/v1/emails/{email_id}/history")
+    # The processor logs `delivery.sent` just after committing SENT: searched once it is there.
+    processor_log = Path(stack.log_file("processor"))
+    eventually(
+        lambda: [
+            line
+            for line in processor_log.read_text(errors="replace").splitlines()
+            if "delivery.sent" in line and email_id in line
+        ],
+        10,
+        interval=0.1,
+        what=f"the processor's delivery.sent line of {email_id}",
+    )
     with _client(stack, key[:-2] + "xx") as wrong:
         assert wrong.get("/v1/emails").status_code == 401
     secrets = {

@@ -241,7 +241,10 @@ def test_elasticemail_calls_its_notification_url_with_the_secret_and_the_event(
     assert delivered["query"]["status"] == "Sent"
     assert delivered["query"]["messageid"] == message_id
     assert delivered["query"]["postback"] == '{"mailstack_email_id":"e-2"}'
-    listed = httpx.get(f"{base}/_stub/events").json()
+    # The stub lists a post once it has read the answer, after the receiver recorded it.
+    listed = eventually(
+        lambda: httpx.get(f"{base}/_stub/events").json(), 10, until=lambda p: len(p) == 2
+    )
     assert all(parse_qs(urlsplit(p["url"]).query)["secret"] == ["***"] for p in listed)
 
 
