@@ -14,6 +14,9 @@ DELIVERY_STATUSES = frozenset(
 )
 SENT_OR_LATER = frozenset({"SENT"}) | DELIVERY_STATUSES
 PROVIDER_EVENT = "provider_event"
+# Stack env for a stack whose ElasticEmail stub posts no events: for fault tests where an event
+# could move an email past SENT while its own outcome is interrupted, a path they do not test.
+NO_ELASTICEMAIL_EVENTS = {"elasticemail-stub": {"STUB_EVENTS_URL": ""}}
 
 
 def gateway_client(stack: Any) -> httpx.Client:

@@ -12,7 +12,14 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from email_flows import SENT_OR_LATER, an_email, gateway_client, submit, wait_for_final
+from email_flows import (
+    NO_ELASTICEMAIL_EVENTS,
+    SENT_OR_LATER,
+    an_email,
+    gateway_client,
+    submit,
+    wait_for_final,
+)
 from mailstack_stack.postgres import libpq_url
 from mailstack_stubs.control import StubControl
 from mailstack_testing.waiting import eventually
@@ -106,7 +113,7 @@ def test_postgres_restarted_while_processing_loses_nothing_and_never_answers_202
     # fails to commit, leaves that email DELIVERED with no SENT row (its redelivered message
     # finds it past SENT: nothing to do). Not the path tested here.
     stack = stack_factory(
-        {"processor": PROCESSOR_ENV, "elasticemail-stub": {"STUB_EVENTS_URL": ""}},
+        {"processor": PROCESSOR_ENV, **NO_ELASTICEMAIL_EVENTS},
         own_postgres=True,
     )
     gateway = gateway_client(stack)

@@ -8,7 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from email_flows import SENT_OR_LATER, gateway_client, history, submit, wait_for_final
+from email_flows import (
+    NO_ELASTICEMAIL_EVENTS,
+    SENT_OR_LATER,
+    gateway_client,
+    history,
+    submit,
+    wait_for_final,
+)
 from mailstack_stack.stack import RunningStack
 from mailstack_stubs.control import StubControl
 from mailstack_testing.fixtures import ExtraEnv
@@ -29,7 +36,7 @@ STACK_ENV = {
     "processor": PROCESSOR_ENV,
     # No provider events: an interrupted send that the stub still completes would otherwise
     # be DELIVERED by its event (and so never reclaimed), which is not the path tested here.
-    "elasticemail-stub": {"STUB_EVENTS_URL": ""},
+    **NO_ELASTICEMAIL_EVENTS,
 }
 
 

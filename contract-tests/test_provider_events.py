@@ -45,7 +45,6 @@ def _answered_events(stub: StubControl, message_id: str) -> list[dict[str, Any]]
         lambda: [p for p in stub.events() if p["message_id"] == message_id],
         30,
         interval=0.1,
-        until=bool,
         what=f"the stub's answered events of {message_id}",
     )
 
